@@ -1,0 +1,289 @@
+"""SQLite store of conversations.
+
+A message is committed as soon as it is complete, so killing the process mid-answer loses at most
+the answer being generated. WAL mode lets the GUI read while another process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import HearthError, NotFoundError
+from core.paths import get_paths
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    system_prompt TEXT NOT NULL DEFAULT '',
+    params TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    completed_at REAL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    tokens_per_second REAL,
+    finish_reason TEXT,
+    model TEXT,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+"""
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+    id: int | None = None
+    conversation_id: int | None = None
+    created_at: float = field(default_factory=time.time)
+    completed_at: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_per_second: float | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    model: str
+    system_prompt: str
+    params: dict[str, Any]
+    created_at: float
+    updated_at: float
+    message_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ChatStore:
+    """Conversations and messages in ``chats.sqlite3``. One instance may be shared by threads."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or get_paths().ensure().chats_db
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise HearthError(
+                f"The chat history database {self.path} is damaged ({exc}): move it aside to start a new "
+                "one; the old file is left untouched."
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    # -- conversations -------------------------------------------------------------------------
+    def create(
+        self, *, title: str = "", model: str = "", system_prompt: str = "", params: dict[str, Any] | None = None
+    ) -> Conversation:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO conversations (title, model, system_prompt, params, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (title, model, system_prompt, json.dumps(params or {}), now, now),
+            )
+            conv_id = int(cur.lastrowid or 0)
+        return self.get(conv_id)
+
+    def get(self, conversation_id: int) -> Conversation:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n "
+                "FROM conversations c WHERE c.id = ?",
+                (conversation_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"No conversation with id {conversation_id}: see 'hearth chats'.")
+        return self._conversation(row)
+
+    def list(self, *, search: str = "", limit: int | None = None) -> list[Conversation]:
+        """Conversations, most recently updated first; ``search`` matches titles and message text."""
+        sql = (
+            "SELECT c.*, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS n "
+            "FROM conversations c"
+        )
+        args: list[Any] = []
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = f"%{escaped}%"
+            sql += (
+                " WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m WHERE "
+                "m.conversation_id = c.id AND m.content LIKE ? ESCAPE '\\')"
+            )
+            args += [like, like]
+        sql += " ORDER BY c.updated_at DESC, c.id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [self._conversation(r) for r in rows]
+
+    def update(self, conversation_id: int, **changes: Any) -> Conversation:
+        allowed = {"title", "model", "system_prompt", "params"}
+        bad = set(changes) - allowed
+        if bad:
+            raise ValueError(f"cannot update {bad}")
+        if "params" in changes:
+            changes["params"] = json.dumps(changes["params"])
+        self.get(conversation_id)
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE conversations SET {sets}, updated_at = ? WHERE id = ?",
+                (*changes.values(), time.time(), conversation_id),
+            )
+        return self.get(conversation_id)
+
+    def rename(self, conversation_id: int, title: str) -> Conversation:
+        return self.update(conversation_id, title=title)
+
+    def delete(self, conversation_id: int) -> None:
+        self.get(conversation_id)
+        with self._tx() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # -- messages ------------------------------------------------------------------------------
+    def add_message(self, conversation_id: int, message: Message) -> Message:
+        """Commit one complete message (and bump the conversation's ``updated_at``)."""
+        self.get(conversation_id)
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO messages (conversation_id, role, content, created_at, completed_at, prompt_tokens, "
+                "completion_tokens, tokens_per_second, finish_reason, model, meta) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    message.role,
+                    message.content,
+                    message.created_at,
+                    message.completed_at or time.time(),
+                    message.prompt_tokens,
+                    message.completion_tokens,
+                    message.tokens_per_second,
+                    message.finish_reason,
+                    message.model,
+                    json.dumps(message.meta),
+                ),
+            )
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
+            message.id = int(cur.lastrowid or 0)
+            message.conversation_id = conversation_id
+        return message
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        self.get(conversation_id)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
+        return [self._message(r) for r in rows]
+
+    def truncate_from(self, conversation_id: int, message_id: int) -> int:
+        """Delete ``message_id`` and every later message (edit-and-rerun, regenerate)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
+            )
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
+        return cur.rowcount
+
+    # -- export --------------------------------------------------------------------------------
+    def export(self, conversation_id: int, fmt: str = "md") -> str:
+        conv = self.get(conversation_id)
+        messages = self.messages(conversation_id)
+        if fmt == "json":
+            return json.dumps(
+                {"conversation": conv.to_dict(), "messages": [m.to_dict() for m in messages]}, indent=2
+            )
+        if fmt != "md":
+            raise HearthError(f"Unknown export format '{fmt}': use md or json.")
+        lines = [f"# {conv.title or 'Untitled chat'}", "", f"*Model: {conv.model or 'unknown'}*", ""]
+        if conv.system_prompt:
+            lines += ["## System", "", conv.system_prompt, ""]
+        for m in messages:
+            lines += [f"## {m.role.capitalize()}", "", m.content, ""]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _conversation(row: sqlite3.Row) -> Conversation:
+        try:
+            params = json.loads(row["params"] or "{}")
+        except ValueError:
+            params = {}
+        return Conversation(
+            id=row["id"],
+            title=row["title"],
+            model=row["model"],
+            system_prompt=row["system_prompt"],
+            params=params,
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            message_count=row["n"],
+        )
+
+    @staticmethod
+    def _message(row: sqlite3.Row) -> Message:
+        try:
+            meta = json.loads(row["meta"] or "{}")
+        except ValueError:
+            meta = {}
+        return Message(
+            id=row["id"],
+            conversation_id=row["conversation_id"],
+            role=row["role"],
+            content=row["content"],
+            created_at=row["created_at"],
+            completed_at=row["completed_at"],
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            tokens_per_second=row["tokens_per_second"],
+            finish_reason=row["finish_reason"],
+            model=row["model"],
+            meta=meta,
+        )
