@@ -6,6 +6,7 @@ the answer being generated. WAL mode lets the GUI read while another process wri
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -216,7 +217,7 @@ class ChatStore:
             message.conversation_id = conversation_id
         return message
 
-    def messages(self, conversation_id: int) -> list[Message]:
+    def messages(self, conversation_id: int) -> builtins.list[Message]:
         self.get(conversation_id)
         with self._lock:
             rows = self._db.execute(

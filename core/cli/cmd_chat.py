@@ -1,0 +1,205 @@
+"""``hearth chat`` (interactive or one shot) and ``hearth chats`` (saved conversations)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.chats import ChatStore
+from core.chats.session import ChatSession
+from core.cli.output import print_json, print_table
+from core.engine import Completion, Engine, LoadOptions, SamplingParams, TextChunk
+from core.errors import EngineCrashedError, HearthError, NotFoundError
+from core.library import Library
+from core.paths import get_paths
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("chat", help="chat with a model (streams to the terminal)")
+    p.add_argument("model", nargs="?", help="library name or .gguf path (default: the conversation's model)")
+    p.add_argument("-p", "--prompt", help="one message; print the answer and exit")
+    p.add_argument("--system", default="", help="system prompt")
+    p.add_argument("--continue", dest="continue_id", type=int, metavar="ID", help="continue a saved conversation")
+    p.add_argument("--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
+                   help="apply a GGUF LoRA adapter (a .gguf file or an adapter name); repeatable")
+    g = p.add_argument_group("model loading")
+    g.add_argument("--ctx", type=int, default=4096, help="context length in tokens (0: the model's own)")
+    g.add_argument("--threads", type=int, default=None)
+    g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    g = p.add_argument_group("sampling")
+    defaults = SamplingParams()
+    g.add_argument("--temperature", type=float, default=defaults.temperature)
+    g.add_argument("--top-p", type=float, default=defaults.top_p)
+    g.add_argument("--top-k", type=int, default=defaults.top_k)
+    g.add_argument("--min-p", type=float, default=defaults.min_p)
+    g.add_argument("--repeat-penalty", type=float, default=defaults.repeat_penalty)
+    g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    p.add_argument("--json", action="store_true", help="with -p: print the answer and its stats as JSON")
+    p.set_defaults(func=chat)
+
+    p = sub.add_parser("chats", help="list, show, export or delete saved conversations")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--search", default="", help="only conversations whose title or text contains this")
+    p.set_defaults(func=list_chats)
+    chats_sub = p.add_subparsers(dest="chats_command", metavar="ACTION")
+    e = chats_sub.add_parser("export", help="write a conversation as Markdown or JSON")
+    e.add_argument("id", type=int)
+    e.add_argument("--format", choices=["md", "json"], default="md")
+    e.add_argument("-o", "--output", help="file to write (default: standard output)")
+    e.set_defaults(func=export_chat)
+    s = chats_sub.add_parser("show", help="print a conversation")
+    s.add_argument("id", type=int)
+    s.set_defaults(func=lambda a: export_chat(argparse.Namespace(id=a.id, format="md", output=None)))
+    r = chats_sub.add_parser("rm", help="delete a conversation")
+    r.add_argument("id", type=int)
+    r.set_defaults(func=remove_chat)
+
+
+def resolve_lora(spec: str) -> tuple[str, float]:
+    """``ADAPTER[:SCALE]`` → (GGUF path, scale). ADAPTER is a .gguf path or an adapter's name."""
+    name, scale = spec, 1.0
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            scale = float(tail)
+            name = head
+        except ValueError:
+            pass
+    path = Path(name).expanduser()
+    if path.is_file():
+        return str(path), scale
+    folder = get_paths().adapters / name
+    candidates = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+    if not candidates:
+        raise NotFoundError(
+            f"No adapter '{name}': give a GGUF LoRA file, or export the adapter first with 'hearth export {name}'."
+        )
+    return str(candidates[0]), scale
+
+
+def _sampling(args: argparse.Namespace) -> SamplingParams:
+    return SamplingParams(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty, seed=args.seed, max_tokens=args.max_tokens,
+    )
+
+
+def chat(args: argparse.Namespace) -> int:
+    store = ChatStore()
+    library = Library()
+    library.ensure_starter()
+    if args.continue_id is not None:
+        conv = store.get(args.continue_id)
+        model_ref = args.model or conv.model
+    else:
+        if not args.model:
+            raise HearthError("Name a model to chat with (see 'hearth models'), or --continue ID.")
+        model_ref = args.model
+    entry = library.get(model_ref)
+    loras = [resolve_lora(spec) for spec in args.lora]
+    params = _sampling(args)
+    with Engine() as engine:
+        status = engine.load(entry.path, LoadOptions(n_ctx=args.ctx, n_threads=args.threads,
+                                                     n_gpu_layers=args.gpu_layers, loras=loras))
+        if args.continue_id is not None:
+            session = ChatSession(store, engine, args.continue_id)
+        else:
+            session = ChatSession.start(store, engine, model=entry.name, system_prompt=args.system, params=params)
+        if not args.json:
+            print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}]", file=sys.stderr)
+        if args.prompt is not None:
+            completion = _stream_answer(session.send(args.prompt, params), quiet=args.json)
+            if args.json and completion:
+                print_json({"conversation_id": session.conversation_id, "text": completion.text,
+                            "finish_reason": completion.finish_reason, "stats": completion.stats.__dict__,
+                            "chat_format": status.chat_format_source})
+            return 0
+        return _interactive(session, params)
+
+
+def _stream_answer(stream: object, quiet: bool = False) -> Completion | None:
+    completion = None
+    try:
+        for item in stream:  # type: ignore[attr-defined]
+            if isinstance(item, TextChunk):
+                if not quiet:
+                    sys.stdout.write(item.text)
+                    sys.stdout.flush()
+            elif isinstance(item, Completion):
+                completion = item
+    except KeyboardInterrupt:
+        stream.close()  # type: ignore[attr-defined]  # cancels generation; the partial answer is saved
+        print("\n[stopped]", file=sys.stderr)
+        return None
+    if not quiet:
+        sys.stdout.write("\n")
+    if completion and not quiet:
+        s = completion.stats
+        notes = [f"{s.completion_tokens} tokens", f"{s.tokens_per_second:.1f} tok/s", f"context {s.context_used}/{s.n_ctx}"]
+        if s.dropped_messages:
+            notes.append(f"{s.dropped_messages} oldest messages left out to fit the context")
+        if completion.finish_reason == "length":
+            notes.append("stopped at max tokens")
+        elif completion.finish_reason == "context":
+            notes.append("stopped: the context window is full")
+        print(f"[{', '.join(notes)}]", file=sys.stderr)
+    return completion
+
+
+def _interactive(session: ChatSession, params: SamplingParams) -> int:
+    print(f"Conversation {session.conversation_id}. Type /exit or press Ctrl+D to leave; Ctrl+C stops an answer.",
+          file=sys.stderr)
+    while True:
+        try:
+            text = input(">>> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            continue
+        if text.strip() in ("/exit", "/quit", "/bye"):
+            return 0
+        if not text.strip():
+            continue
+        try:
+            _stream_answer(session.send(text, params))
+        except EngineCrashedError as exc:
+            print(f"hearth: error: {exc}", file=sys.stderr)
+            return 1
+
+
+def list_chats(args: argparse.Namespace) -> int:
+    conversations = ChatStore().list(search=args.search)
+    if args.json:
+        print_json([c.to_dict() for c in conversations])
+        return 0
+    import datetime
+
+    rows = [
+        (c.id, c.title or "(untitled)", c.model, c.message_count,
+         datetime.datetime.fromtimestamp(c.updated_at).strftime("%Y-%m-%d %H:%M"))
+        for c in conversations
+    ]
+    print_table(rows, ["ID", "TITLE", "MODEL", "MESSAGES", "UPDATED"])
+    return 0
+
+
+def export_chat(args: argparse.Namespace) -> int:
+    text = ChatStore().export(args.id, args.format)
+    if args.output:
+        from core.paths import write_text_atomic
+
+        write_text_atomic(Path(args.output), text)
+        print(f"Wrote {args.output}.", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def remove_chat(args: argparse.Namespace) -> int:
+    ChatStore().delete(args.id)
+    print(f"Deleted conversation {args.id}.")
+    return 0

@@ -1,0 +1,114 @@
+"""``hearth models | import | rm | show``: the model library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.cli.output import human_bytes, human_count, print_json, print_kv, print_table
+from core.events import Progress
+from core.library import Library, read_gguf_info
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("models", help="list the models in the library")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=list_models)
+
+    p = sub.add_parser("import", help="add a .gguf file to the library")
+    p.add_argument("path", help="the .gguf file (for a split model, any of its parts)")
+    p.add_argument("--link", action="store_true", help="use the file where it is instead of copying it")
+    p.add_argument("--name", help="library name (default: from the file name)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=import_model)
+
+    p = sub.add_parser("rm", help="remove a model from the library")
+    p.add_argument("name")
+    p.add_argument("--keep-file", action="store_true", help="unregister only; leave the file on disk")
+    p.set_defaults(func=remove_model)
+
+    p = sub.add_parser("show", help="a model's details from its GGUF metadata")
+    p.add_argument("model", help="library name or path to a .gguf file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--tensors", action="store_true", help="include the tensor table")
+    p.set_defaults(func=show_model)
+
+
+def list_models(args: argparse.Namespace) -> int:
+    library = Library()
+    library.ensure_starter()
+    entries = library.models()
+    if args.json:
+        print_json([e.to_dict() for e in entries])
+        return 0
+    rows = [
+        (
+            e.name,
+            e.architecture,
+            human_count(e.parameters),
+            e.file_type or "-",
+            human_bytes(e.size_bytes),
+            e.context_length or "-",
+            e.source + ("" if e.exists else " (file missing)"),
+        )
+        for e in entries
+    ]
+    print_table(rows, ["NAME", "ARCH", "PARAMS", "QUANT", "SIZE", "CONTEXT", "SOURCE"])
+    return 0
+
+
+def import_model(args: argparse.Namespace) -> int:
+    def progress(p: Progress) -> None:
+        if p.fraction is not None and sys.stderr.isatty():
+            print(f"\r{p.message}: {p.fraction * 100:5.1f}%", end="", file=sys.stderr, flush=True)
+
+    entry = Library().import_file(args.path, mode="link" if args.link else "copy", name=args.name, progress=progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if args.json:
+        print_json(entry.to_dict())
+    else:
+        print(f"Added '{entry.name}' ({entry.architecture}, {entry.file_type}, {human_bytes(entry.size_bytes)}).")
+    return 0
+
+
+def remove_model(args: argparse.Namespace) -> int:
+    entry = Library().remove(args.name, delete_files=not args.keep_file)
+    kept = "" if entry.managed and not args.keep_file else f" (the file stays at {entry.path})"
+    print(f"Removed '{entry.name}'{kept}.")
+    return 0
+
+
+def show_model(args: argparse.Namespace) -> int:
+    entry = Library().get(args.model)
+    info = read_gguf_info(entry.path)
+    if args.json:
+        data = info.to_dict(with_tensors=args.tensors)
+        data.update({"name": entry.name, "path": entry.path, "source": entry.source})
+        print_json(data)
+        return 0
+    kv = info.head_count_kv
+    print_kv(
+        [
+            ("Name", entry.name),
+            ("Model", info.name),
+            ("Path", entry.path),
+            ("Architecture", info.architecture),
+            ("Parameters", f"{human_count(info.parameters)} ({info.parameters:,})"),
+            ("Quantization", info.file_type or "-"),
+            ("Size", human_bytes(info.size_bytes) + (f" in {len(info.files)} files" if len(info.files) > 1 else "")),
+            ("Context length", info.context_length or "-"),
+            ("Layers", info.block_count or "-"),
+            ("Embedding", info.embedding_length or "-"),
+            ("Attention heads", info.head_count or "-"),
+            ("KV heads", (max(kv) if isinstance(kv, list) and kv else kv) or "-"),
+            ("Sliding window", info.sliding_window or "-"),
+            ("Vocabulary", info.vocab_size or "-"),
+            ("Chat template", "yes" if info.has_chat_template else "no (a family format or plain completion is used)"),
+        ]
+    )
+    if args.tensors:
+        print()
+        print_table([(t.name, t.type, "x".join(map(str, t.shape)), human_bytes(t.n_bytes)) for t in info.tensors],
+                    ["TENSOR", "TYPE", "SHAPE", "SIZE"])
+    return 0

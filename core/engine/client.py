@@ -1,0 +1,250 @@
+"""The chat engine as the rest of Hearth sees it: a handle on a worker process.
+
+``Engine`` starts ``core.engine.worker`` in a child process (spawn), sends it requests over a pipe
+and turns its answers into Python results and streamed ``TextChunk``s. If the worker dies (native
+crash, out of memory, killed) the caller gets ``EngineCrashedError`` and the next request starts a
+fresh worker; nothing the caller keeps (such as the chat history) is affected.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.engine.params import (
+    Completion,
+    GenerationStats,
+    LoadOptions,
+    ModelStatus,
+    SamplingParams,
+    TextChunk,
+)
+from core.errors import ContextOverflowError, EngineCrashedError, EngineError, InvalidModelError
+
+START_TIMEOUT = 120.0
+
+
+class Engine:
+    """One model at a time in one worker process. Thread-safe: requests run one after another."""
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._process: Any = None
+        self._conn: Any = None
+        self._cancel: Any = None
+        self._lock = threading.RLock()
+        self.status: ModelStatus | None = None
+        self._load_request: tuple[str, LoadOptions] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.is_alive() else None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def _start(self) -> None:
+        from core.engine import worker
+
+        parent, child = self._ctx.Pipe(duplex=True)
+        self._cancel = self._ctx.Value("i", 0, lock=False)
+        self._process = self._ctx.Process(
+            target=worker.main, args=(child, self._cancel), name="hearth-engine", daemon=True
+        )
+        self._process.start()
+        child.close()  # so that the worker's death shows up as EOF here
+        self._conn = parent
+        answer = self._receive(timeout=START_TIMEOUT)
+        if answer.get("type") != "ready":
+            self._kill()
+            raise EngineError(answer.get("message", "The engine could not start."))
+
+    def _ensure_started(self) -> None:
+        if not self.alive:
+            self._kill()
+            self._start()
+
+    def _kill(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+        if self._process is not None and self._process.pid is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=5)
+        self._process = None
+        self._conn = None
+        self.status = None
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force)."""
+        with self._lock:
+            if self.alive:
+                try:
+                    self._conn.send({"op": "shutdown"})
+                    self._receive(timeout=10)
+                except (EngineError, OSError):
+                    pass
+            self._kill()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _receive(self, timeout: float | None = None) -> dict[str, Any]:
+        conn = self._conn
+        try:
+            if timeout is not None and not conn.poll(timeout):
+                self._kill()
+                raise EngineCrashedError("The engine stopped answering and was restarted; try again.")
+            message: dict[str, Any] = conn.recv()
+        except (EOFError, OSError, BrokenPipeError) as exc:
+            code = self._process.exitcode if self._process is not None else None
+            self._process and self._process.join(timeout=2)
+            code = self._process.exitcode if self._process is not None else code
+            self._kill()
+            raise EngineCrashedError(
+                "The engine process crashed"
+                + (f" (exit code {code})" if code is not None else "")
+                + ": the model may be damaged or too large for the available memory. Your chat is saved; "
+                "load the model again or pick a smaller one."
+            ) from exc
+        return message
+
+    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._ensure_started()
+        try:
+            self._conn.send(request)
+        except (OSError, BrokenPipeError) as exc:
+            self._kill()
+            raise EngineCrashedError("The engine process is gone; load the model again.") from exc
+        answer = self._receive()
+        if answer.get("type") == "error":
+            self._raise(answer)
+        return answer
+
+    @staticmethod
+    def _raise(answer: dict[str, Any]) -> None:
+        kind, message = answer.get("kind"), answer.get("message", "engine error")
+        if kind == "load_failed":
+            raise InvalidModelError(message)
+        if kind == "context_overflow":
+            raise ContextOverflowError(message)
+        raise EngineError(message)
+
+    # -- model ---------------------------------------------------------------------------------
+    def load(self, path: str | Path, options: LoadOptions | None = None) -> ModelStatus:
+        """Load a GGUF model (replacing the current one); returns what the worker reports."""
+        options = options or LoadOptions()
+        path = Path(path)
+        if not path.exists():
+            raise InvalidModelError(f"{path} does not exist: check the path or pick a model from the library.")
+        with self._lock:
+            self.status = None
+            answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()})
+            status = answer["status"]
+            status["loras"] = [tuple(x) for x in status.get("loras", [])]
+            self.status = ModelStatus(**status)
+            self._load_request = (str(path), options)
+            return self.status
+
+    def unload(self) -> None:
+        with self._lock:
+            if self.alive:
+                self._request({"op": "unload"})
+            self.status = None
+
+    def set_loras(self, loras: Sequence[tuple[str | Path, float]]) -> list[tuple[str, float]]:
+        """Apply GGUF LoRA adapters with a scale each, without reloading the base model."""
+        with self._lock:
+            self._need_model()
+            answer = self._request({"op": "set_loras", "loras": [(str(p), float(s)) for p, s in loras]})
+            active = [(str(p), float(s)) for p, s in answer["loras"]]
+            if self.status:
+                self.status.loras = active
+            return active
+
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        with self._lock:
+            self._need_model()
+            return list(self._request({"op": "tokenize", "text": text, "add_bos": add_bos})["tokens"])
+
+    def _need_model(self) -> None:
+        if self.status is None or not self.alive:
+            raise EngineError("No model is loaded: pick a model first.")
+
+    # -- generation ----------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop the answer being generated at its next token (safe from any thread)."""
+        if self._cancel is not None:
+            self._cancel.value = 1
+
+    def stream_chat(
+        self, messages: Sequence[dict[str, str]], params: SamplingParams | None = None
+    ) -> Iterator[TextChunk | Completion]:
+        """Answer a conversation: yields ``TextChunk``s as they come, then one ``Completion``."""
+        request = {"op": "chat", "messages": [dict(m) for m in messages], "params": (params or SamplingParams()).to_dict()}
+        return self._stream(request)
+
+    def stream_complete(self, prompt: str, params: SamplingParams | None = None) -> Iterator[TextChunk | Completion]:
+        """Continue raw text (no chat template)."""
+        return self._stream({"op": "complete", "prompt": prompt, "params": (params or SamplingParams()).to_dict()})
+
+    def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams | None = None) -> Completion:
+        return _last(self.stream_chat(messages, params))
+
+    def complete(self, prompt: str, params: SamplingParams | None = None) -> Completion:
+        return _last(self.stream_complete(prompt, params))
+
+    def _stream(self, request: dict[str, Any]) -> Iterator[TextChunk | Completion]:
+        with self._lock:
+            self._need_model()
+            if self._cancel is not None:
+                self._cancel.value = 0
+            try:
+                self._conn.send(request)
+            except (OSError, BrokenPipeError) as exc:
+                self._kill()
+                raise EngineCrashedError("The engine process is gone; load the model again.") from exc
+            finished = False
+            try:
+                while True:
+                    message = self._receive()
+                    kind = message["type"]
+                    if kind == "chunk":
+                        yield TextChunk(message["text"], message["n"])
+                    elif kind == "done":
+                        finished = True
+                        yield Completion(message["text"], message["finish_reason"], GenerationStats(**message["stats"]))
+                        return
+                    elif kind == "error":
+                        finished = True
+                        self._raise(message)
+            finally:
+                if not finished and self.alive:
+                    # The caller stopped reading early: stop the worker and drain its answer.
+                    self.cancel()
+                    try:
+                        while self._receive(timeout=30)["type"] not in ("done", "error"):
+                            pass
+                    except EngineError:
+                        pass
+
+
+def _last(stream: Iterator[TextChunk | Completion]) -> Completion:
+    result: Completion | None = None
+    for item in stream:
+        if isinstance(item, Completion):
+            result = item
+    assert result is not None
+    return result

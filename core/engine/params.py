@@ -1,0 +1,105 @@
+"""The engine's request and result types: plain dataclasses that cross the process boundary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class LoadOptions:
+    """How to load a model: context window, threads, GPU offload, adapters."""
+
+    n_ctx: int = 4096  # 0 = the model's training context
+    n_threads: int | None = None  # None = physical cores
+    n_threads_batch: int | None = None
+    n_gpu_layers: int = 0  # -1 = all layers
+    n_batch: int = 512
+    use_mmap: bool = True
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (GGUF LoRA path, scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SamplingParams:
+    """Sampling settings of one answer (llama.cpp's sampler chain, in llama.cpp's default order)."""
+
+    temperature: float = 0.8  # <= 0: greedy
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    seed: int = -1  # -1: random
+    max_tokens: int = 512
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplingParams:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class ModelStatus:
+    """What the worker reports after loading a model."""
+
+    path: str
+    n_ctx: int
+    n_ctx_train: int
+    n_layer: int
+    n_vocab: int
+    chat_format: str  # "gguf", a family name, or "plain"
+    chat_format_source: str  # "gguf", "family", "plain"
+    chat_format_description: str
+    load_seconds: float
+    loras: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache of the previous turn
+    completion_tokens: int = 0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    time_to_first_token: float = 0.0
+    context_used: int = 0
+    n_ctx: int = 0
+    dropped_messages: int = 0  # oldest turns left out to fit the context window
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_tokens
+        return evaluated / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+
+@dataclass
+class Completion:
+    """A finished answer. ``finish_reason``: stop, length, context, cancelled."""
+
+    text: str
+    finish_reason: str
+    stats: GenerationStats
+
+    @property
+    def cancelled(self) -> bool:
+        return self.finish_reason == "cancelled"
+
+
+@dataclass
+class TextChunk:
+    """Streamed text: one or more tokens' worth."""
+
+    text: str
+    n_tokens: int

@@ -1,0 +1,494 @@
+"""The engine's worker process: it alone owns llama.cpp, the model and its KV cache.
+
+It talks to ``core.engine.client.Engine`` over a ``multiprocessing`` pipe: requests are dicts with
+an ``op``; answers are dicts with a ``type``. Generation uses llama.cpp's native sampler chain
+(``llama_sampler_*``), so no per-token Python work touches the logits vector, and streams text
+to the client in small batches. A native crash here kills only this process.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
+
+import llama_cpp as L
+
+from core.engine.params import GenerationStats, LoadOptions, SamplingParams
+from core.engine.templates import ChatFormat, choose_format, render
+
+FLUSH_SECONDS = 0.03  # stream batching: send text at least this often while generating
+FLUSH_TOKENS = 16
+
+
+class RequestError(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Log:
+    """Keeps llama.cpp's recent log lines to explain load failures; prints nothing."""
+
+    def __init__(self) -> None:
+        self.lines: deque[str] = deque(maxlen=60)
+        self.partial = ""
+
+        @L.llama_log_callback  # type: ignore[untyped-decorator]
+        def callback(level: int, text: bytes, _user: Any) -> None:
+            self.partial += text.decode("utf-8", errors="replace")
+            while "\n" in self.partial:
+                line, self.partial = self.partial.split("\n", 1)
+                if line.strip():
+                    self.lines.append(line)
+
+        self.callback = callback  # keep a reference: llama.cpp holds only the pointer
+        L.llama_log_set(self.callback, ctypes.c_void_p(0))
+
+    def reason(self) -> str:
+        for line in reversed(self.lines):
+            low = line.lower()
+            if "error" in low or "failed" in low or "unknown" in low or "exception" in low:
+                return line.split(":", 1)[-1].strip() if "llama_model_load" in line else line.strip()
+        return ""
+
+
+class Worker:
+    def __init__(self, conn: Connection, cancel: Synchronized) -> None:  # type: ignore[type-arg]
+        self.conn = conn
+        self.cancel = cancel
+        self.log = _Log()
+        L.llama_backend_init()
+        self.model: Any = None
+        self.ctx: Any = None
+        self.vocab: Any = None
+        self.mem: Any = None
+        self.path = ""
+        self.n_ctx = 0
+        self.n_batch = 512
+        self.kv_tokens: list[int] = []  # tokens whose keys/values are in the cache, in order
+        self.fmt = ChatFormat("plain", "plain", None)
+        self.bos_text = ""
+        self.eos_text = ""
+        self.adapters: dict[str, Any] = {}
+        self.active_loras: list[tuple[str, float]] = []
+        self.piece_buf = ctypes.create_string_buffer(256)
+        self.batch: Any = None
+        self._eog_ids: list[int] | None = None
+
+    # -- loop ----------------------------------------------------------------------------------
+    def serve(self) -> None:
+        while True:
+            try:
+                request = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            op = request.get("op")
+            try:
+                if op == "shutdown":
+                    self.unload()
+                    self.conn.send({"type": "ok"})
+                    return
+                handler = getattr(self, f"op_{op}", None)
+                if handler is None:
+                    raise RequestError("bad_request", f"unknown engine request '{op}'")
+                handler(request)
+            except RequestError as exc:
+                self.conn.send({"type": "error", "kind": exc.kind, "message": str(exc)})
+
+    # -- model ---------------------------------------------------------------------------------
+    def unload(self) -> None:
+        if self.batch is not None:
+            L.llama_batch_free(self.batch)
+            self.batch = None
+        if self.ctx is not None:
+            L.llama_free(self.ctx)
+            self.ctx = None
+        for adapter in self.adapters.values():
+            L.llama_adapter_lora_free(adapter)
+        self.adapters = {}
+        self.active_loras = []
+        if self.model is not None:
+            L.llama_model_free(self.model)
+            self.model = None
+        self.kv_tokens = []
+
+    def op_unload(self, _request: dict[str, Any]) -> None:
+        self.unload()
+        self.conn.send({"type": "ok"})
+
+    def op_load(self, request: dict[str, Any]) -> None:
+        self.unload()
+        opts = LoadOptions(**request["options"])
+        path = request["path"]
+        started = time.perf_counter()
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = 999 if opts.n_gpu_layers < 0 else opts.n_gpu_layers
+        mparams.use_mmap = opts.use_mmap
+        self.log.lines.clear()
+        model = L.llama_model_load_from_file(path.encode(), mparams)
+        if not model:
+            reason = self.log.reason() or "llama.cpp could not read it"
+            raise RequestError(
+                "load_failed",
+                f"Could not load {os.path.basename(path)}: {reason}. The file may be damaged or of an "
+                "architecture this llama.cpp does not support; try another model.",
+            )
+        self.model = model
+        self.vocab = L.llama_model_get_vocab(model)
+        n_ctx_train = int(L.llama_model_n_ctx_train(model))
+        threads = opts.n_threads or _physical_cores()
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = min(opts.n_ctx, n_ctx_train) if opts.n_ctx > 0 else n_ctx_train
+        cparams.n_batch = opts.n_batch
+        cparams.n_ubatch = opts.n_batch
+        cparams.n_threads = threads
+        cparams.n_threads_batch = opts.n_threads_batch or threads
+        # A full-size sliding-window cache lets the cache roll back to any shared prefix
+        # (llama.cpp PR 13194); without it, reusing a prefix on SWA models would be wrong or impossible.
+        cparams.swa_full = True
+        ctx = L.llama_init_from_model(model, cparams)
+        if not ctx:
+            reason = self.log.reason() or "not enough memory for the context"
+            self.unload()
+            raise RequestError(
+                "load_failed",
+                f"Could not create a context of {cparams.n_ctx} tokens: {reason}. Try a smaller context length.",
+            )
+        self.ctx = ctx
+        self.batch = L.llama_batch_init(opts.n_batch, 0, 1)
+        self.mem = L.llama_get_memory(ctx)
+        self.n_ctx = int(L.llama_n_ctx(ctx))
+        self.n_batch = opts.n_batch
+        self.path = path
+        self._eog_ids = None
+        self.bos_text = self._token_text(L.llama_vocab_bos(self.vocab))
+        self.eos_text = self._token_text(L.llama_vocab_eos(self.vocab))
+        template_ptr = L.llama_model_chat_template(model, None)
+        template = template_ptr.decode("utf-8", errors="replace") if template_ptr else None
+        arch = self._meta("general.architecture") or ""
+        self.fmt = choose_format(arch, template, self._is_special_token)
+        self._apply_loras([(str(p), float(s)) for p, s in opts.loras])
+        self.conn.send(
+            {
+                "type": "loaded",
+                "status": {
+                    "path": path,
+                    "n_ctx": self.n_ctx,
+                    "n_ctx_train": n_ctx_train,
+                    "n_layer": int(L.llama_model_n_layer(model)),
+                    "n_vocab": int(L.llama_vocab_n_tokens(self.vocab)),
+                    "chat_format": self.fmt.name,
+                    "chat_format_source": self.fmt.source,
+                    "chat_format_description": self.fmt.description,
+                    "load_seconds": time.perf_counter() - started,
+                    "loras": self.active_loras,
+                },
+            }
+        )
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = L.llama_model_meta_val_str(self.model, key.encode(), buf, ctypes.sizeof(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    def _require_model(self) -> None:
+        if self.ctx is None:
+            raise RequestError("no_model", "No model is loaded: load one first.")
+
+    # -- adapters ------------------------------------------------------------------------------
+    def _load_adapter(self, path: str) -> Any:
+        if path in self.adapters:
+            return self.adapters[path]
+        self.log.lines.clear()
+        adapter = L.llama_adapter_lora_init(self.model, path.encode())
+        if not adapter:
+            reason = self.log.reason() or "llama.cpp could not read it"
+            raise RequestError(
+                "adapter_failed",
+                f"Could not load the adapter {os.path.basename(path)}: {reason}. Check that it is a GGUF LoRA "
+                "exported for this base model.",
+            )
+        self.adapters[path] = adapter
+        return adapter
+
+    def _apply_loras(self, loras: list[tuple[str, float]]) -> None:
+        chosen = [(self._load_adapter(p), float(s)) for p, s in loras]
+        n = len(chosen)
+        arr = (L.llama_adapter_lora_p_ctypes * max(n, 1))(*[a for a, _ in chosen])
+        scales = (ctypes.c_float * max(n, 1))(*[s for _, s in chosen])
+        L.llama_set_adapters_lora(self.ctx, arr if n else None, n, scales if n else None)
+        if loras != self.active_loras:
+            self._reset_cache()  # cached keys/values were computed with other adapters
+        self.active_loras = [(p, float(s)) for p, s in loras]
+
+    def op_set_loras(self, request: dict[str, Any]) -> None:
+        self._require_model()
+        self._apply_loras([(str(p), float(s)) for p, s in request["loras"]])
+        self.conn.send({"type": "ok", "loras": self.active_loras})
+
+    # -- tokens --------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        data = text.encode("utf-8")
+        size = len(data) + 16
+        buf = (L.llama_token * size)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos, True)
+        if n < 0:
+            size = -n
+            buf = (L.llama_token * size)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, size, add_bos, True)
+        return list(buf[:n])
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        n = L.llama_token_to_piece(self.vocab, token, self.piece_buf, 256, 0, special)
+        if n < 0:
+            big = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, big, -n, 0, special)
+            return big.raw[:n]
+        return self.piece_buf.raw[:n]
+
+    def _token_text(self, token: int) -> str:
+        return self._piece(token, special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
+    def _is_special_token(self, text: str) -> bool:
+        tokens = self.tokenize(text, add_bos=False)
+        return len(tokens) == 1 and bool(L.llama_vocab_is_control(self.vocab, tokens[0]))
+
+    def eog_ids(self) -> list[int]:
+        if self._eog_ids is None:
+            n = int(L.llama_vocab_n_tokens(self.vocab))
+            self._eog_ids = [t for t in range(n) if L.llama_vocab_is_eog(self.vocab, t)]
+        return self._eog_ids
+
+    def op_tokenize(self, request: dict[str, Any]) -> None:
+        self._require_model()
+        self.conn.send({"type": "tokens", "tokens": self.tokenize(request["text"], request.get("add_bos", False))})
+
+    # -- prompts -------------------------------------------------------------------------------
+    def _prompt_tokens(self, text: str) -> list[int]:
+        # A template that writes the BOS token itself must not get a second one from the tokenizer.
+        add_bos = bool(L.llama_vocab_get_add_bos(self.vocab)) and not (
+            self.bos_text and text.startswith(self.bos_text)
+        )
+        return self.tokenize(text, add_bos)
+
+    def _chat_prompt(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[int], int]:
+        """Prompt tokens for ``messages``, dropping the oldest turns until ``reserve`` tokens fit after it.
+
+        Rule: the system prompt and the newest user message are always kept; older messages are
+        dropped oldest first, a user message together with the answer that followed it.
+        """
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns = messages[len(system) :]
+        dropped = 0
+        while True:
+            text = render(self.fmt, system + turns, bos_token=self.bos_text, eos_token=self.eos_text)
+            tokens = self._prompt_tokens(text)
+            if len(tokens) + reserve <= self.n_ctx:
+                return tokens, dropped
+            if len(turns) <= 1:
+                raise RequestError(
+                    "context_overflow",
+                    f"The message needs {len(tokens)} tokens plus {reserve} for the answer, more than the "
+                    f"{self.n_ctx}-token context: shorten it, lower max tokens, or reload with a larger context.",
+                )
+            cut = 1
+            while cut < len(turns) - 1 and turns[cut]["role"] != "user":
+                cut += 1
+            dropped += cut
+            turns = turns[cut:]
+
+    # -- generation ----------------------------------------------------------------------------
+    def _reset_cache(self) -> None:
+        if self.mem is not None:
+            L.llama_memory_clear(self.mem, True)
+        self.kv_tokens = []
+
+    def _fill_batch(self, tokens: list[int]) -> None:
+        """Put ``tokens`` at the next positions of sequence 0; logits only for the last one."""
+        batch, n_past = self.batch, len(self.kv_tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = n_past + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = False
+        batch.logits[len(tokens) - 1] = True
+        batch.n_tokens = len(tokens)
+
+    def _decode(self, tokens: list[int]) -> None:
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            self._fill_batch(chunk)
+            rc = L.llama_decode(self.ctx, self.batch)
+            if rc != 0:
+                self._reset_cache()
+                raise RequestError("decode_failed", f"llama.cpp could not evaluate the prompt (code {rc}).")
+            self.kv_tokens.extend(chunk)
+
+    def _evaluate_prompt(self, prompt: list[int]) -> int:
+        """Bring the cache to ``prompt``, reusing the longest shared prefix; returns tokens reused."""
+        common = 0
+        limit = min(len(prompt), len(self.kv_tokens))
+        while common < limit and prompt[common] == self.kv_tokens[common]:
+            common += 1
+        if common == len(prompt):
+            common -= 1  # re-evaluate the last token: its logits start the answer
+        if common < len(self.kv_tokens):
+            if common <= 0 or not L.llama_memory_seq_rm(self.mem, 0, common, -1):
+                self._reset_cache()
+                common = 0
+            else:
+                del self.kv_tokens[common:]
+        self._decode(prompt[common:])
+        return common
+
+    def _sampler(self, params: SamplingParams) -> Any:
+        chain_params = L.llama_sampler_chain_default_params()
+        chain_params.no_perf = True
+        chain = L.llama_sampler_chain_init(chain_params)
+        n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        if params.ignore_eos:
+            ids = self.eog_ids()
+            biases = (L.llama_logit_bias * len(ids))()
+            for i, t in enumerate(ids):
+                biases[i].token = t  # type: ignore[assignment]
+                biases[i].bias = float("-inf")
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(ids), biases))
+        if params.repeat_penalty != 1.0 and params.repeat_last_n != 0:
+            L.llama_sampler_chain_add(
+                chain, L.llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0)
+            )
+        if params.temperature <= 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+            return chain
+        if params.top_k > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(params.top_k))
+        if 0 < params.top_p < 1:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(params.min_p, 1))
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+        seed = params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little")
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        return chain
+
+    def op_chat(self, request: dict[str, Any]) -> None:
+        self._require_model()
+        params = SamplingParams.from_dict(request["params"])
+        reserve = min(max(params.max_tokens, 1), max(self.n_ctx // 4, 1))
+        tokens, dropped = self._chat_prompt(request["messages"], reserve)
+        self._generate(tokens, params, dropped, stop=self.fmt.stop + params.stop)
+
+    def op_complete(self, request: dict[str, Any]) -> None:
+        self._require_model()
+        params = SamplingParams.from_dict(request["params"])
+        tokens = self._prompt_tokens(request["prompt"])
+        if len(tokens) >= self.n_ctx:
+            raise RequestError(
+                "context_overflow",
+                f"The prompt needs {len(tokens)} tokens, more than the {self.n_ctx}-token context.",
+            )
+        self._generate(tokens, params, 0, stop=params.stop)
+
+    def _generate(self, prompt: list[int], params: SamplingParams, dropped: int, stop: list[str]) -> None:
+        self.cancel.value = 0
+        stats = GenerationStats(prompt_tokens=len(prompt), n_ctx=self.n_ctx, dropped_messages=dropped)
+        started = time.perf_counter()
+        stats.cached_tokens = self._evaluate_prompt(prompt)
+        stats.prompt_seconds = time.perf_counter() - started
+        chain = self._sampler(params)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""
+        sent = 0
+        pending_tokens = 0
+        last_flush = time.perf_counter()
+        gen_started = last_flush
+        finish = "length"
+        longest_stop = max((len(s) for s in stop), default=0)
+        vocab, ctx = self.vocab, self.ctx
+        self._fill_batch([0])  # sequence ids and flags for the one-token steps below
+        batch = self.batch
+        try:
+            for _ in range(max(params.max_tokens, 0)):
+                if self.cancel.value:
+                    finish = "cancelled"
+                    break
+                token = L.llama_sampler_sample(chain, ctx, -1)
+                if not params.ignore_eos and L.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                stats.completion_tokens += 1
+                text += decoder.decode(self._piece(token))
+                if stats.completion_tokens == 1:
+                    stats.time_to_first_token = time.perf_counter() - started
+                safe = len(text)
+                if stop:
+                    window_start = max(0, sent - longest_stop)
+                    hit = min((i for i in (text.find(s, window_start) for s in stop) if i >= 0), default=-1)
+                    if hit >= 0:
+                        text = text[:hit]
+                        finish = "stop"
+                        break
+                    safe = len(text) - _partial_stop(text, stop)
+                pending_tokens += 1
+                now = time.perf_counter()
+                if safe > sent and (stats.completion_tokens == 1 or pending_tokens >= FLUSH_TOKENS
+                                    or now - last_flush >= FLUSH_SECONDS):
+                    self.conn.send({"type": "chunk", "text": text[sent:safe], "n": pending_tokens})
+                    sent, pending_tokens, last_flush = safe, 0, now
+                if len(self.kv_tokens) >= self.n_ctx:
+                    finish = "context"
+                    break
+                batch.token[0] = token
+                batch.pos[0] = len(self.kv_tokens)
+                batch.n_tokens = 1
+                batch.logits[0] = True
+                if L.llama_decode(ctx, batch) != 0:
+                    finish = "context"
+                    break
+                self.kv_tokens.append(token)
+        finally:
+            L.llama_sampler_free(chain)
+        text += decoder.decode(b"", final=True)
+        if len(text) > sent:
+            self.conn.send({"type": "chunk", "text": text[sent:], "n": pending_tokens})
+        stats.generation_seconds = time.perf_counter() - gen_started
+        stats.context_used = len(self.kv_tokens)
+        self.conn.send({"type": "done", "text": text, "finish_reason": finish, "stats": stats.__dict__})
+
+
+def _partial_stop(text: str, stops: list[str]) -> int:
+    """Length of the longest end of ``text`` that could still grow into a stop string (held back)."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    except ImportError:
+        return max(1, os.cpu_count() or 1)
+
+
+def main(conn: Connection, cancel: Synchronized) -> None:  # type: ignore[type-arg]
+    """Entry point of the worker process."""
+    try:
+        worker = Worker(conn, cancel)
+    except Exception as exc:  # the client reports it; nothing else can
+        conn.send({"type": "error", "kind": "start_failed", "message": f"The engine could not start: {exc}"})
+        return
+    conn.send({"type": "ready", "pid": os.getpid(), "system_info": L.llama_print_system_info().decode()})
+    worker.serve()
