@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_chat",
     "core.cli.cmd_hub",
     "core.cli.cmd_hw",
+    "core.cli.cmd_export",
 ]
 
 
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def open_desktop() -> int:
     try:
-        from desktop.app import main as desktop_main
+        # Imported by name: core never depends on the desktop package, it only launches it.
+        desktop_main = importlib.import_module("desktop.app").main
     except ImportError as exc:
         missing = getattr(exc, "name", "") or ""
         if missing.startswith(("PySide6", "shiboken6", "desktop")):

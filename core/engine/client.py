@@ -149,6 +149,9 @@ class Engine:
         path = Path(path)
         if not path.exists():
             raise InvalidModelError(f"{path} does not exist: check the path or pick a model from the library.")
+        from core.library.gguf_meta import read_gguf_info
+
+        read_gguf_info(path)  # a clear message for a bad file before llama.cpp sees it
         with self._lock:
             self.status = None
             answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()})

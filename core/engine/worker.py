@@ -51,10 +51,15 @@ class _Log:
         L.llama_log_set(self.callback, ctypes.c_void_p(0))
 
     def reason(self) -> str:
-        for line in reversed(self.lines):
-            low = line.lower()
-            if "error" in low or "failed" in low or "unknown" in low or "exception" in low:
-                return line.split(":", 1)[-1].strip() if "llama_model_load" in line else line.strip()
+        """The most telling recent error line (llama.cpp logs the cause before the summary)."""
+        for needles in (("error loading model",), ("unknown", "exception", "not within the file bounds"),
+                        ("error", "failed")):
+            for line in self.lines:
+                low = line.lower()
+                if any(n in low for n in needles):
+                    marker = "error loading model: "
+                    at = low.find(marker)
+                    return line[at + len(marker):].strip() if at >= 0 else line.strip()
         return ""
 
 

@@ -252,6 +252,8 @@ class Library:
                 raise NotFoundError(f"No model called '{name}' in the library: see 'hearth models'.")
             entry = ModelEntry.from_dict(match[0])
             data["models"] = [m for m in data["models"] if m["name"] != name]
+            if entry.source == "starter":
+                data["starter_removed"] = True  # the user removed it: don't bring it back
             self._save(data)
         if delete_files and entry.managed:
             for f in entry.files:
@@ -280,6 +282,8 @@ class Library:
             known = [m for m in data["models"] if m.get("source") == "starter"]
         if known:
             return ModelEntry.from_dict(known[0])
+        if data.get("starter_removed"):
+            return None
         target = self.paths.models / starter.MODEL_NAME
         if not target.exists():
             if progress:

@@ -135,7 +135,7 @@ def test_generation_stops_visibly_when_the_context_is_full(starter_model: Path) 
     with Engine() as eng:
         eng.load(starter_model, LoadOptions(n_ctx=128, n_threads=2))
         done = eng.complete("Once upon a time", SamplingParams(max_tokens=1000, ignore_eos=True))
-        assert done.finish_reason == "context" and done.stats.context_used == 128
+        assert done.finish_reason == "context" and done.stats.context_used == done.stats.n_ctx == eng.status.n_ctx  # type: ignore[union-attr]
 
 
 def test_a_killed_worker_is_reported_and_the_engine_recovers(starter_model: Path) -> None:
@@ -152,8 +152,20 @@ def test_a_killed_worker_is_reported_and_the_engine_recovers(starter_model: Path
         assert eng.complete("Hi", GREEDY).stats.completion_tokens > 0
 
 
-@pytest.mark.parametrize("kind", ["not_gguf", "truncated", "unknown_arch", "missing"])
-def test_bad_models_give_clear_errors_and_the_engine_survives(kind: str, tmp_path: Path, tiny_model: Path) -> None:
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("not_gguf", "is not a GGUF model"),
+        ("truncated", "truncated"),
+        ("unknown_arch", "'notanarch' model, an architecture this version of llama.cpp does not know"),
+        ("missing", "does not exist"),
+        # a well-formed header llama.cpp still refuses (tensors missing): the worker's own error
+        ("incomplete", "Could not load bad.gguf: .*key not found in model: llama.context_length"),
+    ],
+)
+def test_bad_models_give_clear_errors_and_the_engine_survives(
+    kind: str, message: str, tmp_path: Path, tiny_model: Path
+) -> None:
     path = tmp_path / "bad.gguf"
     if kind == "not_gguf":
         path.write_text("hello, I am a text file")
@@ -161,12 +173,11 @@ def test_bad_models_give_clear_errors_and_the_engine_survives(kind: str, tmp_pat
         path.write_bytes(tiny_model.read_bytes()[:5000])
     elif kind == "unknown_arch":
         write_fake_arch(path)
+    elif kind == "incomplete":
+        write_fake_arch(path, architecture="llama")
     with Engine() as eng:
-        with pytest.raises(InvalidModelError) as info:
+        with pytest.raises(InvalidModelError, match=message):
             eng.load(path)
-        assert "Could not load" in str(info.value) or "does not exist" in str(info.value)
-        if kind == "unknown_arch":
-            assert "notanarch" in str(info.value)
         status = eng.load(tiny_model, LoadOptions(n_ctx=128))
         assert status.n_layer == 2
 

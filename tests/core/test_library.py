@@ -152,6 +152,8 @@ def test_starter_model_is_added_once(starter_in_library: Path) -> None:
     assert entry.architecture == "gemma3" and entry.file_type == "Q4_K_M"
     assert lib.ensure_starter() == entry
     assert [e.name for e in lib.models()] == [entry.name]
+    lib.remove(entry.name)  # a user who removes the starter model does not get it back
+    assert lib.ensure_starter() is None and lib.models() == []
 
 
 def test_metadata_of_the_starter_model(starter_model: Path) -> None:

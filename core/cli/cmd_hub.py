@@ -1,0 +1,146 @@
+"""``hearth search``, ``hearth files`` and ``hearth pull``: find GGUF models on the Hub and download one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from core.cli.output import human_bytes, human_count, print_json, print_table
+from core.hub.download import DownloadProgress
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("search", help="search the Hugging Face Hub for GGUF models")
+    p.add_argument("query", nargs="?", default="", help="words in the model's name")
+    p.add_argument("--sort", choices=["downloads", "likes", "modified"], default="downloads")
+    p.add_argument("--limit", type=int, default=20, help="how many models to list (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=run_search)
+
+    p = sub.add_parser("files", help="list a Hub repo's GGUF quants and which fits this machine")
+    p.add_argument("repo", help="Hub model id, e.g. bartowski/Llama-3.2-1B-Instruct-GGUF")
+    p.add_argument("--revision", help="branch, tag or commit (default main)")
+    p.add_argument("--ctx", type=int, default=4096, help="context length to plan memory for (default 4096)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=run_files)
+
+    p = sub.add_parser("pull", help="download a GGUF model from the Hub into the library")
+    p.add_argument("repo", help="Hub model id")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--quant", help="quant to fetch, e.g. Q4_K_M (default: the one recommended here)")
+    which.add_argument("--file", dest="filename", help="exact file to fetch (any part of a split model)")
+    p.add_argument("--name", help="name in the library (default from the file name)")
+    p.add_argument("--revision", help="branch, tag or commit (default main)")
+    p.set_defaults(func=run_pull)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from core.hub.search import search_models
+
+    models = search_models(args.query, sort=args.sort, limit=args.limit)
+    if args.json:
+        print_json([m.to_dict() for m in models])
+        return 0
+    rows = [
+        (
+            m.id,
+            human_count(m.parameters),
+            m.architecture or "-",
+            human_count(m.downloads),
+            m.likes or 0,
+            (m.last_modified or "-")[:10],
+        )
+        for m in models
+    ]
+    print_table(rows, ["MODEL", "PARAMS", "ARCH", "DOWNLOADS", "LIKES", "MODIFIED"])
+    if not models:
+        print(f"No GGUF models match '{args.query}'.")
+    return 0
+
+
+def _fit_words(verdict: object) -> str:
+    if verdict is None:
+        return "-"
+    kind = str(getattr(verdict, "kind", ""))
+    layers = getattr(verdict, "gpu_layers", None)
+    words = {
+        "full_gpu": "fits on GPU",
+        "partial_gpu": f"GPU {layers} layers + CPU",
+        "cpu": "CPU only",
+        "too_large": "too large",
+    }
+    return words.get(kind, kind or "-")
+
+
+def run_files(args: argparse.Namespace) -> int:
+    from core.hub.files import repo_quants
+
+    rq = repo_quants(args.repo, args.revision, n_ctx=args.ctx)
+    if args.json:
+        print_json(rq.to_dict())
+        return 0
+    rows = []
+    for g in rq.groups:
+        mark = "*" if g.name == rq.recommended else ""
+        parts = f"{len(g.files)} parts" if g.parts_expected > 1 else g.first_file.path
+        if not g.complete:
+            parts += f" (incomplete: {len(g.files)} of {g.parts_expected})"
+        rows.append((mark, g.name, human_bytes(g.size), _fit_words(g.fit), parts))
+    print_table(rows, ["", "QUANT", "SIZE", "FIT", "FILES"])
+    if rq.fit_error:
+        print(f"No fit verdicts: {rq.fit_error}.")
+    if rq.recommended:
+        print(f"Recommended: {rq.recommended} ({rq.reason})")
+    return 0
+
+
+class _ProgressLine:
+    """One progress line on stderr: bytes, speed and time left, redrawn in place on a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, p: DownloadProgress) -> None:
+        now = time.monotonic()
+        if p.state == "downloading" and now - self.last < (0.25 if self.tty else 5.0):
+            return
+        self.last = now
+        pct = f"{100 * (p.fraction or 0):5.1f}%"
+        speed = f"{human_bytes(p.speed)}/s" if p.speed else "-"
+        eta = time.strftime("%H:%M:%S", time.gmtime(p.eta)) if p.eta is not None else "--:--:--"
+        line = f"{p.state:<11} {pct}  {human_bytes(p.done)} / {human_bytes(p.total)}  {speed}  ETA {eta}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+            if p.state in ("done", "failed", "cancelled"):
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from core.hub.pull import plan_pull, start_pull
+
+    plan = plan_pull(args.repo, quant=args.quant, filename=args.filename, revision=args.revision)
+    group = plan.group
+    print(
+        f"Downloading {args.repo} {group.name} ({human_bytes(group.size)}, {len(group.files)} file(s)): {plan.reason}"
+    )
+    task = start_pull(plan, name=args.name, on_progress=_ProgressLine())
+    try:
+        entry = task.wait()
+    except KeyboardInterrupt:
+        task.pause()
+        print(
+            f"\nStopped. What was fetched is kept: run 'hearth pull {args.repo}"
+            + (f" --quant {group.name}" if not args.filename else f" --file {args.filename}")
+            + "' again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"Added '{entry.name}' to the library ({entry.path}).")
+    return 0

@@ -1,0 +1,36 @@
+"""The Hugging Face Hub: searching GGUF repos, listing their quants with fit verdicts, downloading.
+
+huggingface_hub is imported inside the functions that talk to the Hub, so importing this package
+stays cheap for the desktop app's start.
+"""
+
+from __future__ import annotations
+
+from core.hub.download import DownloadManager, DownloadProgress, DownloadTask
+from core.hub.files import RepoQuants, list_quants, list_repo_files, recommend_quant, repo_quants
+from core.hub.pull import PullPlan, plan_pull, pull, start_pull
+from core.hub.quants import QuantGroup, RemoteFile, group_gguf_files, parse_quant
+from core.hub.search import HubModel, search_models
+from core.hub.transfer import RetryPolicy
+
+__all__ = [
+    "DownloadManager",
+    "DownloadProgress",
+    "DownloadTask",
+    "HubModel",
+    "PullPlan",
+    "QuantGroup",
+    "RemoteFile",
+    "RepoQuants",
+    "RetryPolicy",
+    "group_gguf_files",
+    "list_quants",
+    "list_repo_files",
+    "parse_quant",
+    "plan_pull",
+    "pull",
+    "recommend_quant",
+    "repo_quants",
+    "search_models",
+    "start_pull",
+]
