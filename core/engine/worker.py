@@ -19,6 +19,7 @@ from typing import Any
 
 import llama_cpp as L
 
+from core.engine.llama_flags import use_extra_buffers
 from core.engine.params import GenerationStats, LoadOptions, SamplingParams
 from core.engine.templates import ChatFormat, choose_format, render
 
@@ -135,6 +136,7 @@ class Worker:
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = 999 if opts.n_gpu_layers < 0 else opts.n_gpu_layers
         mparams.use_mmap = opts.use_mmap
+        mparams.use_extra_bufts = use_extra_buffers()
         self.log.lines.clear()
         model = L.llama_model_load_from_file(path.encode(), mparams)
         if not model:

@@ -1,0 +1,132 @@
+"""``hearth hw`` (this machine's hardware) and ``hearth fit`` (will a model fit, and how)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.output import human_bytes, human_count, print_json, print_kv, print_table
+from core.errors import HearthError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("hw", help="show RAM, CPU features, GPUs and llama.cpp's backends")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_hw)
+
+    p = sub.add_parser(
+        "fit",
+        help="estimate a model's memory and whether it runs on the GPU, split, or on the CPU",
+        description="MODEL_OR_FILE: a library name, a .gguf path, or a Hub file as hf://OWNER/REPO/FILE.gguf "
+        "(only its header is downloaded).",
+    )
+    p.add_argument("model", metavar="MODEL_OR_FILE")
+    p.add_argument(
+        "--ctx", type=int, default=4096, help="context length in tokens (default 4096; 0 = the model's)"
+    )
+    p.add_argument("--gpu-layers", type=int, default=None, help="layers to offload (default: as many as fit)")
+    p.add_argument("--cache-type", default="f16", help="KV cache type: f16 (default), q8_0, q4_0")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_fit)
+
+
+def run_hw(args: argparse.Namespace) -> int:
+    from core.hardware import detect_hardware
+
+    hw = detect_hardware()
+    if args.json:
+        print_json(hw.to_dict())
+        return 0
+    llama = hw.llama
+    pairs: list[tuple[str, Any]] = [
+        ("OS", hw.os),
+        ("RAM", f"{human_bytes(hw.ram_total_bytes)} total, {human_bytes(hw.ram_available_bytes)} available"),
+        (
+            "CPU",
+            f"{hw.cpu.model} ({hw.cpu.physical_cores} cores, {hw.cpu.logical_cores} threads, {hw.cpu.arch})",
+        ),
+        ("CPU features", " ".join(hw.cpu.features) or "-"),
+        (
+            "llama.cpp",
+            (", ".join(llama.backends) or "no backend listed")
+            + ("; GPU offload supported" if llama.gpu_offload else "; CPU only")
+            if llama.available
+            else f"not available ({llama.error})",
+        ),
+    ]
+    print_kv(pairs)
+    if hw.gpus:
+        print()
+        rows = [
+            [
+                g.index,
+                g.name,
+                g.vendor,
+                human_bytes(g.total_bytes),
+                human_bytes(g.free_bytes),
+                "unified" if g.unified else "",
+                g.source,
+            ]
+            for g in hw.gpus
+        ]
+        print_table(rows, ["#", "GPU", "vendor", "memory", "free", "", "from"])
+    for note in hw.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from core.fit import assess, shape_for
+    from core.fit.estimate import MARGIN_FRACTION
+    from core.hardware import detect_hardware
+
+    if args.ctx < 0:
+        raise HearthError("--ctx must be 0 (the model's own context) or a positive number of tokens.")
+    shape, label = shape_for(args.model)
+    verdict = assess(
+        shape,
+        detect_hardware(),
+        n_ctx=args.ctx,
+        gpu_layers=args.gpu_layers,
+        cache_type_k=args.cache_type,
+        cache_type_v=args.cache_type,
+    )
+    e = verdict.estimate
+    if args.json:
+        print_json({"model": label, "shape": shape.to_dict(), "verdict": verdict.to_dict()})
+        return 0
+    print_kv(
+        [
+            ("Model", label),
+            (
+                "Architecture",
+                f"{shape.architecture}, {human_count(shape.parameter_count)} parameters, "
+                f"{shape.n_layer} layers{', ' + shape.file_type if shape.file_type else ''}",
+            ),
+            (
+                "Context",
+                f"{e.n_ctx} tokens (KV cache {e.cache_type_k}, {'full-size' if e.swa_full else 'windowed'} "
+                "sliding-window cache)",
+            ),
+        ]
+    )
+    print()
+    rows = [
+        ["weights", human_bytes(e.weights_gpu), human_bytes(e.weights_cpu)],
+        ["KV cache", human_bytes(e.kv_gpu), human_bytes(e.kv_cpu)],
+        ["compute buffers", human_bytes(e.compute_gpu), human_bytes(e.compute_cpu)],
+        ["logits, vocabulary", "", human_bytes(e.output + e.vocab)],
+        ["process / driver", human_bytes(e.gpu_runtime), human_bytes(e.baseline)],
+        [f"margin ({MARGIN_FRACTION:.0%})", human_bytes(e.margin_gpu), human_bytes(e.margin_cpu)],
+        ["total", human_bytes(e.gpu_bytes), human_bytes(e.cpu_bytes)],
+    ]
+    print_table(rows, ["part", "GPU", "RAM"])
+    print()
+    print(
+        f"Verdict: {verdict.kind.replace('_', ' ')}"
+        + (f" ({verdict.gpu_layers} layers offloaded)" if verdict.gpu_layers else "")
+    )
+    print(verdict.reason)
+    for note in e.notes:
+        print(f"note: {note}")
+    return 0

@@ -1,0 +1,105 @@
+"""What Hearth knows about the machine: plain dataclasses that turn into JSON with ``to_dict()``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GPU:
+    """One graphics device and its memory as the driver reports it."""
+
+    index: int
+    name: str
+    vendor: str  # "nvidia", "amd", "apple"
+    total_bytes: int
+    free_bytes: int
+    unified: bool = False  # shares system RAM (Apple Silicon): weights on it also use RAM
+    driver: str | None = None
+    source: str = ""  # where the numbers came from: "nvml", "sysfs", "sysctl", "llama.cpp"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CPUInfo:
+    model: str
+    arch: str
+    physical_cores: int | None
+    logical_cores: int | None
+    features: list[str] = field(default_factory=list)  # upper-case: AVX2, AVX512F, FMA, NEON …
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LlamaDevice:
+    """One device llama.cpp's backend registry lists (``ggml_backend_dev_*``)."""
+
+    name: str  # "CPU", "CUDA0", "Metal", "Vulkan0" …
+    description: str
+    kind: str  # "cpu", "gpu", "igpu", "accel"
+    free_bytes: int
+    total_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LlamaBackends:
+    """What the installed llama.cpp can run on."""
+
+    available: bool  # llama_cpp could be imported and asked
+    gpu_offload: bool = False  # llama_supports_gpu_offload()
+    backends: list[str] = field(default_factory=list)  # registry names: "CPU", "CUDA", "Metal", "Vulkan"
+    devices: list[LlamaDevice] = field(default_factory=list)
+    system_info: str = ""  # llama_print_system_info()
+    error: str | None = None
+
+    @property
+    def cpu_flags(self) -> dict[str, bool]:
+        """The ``NAME = 1`` switches of the CPU line of the system info (AVX2, AMX_INT8, REPACK …)."""
+        flags: dict[str, bool] = {}
+        for part in self.system_info.replace("CPU :", "|").split("|"):
+            if "=" in part:
+                key, _, value = part.partition("=")
+                flags[key.strip()] = value.strip() == "1"
+        return flags
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cpu_flags"] = self.cpu_flags
+        return data
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """RAM, CPU, GPUs and llama.cpp's backends; ``notes`` says what could not be detected and why."""
+
+    ram_total_bytes: int
+    ram_available_bytes: int
+    cpu: CPUInfo
+    gpus: list[GPU]
+    llama: LlamaBackends
+    os: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def usable_gpus(self) -> list[GPU]:
+        """GPUs the installed llama.cpp can offload to (none when it was built for the CPU only)."""
+        return list(self.gpus) if self.llama.gpu_offload else []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "os": self.os,
+            "ram_total_bytes": self.ram_total_bytes,
+            "ram_available_bytes": self.ram_available_bytes,
+            "cpu": self.cpu.to_dict(),
+            "gpus": [g.to_dict() for g in self.gpus],
+            "llama": self.llama.to_dict(),
+            "notes": list(self.notes),
+        }

@@ -1,0 +1,96 @@
+"""Ask the installed llama.cpp what it can run on; prints one JSON object.
+
+Run as a child process (``python llama_probe.py``) so that importing llama_cpp, and any crash in
+a GPU driver it loads, stays out of the caller. Uses only the standard library and llama_cpp, so it
+runs without Hearth on ``sys.path``. The device list comes from ggml's backend registry
+(``ggml_backend_dev_*`` in ggml/include/ggml-backend.h), which the Python binding does not wrap, so
+it is called through ctypes on the bundled libggml.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import json
+import os
+import sys
+from typing import Any
+
+# enum ggml_backend_dev_type (ggml-backend.h)
+_DEV_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+
+
+def _load(lib_dir: str, stem: str) -> ctypes.CDLL | None:
+    for pattern in (f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll", f"lib{stem}.dll", f"lib{stem}.so.*"):
+        for path in sorted(glob.glob(os.path.join(lib_dir, pattern))):
+            try:
+                return ctypes.CDLL(path)
+            except OSError:
+                continue
+    return None
+
+
+def _registry(lib_dir: str) -> tuple[list[str], list[dict[str, Any]]]:
+    ggml = _load(lib_dir, "ggml")
+    base = _load(lib_dir, "ggml-base") or ggml
+    if ggml is None or base is None:
+        return [], []
+    vp, sz = ctypes.c_void_p, ctypes.c_size_t
+    ggml.ggml_backend_reg_count.restype = sz
+    ggml.ggml_backend_reg_get.restype = vp
+    ggml.ggml_backend_reg_get.argtypes = [sz]
+    ggml.ggml_backend_dev_count.restype = sz
+    ggml.ggml_backend_dev_get.restype = vp
+    ggml.ggml_backend_dev_get.argtypes = [sz]
+    base.ggml_backend_reg_name.restype = ctypes.c_char_p
+    base.ggml_backend_reg_name.argtypes = [vp]
+    for fn in (base.ggml_backend_dev_name, base.ggml_backend_dev_description):
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = [vp]
+    base.ggml_backend_dev_type.restype = ctypes.c_int
+    base.ggml_backend_dev_type.argtypes = [vp]
+    base.ggml_backend_dev_memory.argtypes = [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)]
+    names = [
+        (base.ggml_backend_reg_name(ggml.ggml_backend_reg_get(i)) or b"").decode()
+        for i in range(ggml.ggml_backend_reg_count())
+    ]
+    devices = []
+    for i in range(ggml.ggml_backend_dev_count()):
+        dev = ggml.ggml_backend_dev_get(i)
+        free, total = sz(0), sz(0)
+        base.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+        devices.append(
+            {
+                "name": (base.ggml_backend_dev_name(dev) or b"").decode(errors="replace"),
+                "description": (base.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+                "kind": _DEV_TYPES.get(int(base.ggml_backend_dev_type(dev)), "other"),
+                "free_bytes": int(free.value),
+                "total_bytes": int(total.value),
+            }
+        )
+    return names, devices
+
+
+def probe() -> dict[str, Any]:
+    try:
+        import llama_cpp
+    except Exception as exc:  # any failure to load the native library is reported, not raised
+        return {"available": False, "error": f"llama_cpp cannot be imported: {exc}"}
+    result: dict[str, Any] = {
+        "available": True,
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
+        "backends": [],
+        "devices": [],
+    }
+    try:
+        llama_cpp.llama_backend_init()
+        names, devices = _registry(os.path.join(os.path.dirname(llama_cpp.__file__), "lib"))
+        result["backends"], result["devices"] = names, devices
+    except (OSError, AttributeError) as exc:
+        result["error"] = f"llama.cpp's device list is not available: {exc}"
+    return result
+
+
+if __name__ == "__main__":
+    json.dump(probe(), sys.stdout)
