@@ -39,11 +39,11 @@ $(WHEEL_CACHE)/.built: | $(BIN)/python
 
 $(VENV)/.stamp-app: pyproject.toml $(CONSTRAINTS) $(WHEEL_CACHE)/.built | $(BIN)/python
 	$(PIP) install -q --find-links $(WHEEL_CACHE) --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_VERSION)"
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[desktop]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[desktop,train]"
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml $(CONSTRAINTS) $(VENV)/.stamp-app
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[desktop,dev]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[desktop,dev,train]"
 	touch $@
 
 setup: $(VENV)/.stamp-app

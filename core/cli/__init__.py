@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_chat",
     "core.cli.cmd_hub",
     "core.cli.cmd_hw",
+    "core.cli.cmd_finetune",
     "core.cli.cmd_export",
 ]
 

@@ -1,0 +1,247 @@
+"""``hearth finetune``, ``hearth adapters`` and ``hearth finetune-methods``.
+
+Training runs in a child process (``core.jobs``); this process only reads its JSON events and draws
+a progress bar, so it never imports torch. Ctrl-C asks the job to save a checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.cli.output import human_count, print_json, print_table
+from core.errors import CancelledError, HearthError, TrainingError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("finetune", help="fine-tune a model on your documents or a dataset (runs locally)")
+    p.add_argument("base", metavar="BASE", help="library model name, .gguf path, or Hugging Face folder / cached repo id")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--docs", nargs="+", metavar="PATH", help="documents: folders or .txt/.md/.pdf/.docx/.html files")
+    src.add_argument("--data", metavar="FILE.jsonl", help="a JSONL dataset (chat, ShareGPT, Alpaca, text or preference pairs)")
+    p.add_argument("--method", default="lora", help="fine-tuning method (see 'hearth finetune-methods'); default lora")
+    p.add_argument("--objective", choices=("sft", "pretrain", "dpo"), help="default: from the data")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--lr", type=float, help="learning rate (default: the method's)")
+    p.add_argument("--rank", type=int, help="adapter rank (methods that have one)")
+    p.add_argument("--alpha", type=float, help="adapter scale alpha (methods that have one)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other method option")
+    p.add_argument("--seq-len", type=int, help="tokens per training row (default: from memory)")
+    p.add_argument("--batch", type=int, help="rows per micro-batch (default: from memory)")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--qa-model", metavar="MODEL", help="with --docs: write Q&A pairs with this GGUF model (sft)")
+    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--out", metavar="NAME", help="adapter name (default: from the base and method)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --out")
+    p.add_argument("--json", action="store_true", help="print the job's JSON events instead of a progress bar")
+    p.set_defaults(func=run_finetune)
+
+    a = sub.add_parser("adapters", help="list trained adapters")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=run_adapters)
+
+    m = sub.add_parser("finetune-methods", help="list fine-tuning methods and their options")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=run_methods)
+
+
+def build_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The job description for these arguments (paths made absolute, method options checked)."""
+    from core.finetune import adapters
+    from core.finetune.methods import build_config, get_method, options
+    from core.finetune.spec import FinetuneSpec
+
+    method = get_method(args.method)
+    names = {o.name for o in options(method.config_cls)}
+    method_options: dict[str, Any] = {}
+    for flag, key in (("rank", "rank"), ("alpha", "alpha")):
+        value = getattr(args, flag)
+        if value is not None:
+            if key not in names:
+                raise TrainingError(f"Method '{method.name}' has no --{flag}.")
+            method_options[key] = value
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TrainingError(f"--set takes KEY=VALUE, not '{item}'.")
+        method_options[key.strip().replace("-", "_")] = value.strip()
+    build_config(method, method_options)  # fail here, not in the child
+    base = args.base
+    if Path(base).expanduser().exists():
+        base = str(Path(base).expanduser().resolve())
+    name = args.out or adapters.default_name(Path(args.base).name, method.name)
+    adapters.check_name(name)
+    if args.resume and not args.out:
+        raise TrainingError("--resume needs --out NAME: the name of the run to continue.")
+    if not args.resume:
+        adapters.ensure_free(name)
+    spec = FinetuneSpec(
+        base=base, name=name, docs=[str(Path(d).expanduser().resolve()) for d in args.docs or []],
+        data=str(Path(args.data).expanduser().resolve()) if args.data else None, objective=args.objective,
+        method=method.name, method_options=method_options, epochs=args.epochs, max_steps=args.max_steps,
+        lr=args.lr, seq_len=args.seq_len, batch=args.batch, grad_accum=args.grad_accum,
+        gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, seed=args.seed,
+        qa_model=args.qa_model, device=args.device, resume=args.resume,
+    )
+    spec.check()
+    return spec.to_dict()
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from core.jobs import JobProcess
+    from core.paths import get_paths
+
+    spec = build_spec(args)
+    logs = get_paths().ensure().logs
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"finetune-{spec['name']}.log"
+    job = JobProcess("finetune", spec, log_path=log_path)
+    bar = ProgressPrinter(json_mode=args.json)
+    outcome: dict[str, Any] = {}
+    try:
+        for event in job.events():
+            bar.show(event)
+            if event.get("event") in ("done", "error", "cancelled"):
+                outcome = event
+    except KeyboardInterrupt:
+        job.cancel()
+        print("\nStopping: saving a checkpoint first (Ctrl-C again to stop at once)...", file=sys.stderr)
+        try:
+            for event in job.events():
+                bar.show(event)
+                if event.get("event") in ("done", "error", "cancelled"):
+                    outcome = event
+        except KeyboardInterrupt:
+            job.kill()
+    code = job.wait()
+    bar.finish()
+    kind = outcome.get("event")
+    if kind == "done":
+        if not args.json:
+            _print_result(outcome)
+        return 0
+    if kind == "cancelled":
+        raise CancelledError(outcome.get("message") or f"Fine-tuning stopped; continue with --resume --out {spec['name']}.")
+    if kind == "error":
+        raise TrainingError(str(outcome.get("message")) + ("" if outcome.get("kind") != "InternalError" else f" (log: {log_path})"))
+    raise TrainingError(f"The training process ended unexpectedly (exit code {code}); see {log_path}. "
+                        f"Continue with 'hearth finetune ... --resume --out {spec['name']}'.")
+
+
+def _print_result(event: dict[str, Any]) -> None:
+    metrics = event.get("metrics", {})
+    before, after = metrics.get("before", {}), metrics.get("after", {})
+    print(f"Adapter '{event['name']}' saved in {event['path']}")
+    if before and after:
+        print(f"Held-out loss {before['eval_loss']:.3f} -> {after['eval_loss']:.3f}, "
+              f"perplexity {before['perplexity']:.2f} -> {after['perplexity']:.2f}")
+    for sample in metrics.get("samples", [])[:2]:
+        print(f"\n> {sample['prompt'][:200]}\n  before: {sample['before'][:200]}\n  after:  {sample['after'][:200]}")
+
+
+class ProgressPrinter:
+    """Draws the job's events: a one-line bar on a terminal, a line per tenth of the run otherwise."""
+
+    def __init__(self, *, json_mode: bool = False) -> None:
+        self.json_mode = json_mode
+        self.tty = sys.stderr.isatty()
+        self.last_fraction = -1.0
+        self.eval_loss: float | None = None
+        self.started = time.monotonic()
+
+    def show(self, event: dict[str, Any]) -> None:
+        if self.json_mode:
+            print(json.dumps(event, ensure_ascii=False), flush=True)
+            return
+        kind = event.get("event")
+        if kind == "step":
+            self._step(event)
+        elif kind == "eval":
+            self.eval_loss = event.get("eval_loss")
+        elif kind in ("stage", "warning", "resumed", "cancelled", "stopping"):
+            self._line({"warning": "warning: "}.get(str(kind), "") + str(event.get("message") or
+                       f"resumed at step {event.get('step')} of {event.get('total_steps')}"))
+        elif kind == "settings":
+            self._line(f"{event['method']} / {event['objective']}: {event['total_steps']} steps, "
+                       f"{human_count(event['trainable_parameters'])} trained parameters, seq {event['seq_len']} x "
+                       f"batch {event['batch']} x accum {event['grad_accum']}, lr {event['lr']:g}, {event['device']}"
+                       + (", bf16" if event.get("bf16") else ""))
+        elif kind == "data":
+            skipped = event.get("skipped") or []
+            self._line(f"data: {event.get('train_examples')} training / {event.get('held_out_examples')} held-out "
+                       f"examples, {event.get('train_tokens')} tokens in {event.get('train_rows')} packed rows"
+                       + (f"; skipped {len(skipped)} file(s)" if skipped else ""))
+            for item in skipped[:10]:
+                if isinstance(item, dict):
+                    self._line(f"  skipped {item.get('path')}: {item.get('reason')}")
+
+    def _step(self, e: dict[str, Any]) -> None:
+        done, total = int(e["step"]), int(e["total_steps"])
+        fraction = done / max(1, total)
+        width = 24
+        filled = int(width * fraction)
+        eta = int(e.get("eta_s") or 0)
+        text = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} loss {e['loss']:.4f}"
+                + (f" eval {self.eval_loss:.4f}" if self.eval_loss is not None else "")
+                + f" lr {e['lr']:.2e} {e['tokens_per_s']:.0f} tok/s ETA {eta // 60}m{eta % 60:02d}s")
+        if self.tty:
+            sys.stderr.write("\r" + text.ljust(100))
+            sys.stderr.flush()
+        elif fraction - self.last_fraction >= 0.1 or done == total:
+            self.last_fraction = fraction
+            print(text, file=sys.stderr, flush=True)
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+        print(text, file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty and not self.json_mode:
+            sys.stderr.write("\n")
+
+
+def run_adapters(args: argparse.Namespace) -> int:
+    from core.finetune.adapters import list_adapters
+
+    entries = list_adapters()
+    if args.json:
+        print_json([e.to_dict() for e in entries])
+        return 0
+    rows = []
+    for e in entries:
+        after = e.manifest.get("metrics", {}).get("after", {})
+        rows.append([e.name, e.base, e.method, e.manifest.get("objective", ""),
+                     f"{after.get('eval_loss', float('nan')):.3f}" if after else "-",
+                     time.strftime("%Y-%m-%d %H:%M", time.localtime(float(e.manifest.get("created_at", 0))))])
+    print_table(rows, ["NAME", "BASE", "METHOD", "OBJECTIVE", "EVAL LOSS", "CREATED"])
+    return 0
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from core.finetune.methods import all_methods, options
+
+    methods = all_methods()
+    if args.json:
+        print_json([{"name": m.name, "title": m.title, "summary": m.summary, "reference": m.reference,
+                     "default_lr": m.default_lr, "options": [o.__dict__ for o in options(m.config_cls)]}
+                    for m in methods])
+        return 0
+    for m in methods:
+        print(f"{m.name:14} {m.summary}")
+        for o in options(m.config_cls):
+            limits = f" [{', '.join(map(str, o.choices))}]" if o.choices else (
+                f" [{o.min}..{o.max}]" if o.min is not None else "")
+            print(f"    {o.name} = {o.default!r}{limits}: {o.help}")
+    return 0
+
+
+__all__ = ["HearthError", "ProgressPrinter", "build_spec", "register"]

@@ -1,0 +1,216 @@
+"""Which model a fine-tune starts from, and loading it for training.
+
+A base is a library model name or a ``.gguf`` path (trained on the dequantized GGUF weights, so the
+adapter fits exactly the model the user runs), or a Hugging Face model folder or repo id found in
+the local Hugging Face cache (nothing is downloaded). Resolving reads metadata only; ``load_for_training``
+(training process only) builds the torch model and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import HearthError, NotFoundError, TrainingError
+from core.paths import get_paths, hf_hub_cache
+
+# transformers' GGUF loader maps these architectures to models; encoder-only and metadata groups are not trainable here.
+_NOT_CAUSAL = {"general", "tokenizer", "t5", "umt5", "t5encoder"}
+# Converted GGUF bases kept in the cache (each is the model in its training dtype): the oldest go first.
+KEEP_CONVERSIONS = 2
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A resolved base model."""
+
+    kind: str  # "gguf" or "hf"
+    name: str
+    path: Path  # the .gguf file, or the Hugging Face model folder
+    architecture: str
+    parameters: int
+    size_bytes: int
+    chat_template: str | None
+    context_length: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "name": self.name, "path": str(self.path), "architecture": self.architecture,
+            "parameters": self.parameters, "size_bytes": self.size_bytes, "context_length": self.context_length,
+        }
+
+
+def resolve_base(name_or_path: str) -> BaseModel:
+    """The base model a user named; ``NotFoundError`` saying what was looked for otherwise."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_dir():
+        return _hf_folder(candidate, name_or_path)
+    if candidate.suffix.lower() != ".gguf" and "/" in name_or_path and not candidate.exists():
+        folder = _hf_cache_snapshot(name_or_path)
+        if folder is not None:
+            return _hf_folder(folder, name_or_path)
+    from core.library import Library
+    from core.library.gguf_meta import read_gguf_info
+
+    try:
+        entry = Library().get(name_or_path)
+    except NotFoundError as exc:
+        if "/" in name_or_path and not candidate.exists():
+            raise NotFoundError(
+                f"'{name_or_path}' is not in the library, not a file, and not a model in the Hugging Face "
+                "cache: download it first ('hearth pull') or give a folder with config.json."
+            ) from exc
+        raise
+    info = read_gguf_info(entry.path)
+    return BaseModel(
+        kind="gguf", name=entry.name, path=Path(entry.path), architecture=info.architecture,
+        parameters=info.parameters, size_bytes=info.size_bytes, chat_template=info.chat_template,
+        context_length=info.context_length,
+    )
+
+
+def _hf_cache_snapshot(repo_id: str) -> Path | None:
+    repo = hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snap = repo / "snapshots" / ref.read_text().strip()
+        if (snap / "config.json").is_file():
+            return snap
+    snaps = sorted((repo / "snapshots").glob("*/config.json"), key=lambda p: p.stat().st_mtime) if repo.is_dir() else []
+    return snaps[-1].parent if snaps else None
+
+
+def _hf_folder(folder: Path, display: str) -> BaseModel:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise NotFoundError(f"{folder} has no config.json: give a Hugging Face model folder or a .gguf file.")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    text_config = config.get("text_config") or config
+    weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
+    if not weights:
+        raise NotFoundError(f"{folder} has no model weights (*.safetensors): the download is incomplete.")
+    size = sum(p.stat().st_size for p in weights)
+    dtype_bytes = 2 if str(config.get("torch_dtype") or config.get("dtype") or "").endswith("16") else 4
+    template = None
+    tok_config = folder / "tokenizer_config.json"
+    if tok_config.is_file():
+        template = json.loads(tok_config.read_text(encoding="utf-8")).get("chat_template")
+    jinja = folder / "chat_template.jinja"
+    if template is None and jinja.is_file():
+        template = jinja.read_text(encoding="utf-8")
+    return BaseModel(
+        kind="hf", name=folder.name if Path(display).expanduser().is_dir() else display, path=folder,
+        architecture=str(config.get("model_type", "unknown")), parameters=size // dtype_bytes, size_bytes=size,
+        chat_template=template if isinstance(template, str) else None,
+        context_length=text_config.get("max_position_embeddings"),
+    )
+
+
+def trainable_gguf_architectures() -> list[str]:
+    """GGUF architectures the installed transformers can load for training."""
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    return sorted(a for a in GGUF_CONFIG_MAPPING if a not in _NOT_CAUSAL)
+
+
+def check_trainable(base: BaseModel) -> None:
+    """``TrainingError`` when the installed transformers cannot build this base for training."""
+    if base.kind != "gguf":
+        return
+    supported = trainable_gguf_architectures()
+    if base.architecture not in supported:
+        raise TrainingError(
+            f"{base.name} is a '{base.architecture}' model, which cannot be loaded for training from GGUF "
+            f"(supported: {', '.join(supported)}). Use the original Hugging Face model as the base instead."
+        )
+
+
+def sha256_of(path: Path, chunk: int = 8 << 20) -> str:
+    """The SHA-256 of a file (or of a folder's weight files, in name order), read in chunks."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    for file in files:
+        with open(file, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _conversion_folder(base: BaseModel, dtype_name: str) -> Path:
+    stat = base.path.stat()
+    key = hashlib.sha1(f"{base.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype_name}".encode()).hexdigest()[:16]
+    return get_paths().cache / "gguf-for-training" / f"{base.path.stem}-{key}"
+
+
+def load_for_training(base: BaseModel, *, dtype: Any, device: Any, four_bit: bool = False) -> tuple[Any, Any, Path]:
+    """The transformers model (on ``device``, in ``dtype``) and tokenizer, and a folder holding them.
+
+    A GGUF base is dequantized once and kept in the cache folder in the training dtype: converting a
+    GGUF takes a minute (its metadata parser is slow), loading the converted copy takes seconds.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if four_bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs = {"quantization_config": BitsAndBytesConfig(  # type: ignore[no-untyped-call]
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True), "device_map": {"": device}}
+    try:
+        if base.kind == "hf":
+            folder = base.path
+        else:
+            folder = _conversion_folder(base, str(dtype).removeprefix("torch."))
+            if not (folder / "hearth-complete").exists():
+                _convert_gguf(base, folder, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except HearthError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise TrainingError(f"{base.name} could not be loaded for training: {exc}") from exc
+    if not four_bit:
+        model.to(device)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.config.use_cache = False
+    return model, tokenizer, folder
+
+
+def _convert_gguf(base: BaseModel, folder: Path, dtype: Any) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base.path.parent), gguf_file=base.path.name)
+        if base.chat_template and not tokenizer.chat_template:
+            tokenizer.chat_template = base.chat_template
+        # Dequantized to plain dense weights: GGUF blocks cannot be trained (transformers' GGUF quantizer).
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base.path.parent), gguf_file=base.path.name, dtype=dtype, quantization_config=GgufConfig(dequantize=True)
+        )
+        model.hf_quantizer = None  # type: ignore[assignment]
+        tokenizer.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        (tmp / "hearth-complete").write_text(json.dumps({"source": str(base.path), "at": time.time()}))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _prune_conversions(folder.parent, keep=folder)
+
+
+def _prune_conversions(root: Path, keep: Path) -> None:
+    done = sorted((p for p in root.iterdir() if (p / "hearth-complete").exists() and p != keep),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in done[KEEP_CONVERSIONS - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,263 @@
+"""The fine-tuning job: runs in its own process (``python -m core.jobs finetune SPEC.json``).
+
+Order of work: cheap checks first (data readable, base trainable, memory enough), then the model,
+then training with checkpoints, then evaluation before vs after, then the adapter folder renamed
+into the library. A failure before training removes the work folder; a cancel or a crash during
+training keeps it (with its checkpoint) for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import TrainingError
+from core.finetune import adapters
+from core.finetune.base_model import BaseModel, check_trainable, load_for_training, resolve_base, sha256_of
+from core.finetune.data.formatting import ExampleEncoder
+from core.finetune.dataset import PreparedData, build, read_sources
+from core.finetune.methods import build_config, get_method
+from core.finetune.methods.base import PrepareContext
+from core.finetune.resources import Plan, pick_device, plan
+from core.finetune.spec import FinetuneSpec
+from core.finetune.trainer import Interrupted, Trainer, TrainSettings, TrainState
+
+Emit = Callable[[dict[str, Any]], None]
+EXIT_CANCELLED = 130
+
+
+def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:
+    """Run one job; returns the process exit code (0 done, 130 cancelled). Errors raise."""
+    spec = FinetuneSpec.from_dict(spec_data)
+    spec.check()
+    method = get_method(spec.method)
+    method_config = build_config(method, spec.method_options)
+    final = adapters.adapter_folder(spec.name)
+    work = adapters.partial_folder(spec.name)
+    checkpoint_dir = work / "checkpoint"
+    resuming = spec.resume and (checkpoint_dir / "state.pt").exists()
+    if spec.resume and not resuming:
+        emit({"event": "warning", "message": f"No checkpoint of '{spec.name}' to resume from: starting afresh."})
+    adapters.ensure_free(spec.name)
+    if resuming:
+        saved = json.loads((work / "spec.json").read_text(encoding="utf-8"))
+        for key in ("base", "method", "method_options", "docs", "data", "objective"):
+            if saved.get(key) != spec_data.get(key) and spec_data.get(key) not in (None, [], {}):
+                raise TrainingError(f"--resume with a different {key} than the interrupted run: start a new run with another --out.")
+        spec = FinetuneSpec.from_dict({**saved, "resume": True})
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    started = time.time()
+    keep_work = False
+    try:
+        emit({"event": "stage", "stage": "check", "message": "checking the data and the base model"})
+        sources = read_sources(spec)
+        base = resolve_base(spec.base)
+        check_trainable(base)
+        device, bf16 = pick_device(spec.device)
+        four_bit = False
+        if method.wants_4bit:
+            from core.finetune.methods.qlora import four_bit_available
+
+            reason = four_bit_available(device)
+            four_bit = reason is None
+            if reason:
+                emit({"event": "warning", "message": f"QLoRA: {reason}; training LoRA over the 16/32-bit base instead."})
+        resources = _plan(spec, method, base, device, bf16, four_bit)
+        emit({"event": "plan", **resources.to_dict()})
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1), encoding="utf-8")
+
+        emit({"event": "stage", "stage": "model", "message": f"loading {base.name} for training"})
+        torch.manual_seed(spec.seed)
+        if device == "cpu":
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        weight_dtype = torch.float32 if resources.weight_bytes_per_param == 4 else torch.bfloat16
+        model, tokenizer, folder = load_for_training(base, dtype=weight_dtype, device=torch.device(device), four_bit=four_bit)
+        encoder = ExampleEncoder(tokenizer, _chat_format(base, tokenizer))
+        emit({"event": "stage", "stage": "data", "message": "preparing the training data"})
+        data = _data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit)
+        emit({"event": "data", **{k: v for k, v in data.summary.items() if k != "documents"}})
+
+        ctx = PrepareContext(lr=spec.lr or method.default_lr, weight_decay=0.0, device=torch.device(device),
+                             model_type=str(model.config.model_type), parameters=base.parameters,
+                             tokenizer_path=str(folder))
+        prepared = method.prepare(model, method_config, ctx)
+        for param in prepared.trainable_parameters():
+            if param.dtype != torch.float32:
+                param.data = param.data.float()  # trained weights stay fp32 (16-bit loses small updates)
+        for note in prepared.notes:
+            emit({"event": "warning", "message": note})
+        n_trainable = sum(p.numel() for p in prepared.trainable_parameters())
+        settings = TrainSettings(
+            objective=data.summary["objective"], epochs=spec.epochs, max_steps=spec.max_steps, lr=ctx.lr,
+            batch=resources.batch, grad_accum=resources.grad_accum, seq_len=resources.seq_len,
+            gradient_checkpointing=resources.gradient_checkpointing, bf16=resources.bf16, seed=spec.seed,
+            save_every=spec.save_every, eval_every=spec.eval_every, dpo_beta=spec.dpo_beta,
+        )
+        trainer = Trainer(prepared, settings, data.train, data.held_out, device=torch.device(device),
+                          packing=method.packing, emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir)
+        optimizer = prepared.make_optimizer()
+        emit({"event": "settings", "method": method.name, "objective": settings.objective, "lr": settings.lr,
+              "epochs": spec.epochs, "total_steps": trainer.total_steps, "trainable_parameters": n_trainable,
+              "batch": settings.batch, "grad_accum": settings.grad_accum, "seq_len": settings.seq_len,
+              "gradient_checkpointing": settings.gradient_checkpointing, "bf16": settings.bf16, "device": device})
+
+        if resuming:
+            state, saved_state = trainer.load_checkpoint(optimizer)
+            before = saved_state["before"]
+            emit({"event": "resumed", "step": state.step, "total_steps": trainer.total_steps})
+        else:
+            emit({"event": "stage", "stage": "eval", "message": "measuring the base model on held-out data"})
+            before = _measure(trainer, data, tokenizer, spec, reference=True)
+            state = TrainState()
+        keep_work = True  # from here a checkpoint may exist: keep the folder for --resume
+        emit({"event": "stage", "stage": "train", "message": f"training {trainer.total_steps} steps"})
+        original_save = trainer.save_checkpoint
+        trainer.save_checkpoint = (  # type: ignore[method-assign,assignment]
+            lambda optimizer, state, extra=None: original_save(optimizer, state, {"before": before})
+        )
+        try:
+            state = trainer.train(optimizer, state)
+        except Interrupted:
+            emit({"event": "cancelled", "step": state.step, "message": f"Stopped at step {state.step}; "
+                  f"continue with --resume --out {spec.name}."})
+            return EXIT_CANCELLED
+        emit({"event": "stage", "stage": "eval", "message": "measuring the tuned model on held-out data"})
+        after = _measure(trainer, data, tokenizer, spec, reference=False)
+        emit({"event": "eval", "step": state.step, "eval_loss": after["eval_loss"], "perplexity": after["perplexity"]})
+
+        emit({"event": "stage", "stage": "save", "message": "saving the adapter"})
+        result = work / "result"
+        shutil.rmtree(result, ignore_errors=True)
+        result.mkdir()
+        prepared.save(result)
+        if method.output == "model":
+            tokenizer.save_pretrained(str(result))
+        emit({"event": "stage", "stage": "hash", "message": "computing the base model's checksum"})
+        manifest = _manifest(spec, base, method.name, method_config, settings, data, resources, trainer, state,
+                             before, after, started, n_trainable, method.output)
+        (result / adapters.MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
+        adapters.ensure_free(spec.name)
+        os.replace(result, final)
+        shutil.rmtree(work, ignore_errors=True)
+        emit({"event": "done", "name": spec.name, "path": str(final), "metrics": manifest["metrics"]})
+        return 0
+    except BaseException:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _plan(spec: FinetuneSpec, method: Any, base: BaseModel, device: str, bf16: bool, four_bit: bool) -> Plan:
+    hidden, layers, vocab = _shape(base)
+    fraction = 1.0 if method.output == "model" else 0.02
+    full_weights = method.output == "model" or method.name == "delta-lora"
+    return plan(device=device, bf16=bf16, parameters=base.parameters, trainable_fraction=fraction, hidden=hidden,
+                layers=layers, vocab=vocab, context=base.context_length, seq_len=spec.seq_len, batch=spec.batch,
+                grad_accum=spec.grad_accum, checkpointing=spec.gradient_checkpointing, full_weights=full_weights,
+                four_bit=four_bit)
+
+
+def _shape(base: BaseModel) -> tuple[int, int, int]:
+    if base.kind == "gguf":
+        from core.library.gguf_meta import read_gguf_info
+
+        info = read_gguf_info(base.path)
+        return int(info.embedding_length or 2048), int(info.block_count or 24), int(info.vocab_size or 32000)
+    config = json.loads((base.path / "config.json").read_text(encoding="utf-8"))
+    config = config.get("text_config") or config
+    return (int(config.get("hidden_size", 2048)), int(config.get("num_hidden_layers", 24)),
+            int(config.get("vocab_size", 32000)))
+
+
+def _chat_format(base: BaseModel, tokenizer: Any) -> Any:
+    from core.engine.templates import choose_format
+
+    vocab = tokenizer.get_vocab()
+    template = base.chat_template or (tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None)
+    return choose_format(base.architecture, template, lambda text: text in vocab)
+
+
+def _data(work: Path, sources: Any, spec: FinetuneSpec, encoder: ExampleEncoder, resources: Plan, tokenizer: Any,
+          packing: bool, emit: Emit) -> PreparedData:
+    cached = work / "data.pt"
+    if spec.resume and cached.exists():
+        data: PreparedData = torch.load(cached, weights_only=False)
+        return data
+    data = build(sources, spec, encoder, seq_len=resources.seq_len, pad_id=int(tokenizer.pad_token_id),
+                 packing=packing, progress=lambda m: emit({"event": "stage", "stage": "data", "message": m}))
+    torch.save(data, cached)
+    return data
+
+
+def _measure(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: FinetuneSpec, *, reference: bool) -> dict[str, Any]:
+    metrics: dict[str, Any] = dict(trainer.evaluate(reference=reference))
+    metrics.pop("segment_logp", None)
+    metrics["samples"] = _generate(trainer, data, tokenizer, spec, reference=reference)
+    return metrics
+
+
+def _generate(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: FinetuneSpec, *, reference: bool) -> list[dict[str, str]]:
+    out = []
+    model: Any = trainer.p.model
+    ctx = trainer.p.reference() if reference and trainer.p.has_reference else _Null()
+    with torch.no_grad(), ctx:
+        for sample in data.samples:
+            ids = torch.tensor([sample["ids"]], device=trainer.device)
+            with trainer._autocast():
+                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=spec.sample_tokens,
+                                     do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            text = tokenizer.decode(gen[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+            out.append({"prompt": sample["prompt"], "output": text.strip(), "expected": sample.get("expected", "")})
+    return out
+
+
+def _manifest(spec: FinetuneSpec, base: BaseModel, method_name: str, method_config: Any, settings: TrainSettings,
+              data: PreparedData, resources: Plan, trainer: Trainer, state: TrainState, before: dict[str, Any],
+              after: dict[str, Any], started: float, n_trainable: int, output: str) -> dict[str, Any]:
+    import dataclasses
+
+    from core import __version__
+
+    return {
+        "format": 1,
+        "kind": output,
+        "created_at": time.time(),
+        "hearth_version": __version__,
+        "base": {**base.to_dict(), "sha256": sha256_of(base.path)},
+        "method": {"name": method_name, "options": dataclasses.asdict(method_config)},
+        "objective": settings.objective,
+        "data": data.summary,
+        "hyperparameters": {**dataclasses.asdict(settings), "total_steps": trainer.total_steps,
+                            "trainable_parameters": n_trainable, "device": resources.device},
+        "metrics": {
+            "before": {k: before[k] for k in ("eval_loss", "perplexity")},
+            "after": {k: after[k] for k in ("eval_loss", "perplexity")},
+            "samples": [{"prompt": b["prompt"], "before": b["output"], "after": a["output"], "expected": b["expected"]}
+                        for b, a in zip(before["samples"], after["samples"], strict=True)],
+            "train_loss": state.history[-1]["loss"] if state.history else None,
+            "loss_history": state.history,
+            "duration_s": round(time.time() - started, 1),
+        },
+    }
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def main(spec: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:
+    """Entry point used by ``core.jobs``."""
+    return run(spec, emit, should_stop)

@@ -1,0 +1,309 @@
+"""Hearth's training loop: packed rows, output-layer loss only where there are targets, checkpoints.
+
+Runs inside the job process (imports torch). Progress goes out through ``emit`` as plain dicts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.finetune.data.packing import IGNORE, PackedRows
+from core.finetune.losses import dpo_loss, token_nll
+from core.finetune.methods.base import Prepared
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class Interrupted(Exception):
+    """The job was asked to stop; a checkpoint was saved."""
+
+
+@dataclass
+class TrainSettings:
+    objective: str  # "sft", "pretrain" or "dpo"
+    epochs: float
+    max_steps: int | None
+    lr: float
+    batch: int
+    grad_accum: int
+    seq_len: int
+    gradient_checkpointing: bool
+    bf16: bool
+    seed: int = 0
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    save_every: int = 50
+    eval_every: int = 0  # 0: a few times per run
+    dpo_beta: float = 0.1
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def to_tensors(rows: PackedRows, device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "input_ids": torch.tensor(rows.input_ids, dtype=torch.long, device=device),
+        "targets": torch.tensor(rows.targets, dtype=torch.long, device=device),
+        "positions": torch.tensor(rows.positions, dtype=torch.long, device=device),
+        "segments": torch.tensor(rows.segments, dtype=torch.long, device=device),
+    }
+
+
+class Trainer:
+    def __init__(
+        self, prepared: Prepared, settings: TrainSettings, train: PackedRows, held_out: PackedRows,
+        *, device: torch.device, packing: bool, emit: Emit, should_stop: Callable[[], bool], checkpoint_dir: Path,
+    ) -> None:
+        self.p = prepared
+        self.s = settings
+        self.device = device
+        self.packing = packing
+        self.emit = emit
+        self.should_stop = should_stop
+        self.checkpoint_dir = checkpoint_dir
+        self.train_rows = to_tensors(train, device)
+        self.eval_rows = to_tensors(held_out, device) if len(held_out) else None
+        self.n_train = len(train)
+        lm = prepared.causal_lm
+        self.head = lm.get_output_embeddings()
+        config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+        self.softcap = float(getattr(config, "final_logit_softcapping", None) or 0.0)
+        self.compute_dtype = torch.bfloat16 if settings.bf16 else torch.float32
+        self._head_lowp: torch.Tensor | None = None
+        self.fast = packing  # verified on the first batch
+        self.schedule = self._schedule()
+        self.total_steps = len(self.schedule)
+        self.ref_logp: torch.Tensor | None = None
+
+    # -- plan ----------------------------------------------------------------------------------
+    def _schedule(self) -> list[list[list[int]]]:
+        """Optimizer steps, each a list of micro-batches of row indices; fixed by the seed (resume replays it)."""
+        steps: list[list[list[int]]] = []
+        epochs = max(1, math.ceil(self.s.epochs))
+        for epoch in range(epochs):
+            g = torch.Generator().manual_seed(self.s.seed * 1000 + epoch)
+            order = torch.randperm(self.n_train, generator=g).tolist()
+            if epoch == epochs - 1 and self.s.epochs < epochs:
+                order = order[: max(1, round(self.n_train * (self.s.epochs - epoch)))]
+            micro = [order[i : i + self.s.batch] for i in range(0, len(order), self.s.batch)]
+            steps += [micro[i : i + self.s.grad_accum] for i in range(0, len(micro), self.s.grad_accum)]
+        if self.s.max_steps:
+            while len(steps) < self.s.max_steps:  # keep cycling when steps are asked for explicitly
+                steps += steps[: self.s.max_steps - len(steps)]
+            steps = steps[: self.s.max_steps]
+        return steps
+
+    def lr_factor(self, step: int) -> float:
+        warmup = max(1, round(self.total_steps * self.s.warmup_ratio))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, self.total_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    # -- forward -------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.s.bf16)
+
+    def _head_weight_lowp(self) -> torch.Tensor | None:
+        w = self.head.weight
+        if w.requires_grad or self.compute_dtype == w.dtype:
+            return None
+        if self._head_lowp is None:
+            self._head_lowp = w.detach().to(self.compute_dtype)
+        return self._head_lowp
+
+    def token_nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """NLL of every targeted token in ``batch`` and the segment each belongs to."""
+        targets = batch["targets"]
+        mask = targets != IGNORE
+        if self.fast:
+            decoder = self.p.causal_lm.get_decoder()
+            with self._autocast():
+                hidden = decoder(
+                    input_ids=batch["input_ids"], position_ids=batch["positions"], attention_mask=None, use_cache=False
+                ).last_hidden_state
+            nll = token_nll(hidden[mask], self.head.weight, targets[mask], softcap=self.softcap,
+                            compute_dtype=self.compute_dtype, weight_lowp=self._head_weight_lowp())
+        else:
+            attention = (batch["segments"] >= 0).long()
+            with self._autocast():
+                logits = self.p.model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits
+            logits = logits[:, -targets.shape[1] :].float()
+            nll = torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="none")
+        return nll, batch["segments"][mask]
+
+    def _check_fast_path(self, batch: dict[str, torch.Tensor]) -> None:
+        """Compare the fast loss with the model's own logits on one row; use the plain path if they differ."""
+        if not self.fast:
+            return
+        one = {k: v[:1] for k, v in batch.items()}
+        with torch.no_grad():
+            fast, _ = self.token_nll(one)
+            self.fast = False
+            plain, _ = self.token_nll(one)
+        tolerance = 0.05 if self.s.bf16 else 1e-3
+        if fast.numel() and float((fast.mean() - plain.mean()).abs()) <= tolerance * max(1.0, float(plain.mean())):
+            self.fast = True
+        else:
+            self.emit({"event": "warning", "message": "This model's output layer needs the plain loss path (slower)."})
+
+    def segment_logp(self, batch: dict[str, torch.Tensor], n_segments: int) -> torch.Tensor:
+        nll, seg = self.token_nll(batch)
+        return torch.zeros(n_segments, device=nll.device).index_add(0, seg, -nll)
+
+    # -- DPO reference -------------------------------------------------------------------------
+    def compute_reference(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+        n_segments = int(rows["segments"].max()) + 1
+        out = torch.zeros(n_segments, device=self.device)
+        ctx = self.p.reference() if self.p.has_reference else _nullcontext()
+        with torch.no_grad(), ctx:
+            for i in range(0, rows["input_ids"].shape[0], self.s.batch):
+                part = {k: v[i : i + self.s.batch] for k, v in rows.items()}
+                out += self.segment_logp(part, n_segments)
+        return out
+
+    # -- loop ----------------------------------------------------------------------------------
+    def train(self, optimizer: torch.optim.Optimizer, state: TrainState) -> TrainState:
+        model = self.p.model
+        if self.s.gradient_checkpointing:
+            self.p.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+            g["initial_lr"] = lr
+        params = self.p.trainable_parameters()
+        first = {k: v[self.schedule[0][0]] for k, v in self.train_rows.items()}
+        self._check_fast_path(first)
+        if self.s.objective == "dpo":
+            self.ref_logp = self.compute_reference(self.train_rows)
+        eval_every = self.s.eval_every or max(10, self.total_steps // 4)
+        model.train()
+        rate: list[tuple[int, float]] = []
+        start_time = time.monotonic()
+        while state.step < self.total_steps:
+            t0 = time.monotonic()
+            micro_batches = self.schedule[state.step]
+            factor = self.lr_factor(state.step)
+            for g in optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * factor
+            loss_value, tokens = self._accumulate(micro_batches)
+            if self.s.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            self.p.after_step()
+            state.step += 1
+            elapsed = time.monotonic() - t0
+            rate = [*rate[-9:], (tokens, elapsed)]
+            tps = sum(t for t, _ in rate) / max(1e-9, sum(e for _, e in rate))
+            step_s = sum(e for _, e in rate) / len(rate)
+            event = {
+                "event": "step", "step": state.step, "total_steps": self.total_steps, "loss": round(loss_value, 5),
+                "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": round(tps, 1),
+                "eta_s": round(step_s * (self.total_steps - state.step), 1),
+                "elapsed_s": round(time.monotonic() - start_time, 1),
+            }
+            state.history.append({"step": state.step, "loss": event["loss"]})
+            self.emit(event)
+            if self.eval_rows is not None and state.step % eval_every == 0 and state.step < self.total_steps:
+                self.emit({"event": "eval", "step": state.step, **self.evaluate()})
+                model.train()
+            stop = self.should_stop()
+            if stop or (self.s.save_every and state.step % self.s.save_every == 0 and state.step < self.total_steps):
+                self.save_checkpoint(optimizer, state)
+            if stop:
+                self.emit({"event": "stopping", "message": f"stopping at step {state.step}: checkpoint saved"})
+                raise Interrupted(f"stopped at step {state.step}")
+        model.eval()
+        return state
+
+    def _accumulate(self, micro_batches: list[list[int]]) -> tuple[float, int]:
+        rows = [torch.tensor(m, device=self.device) for m in micro_batches]
+        tokens = sum(int((self.train_rows["segments"][r] >= 0).sum()) for r in rows)
+        total_loss = 0.0
+        if self.s.objective == "dpo":
+            assert self.ref_logp is not None
+            n_segments = self.ref_logp.shape[0]
+            for r in rows:
+                batch = {k: v[r] for k, v in self.train_rows.items()}
+                logp = self.segment_logp(batch, n_segments)
+                present = torch.unique(batch["segments"][batch["segments"] >= 0])
+                chosen = present[present % 2 == 0]
+                losses, _ = dpo_loss(logp[chosen], logp[chosen + 1], self.ref_logp[chosen],
+                                     self.ref_logp[chosen + 1], self.s.dpo_beta)
+                loss = losses.mean() / len(rows)
+                loss.backward()  # type: ignore[no-untyped-call]
+                total_loss += float(loss.detach())
+            return total_loss, tokens
+        n_trained = sum(int((self.train_rows["targets"][r] != IGNORE).sum()) for r in rows)
+        for r in rows:
+            batch = {k: v[r] for k, v in self.train_rows.items()}
+            nll, _ = self.token_nll(batch)
+            loss = nll.sum() / max(1, n_trained)
+            loss.backward()  # type: ignore[no-untyped-call]
+            total_loss += float(loss.detach())
+        return total_loss, tokens
+
+    def evaluate(self, *, reference: bool = False) -> dict[str, float]:
+        """Held-out loss (mean NLL per trained token) and perplexity; DPO adds its loss and accuracy."""
+        assert self.eval_rows is not None
+        rows = self.eval_rows
+        self.p.model.eval()
+        total, count = 0.0, 0
+        n_segments = int(rows["segments"].max()) + 1
+        logp = torch.zeros(n_segments, device=self.device)
+        ctx = self.p.reference() if reference and self.p.has_reference else _nullcontext()
+        with torch.no_grad(), ctx:
+            for i in range(0, rows["input_ids"].shape[0], self.s.batch):
+                part = {k: v[i : i + self.s.batch] for k, v in rows.items()}
+                nll, seg = self.token_nll(part)
+                keep = seg % 2 == 0 if self.s.objective == "dpo" else torch.ones_like(seg, dtype=torch.bool)
+                total += float(nll[keep].sum())
+                count += int(keep.sum())
+                logp.index_add_(0, seg, -nll)
+        loss = total / max(1, count)
+        out = {"eval_loss": round(loss, 5), "perplexity": round(math.exp(min(loss, 50.0)), 3)}
+        if self.s.objective == "dpo":
+            out["segment_logp"] = logp  # type: ignore[assignment]
+        return out
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, optimizer: torch.optim.Optimizer, state: TrainState, extra: dict[str, Any] | None = None) -> Path:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / "state.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save({
+            "step": state.step, "history": state.history, "trainable": self.p.trainable_state(),
+            "optimizer": optimizer.state_dict(), "method": self.p.extra_state(), "rng": torch.get_rng_state(),
+            **(extra or {}),
+        }, tmp)
+        os.replace(tmp, path)
+        self.emit({"event": "checkpoint", "step": state.step})
+        return path
+
+    def load_checkpoint(self, optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict[str, Any]]:
+        data = torch.load(self.checkpoint_dir / "state.pt", map_location=self.device, weights_only=False)
+        self.p.load_trainable_state(data["trainable"])
+        optimizer.load_state_dict(data["optimizer"])
+        self.p.load_extra_state(data["method"])
+        torch.set_rng_state(data["rng"])
+        return TrainState(step=int(data["step"]), history=list(data["history"])), data
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,319 @@
+"""Training for real on a tiny random llama: every method, every objective, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import AlreadyExistsError, DatasetError, TrainingError
+from core.finetune.adapters import list_adapters, partial_folder
+from core.finetune.methods import all_methods
+from tests.fixtures.tiny_hf import write_tiny_chat_llama, write_tiny_hf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(GGUF file, Hugging Face folder) of the same tiny random chat llama."""
+    folder = tmp_path_factory.mktemp("tiny-train")
+    gguf = write_tiny_chat_llama(folder / "tiny-chat.gguf")
+    return gguf, write_tiny_hf(folder / "hf", gguf)
+
+
+def _chat_rows(n: int = 24) -> list[dict[str, Any]]:
+    colors = ["blue", "red"]
+    return [{"messages": [{"role": "user", "content": f"what color is the {'sky' if i % 2 else 'dog'}"},
+                          {"role": "assistant", "content": colors[i % 2]}]} for i in range(n)]
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    return path
+
+
+def _run(spec: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    from core.finetune.job import run
+
+    events: list[dict[str, Any]] = []
+    base = {"seq_len": 128, "batch": 2, "grad_accum": 1, "samples": 1, "sample_tokens": 4, "save_every": 0}
+    code = run({**base, **spec}, events.append, lambda: False)
+    return code, events
+
+
+def _steps(events: list[dict[str, Any]]) -> list[float]:
+    return [e["loss"] for e in events if e["event"] == "step"]
+
+
+@pytest.mark.parametrize("method", [m.name for m in all_methods()])
+def test_every_method_trains_and_saves_an_adapter_with_manifest(method: str, tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    _gguf, hf = tiny_pair
+    data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(12))
+    code, events = _run({"base": str(hf), "name": f"t-{method}", "data": str(data), "method": method,
+                         "max_steps": 3, "lr": 1e-3})
+    assert code == 0
+    losses = _steps(events)
+    assert len(losses) == 3 and all(x == x and x > 0 for x in losses)  # finite, positive
+    done = next(e for e in events if e["event"] == "done")
+    folder = Path(done["path"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["method"]["name"] == method and manifest["objective"] == "sft"
+    assert len(manifest["base"]["sha256"]) == 64
+    assert manifest["metrics"]["before"]["eval_loss"] > 0 and manifest["metrics"]["after"]["perplexity"] > 1
+    assert len(manifest["metrics"]["samples"]) == 1
+    weights = {"adapter": "adapter_model.safetensors", "model": "model.safetensors"}[manifest["kind"]]
+    assert (folder / weights).stat().st_size > 0
+    assert not partial_folder(f"t-{method}").exists()
+    if method == "qlora":  # no CUDA here: the events say it fell back to LoRA
+        assert any("QLoRA" in e.get("message", "") for e in events if e["event"] == "warning")
+
+
+def test_loss_goes_down_on_a_memorisable_set_and_the_adapter_reloads(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _gguf, hf = tiny_pair
+    data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(24))
+    code, events = _run({"base": str(hf), "name": "memo", "data": str(data), "max_steps": 30, "lr": 1e-2,
+                         "method_options": {"rank": 8, "alpha": 16}})
+    assert code == 0
+    losses = _steps(events)
+    assert losses[-1] < 0.5 * losses[0]
+    metrics = next(e for e in events if e["event"] == "done")["metrics"]
+    assert metrics["after"]["eval_loss"] < 0.5 * metrics["before"]["eval_loss"]
+    # The saved adapter is an ordinary PEFT adapter: it loads onto the base and gives the learned answer.
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(hf)), str(Path(list_adapters()[0].path)))
+    assert list_adapters()[0].name == "memo"
+    del model, torch
+
+
+def test_delta_lora_saved_adapter_reproduces_the_trained_weights(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from core.finetune.job import run
+
+    _gguf, hf = tiny_pair
+    data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(12))
+    captured: dict[str, Any] = {}
+    import core.finetune.methods.delta_lora_impl as impl
+
+    original = impl.DeltaLoraPrepared.save
+
+    def save_and_capture(self: Any, folder: Path) -> None:
+        ids = torch.tensor([[1, 3, 290, 291, 292, 4]])
+        with torch.no_grad():
+            captured["logits"] = self.causal_lm(input_ids=ids).logits.float()
+        original(self, folder)
+
+    impl.DeltaLoraPrepared.save = save_and_capture  # type: ignore[method-assign]
+    try:
+        events: list[dict[str, Any]] = []
+        code = run({"base": str(hf), "name": "delta", "data": str(data), "method": "delta-lora", "max_steps": 4,
+                    "lr": 5e-3, "seq_len": 128, "batch": 2, "grad_accum": 1, "samples": 0, "save_every": 0,
+                    "method_options": {"start_step": 2, "update_ratio": 1.0}}, events.append, lambda: False)
+    finally:
+        impl.DeltaLoraPrepared.save = original  # type: ignore[method-assign]
+    assert code == 0
+    folder = Path(next(e for e in events if e["event"] == "done")["path"])
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["r"] == 2 * 16  # the B_K A_K term of the update makes it rank 2r
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(hf)), str(folder)).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[1, 3, 290, 291, 292, 4]])).logits.float()
+    assert torch.allclose(logits, captured["logits"], atol=0.05)
+
+
+def test_pretrain_on_documents_and_gguf_base(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    gguf, _hf = tiny_pair
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notes.md").write_text("the sky is blue and the dog is red. " * 40, encoding="utf-8")
+    (docs / "empty.txt").write_text("")
+    code, events = _run({"base": str(gguf), "name": "pre", "docs": [str(docs)], "max_steps": 4, "lr": 5e-3,
+                         "seq_len": 64})
+    assert code == 0
+    data = next(e for e in events if e["event"] == "data")
+    assert data["objective"] == "pretrain" and data["chunks"] >= 4
+    assert [Path(s["path"]).name for s in data["skipped"]] == ["empty.txt"]
+    manifest = list_adapters()[0].manifest
+    assert manifest["base"]["kind"] == "gguf" and manifest["base"]["architecture"] == "llama"
+
+
+def test_dpo_prefers_the_chosen_answers(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    _gguf, hf = tiny_pair
+    rows = [{"prompt": f"what color is the sky {i}", "chosen": "blue", "rejected": "red dog"} for i in range(16)]
+    data = _jsonl(tmp_path / "pref.jsonl", rows)
+    code, events = _run({"base": str(hf), "name": "dpo", "data": str(data), "max_steps": 12, "lr": 1e-2,
+                         "dpo_beta": 0.5})
+    assert code == 0
+    losses = _steps(events)
+    assert losses[0] == pytest.approx(0.6931, abs=0.01)  # -log sigmoid(0): policy equals the reference at start
+    assert losses[-1] < losses[0] - 0.1
+    assert list_adapters()[0].manifest["objective"] == "dpo"
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "message"),
+    [
+        ({"data": "missing.jsonl"}, DatasetError, "does not exist"),
+        ({"data": "bad.jsonl"}, DatasetError, "line 2"),
+        ({"data": "text.jsonl", "objective": "dpo"}, DatasetError, "no rows usable for dpo"),
+        ({"data": "text.jsonl", "method": "nope"}, TrainingError, "Unknown fine-tuning method"),
+        ({"data": "text.jsonl", "seq_len": 128, "batch": 100000}, TrainingError, "Not enough memory"),
+        ({"data": "text.jsonl", "base": "mystery"}, TrainingError, "cannot be loaded for training"),
+    ],
+)
+def test_bad_input_is_refused_and_leaves_nothing_behind(
+    spec: dict[str, Any], error: type[Exception], message: str, tiny_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tests.fixtures.tiny_models import write_fake_arch
+
+    _gguf, hf = tiny_pair
+    _jsonl(tmp_path / "text.jsonl", [{"text": "some words to learn"}] * 4)
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": 5}\n')
+    spec = dict(spec)
+    spec["data"] = str(tmp_path / spec["data"])
+    if spec.get("base") == "mystery":
+        spec["base"] = str(write_fake_arch(tmp_path / "mystery.gguf", "gptneox"))
+    with pytest.raises(error, match=message):
+        _run({"base": str(hf), "name": "bad", "max_steps": 1, **spec})
+    assert not partial_folder("bad").exists()
+    assert list_adapters() == []
+
+
+def test_existing_name_is_refused(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    _gguf, hf = tiny_pair
+    data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(6))
+    assert _run({"base": str(hf), "name": "same", "data": str(data), "max_steps": 1})[0] == 0
+    with pytest.raises(AlreadyExistsError):
+        _run({"base": str(hf), "name": "same", "data": str(data), "max_steps": 1})
+
+
+def test_fused_loss_matches_plain_cross_entropy_and_its_gradient() -> None:
+    import torch
+
+    from core.finetune.losses import reference_nll, token_nll
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(37, 16, generator=g, requires_grad=True)
+    weight = torch.randn(300, 16, generator=g, requires_grad=True)
+    targets = torch.randint(0, 300, (37,), generator=g)
+    for cap in (0.0, 5.0):
+        fast = token_nll(hidden, weight, targets, softcap=cap)
+        slow = reference_nll(hidden, weight, targets, softcap=cap)
+        assert torch.allclose(fast, slow, atol=1e-4)
+        scale = torch.rand(37, generator=g)
+        gh_fast, gw_fast = torch.autograd.grad((fast * scale).sum(), [hidden, weight])
+        gh_slow, gw_slow = torch.autograd.grad((slow * scale).sum(), [hidden, weight])
+        assert torch.allclose(gh_fast, gh_slow, atol=1e-4) and torch.allclose(gw_fast, gw_slow, atol=1e-4)
+
+
+def test_packed_rows_give_the_same_logits_as_separate_sequences(tiny_pair: tuple[Path, Path]) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _gguf, hf = tiny_pair
+    model = AutoModelForCausalLM.from_pretrained(str(hf)).eval()
+    a, b = [1, 290, 291, 292, 293], [1, 300, 301, 302]
+    with torch.no_grad():
+        packed = model(input_ids=torch.tensor([a + b]), position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3]]),
+                       attention_mask=None, use_cache=False).logits  # a cache turns packed-mask detection off
+        alone_a = model(input_ids=torch.tensor([a])).logits
+        alone_b = model(input_ids=torch.tensor([b])).logits
+    assert torch.allclose(packed[0, :5], alone_a[0], atol=1e-4)
+    assert torch.allclose(packed[0, 5:], alone_b[0], atol=1e-4)
+
+
+def test_job_process_resumes_after_being_killed(tiny_pair: tuple[Path, Path], tmp_path: Path, hearth_home: Path) -> None:
+    from core.jobs import JobProcess
+
+    _gguf, hf = tiny_pair
+    data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(24))
+    spec = {"base": str(hf), "name": "resumable", "data": str(data), "max_steps": 40, "lr": 5e-3, "seq_len": 64,
+            "batch": 1, "grad_accum": 1, "save_every": 5, "samples": 0}
+    job = JobProcess("finetune", spec, log_path=tmp_path / "job.log")
+    checkpoints = []
+    for event in job.events():
+        if event["event"] == "checkpoint":
+            checkpoints.append(event["step"])
+        if event["event"] == "step" and event["step"] >= 12:
+            os.kill(job.pid, signal.SIGKILL)  # a crash: no chance to save anything more
+            break
+    assert job.wait(timeout=60) == -signal.SIGKILL
+    assert checkpoints and checkpoints[-1] in (5, 10)
+    assert not (hearth_home / "data" / "adapters" / "resumable").exists()
+    assert (partial_folder("resumable") / "checkpoint" / "state.pt").exists()
+
+    job = JobProcess("finetune", {**spec, "resume": True}, log_path=tmp_path / "job.log")
+    events = list(job.events())
+    assert job.wait(timeout=60) == 0
+    resumed = next(e for e in events if e["event"] == "resumed")
+    assert resumed["step"] == checkpoints[-1]
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps[0] == checkpoints[-1] + 1 and steps[-1] == 40
+    assert [a.name for a in list_adapters()] == ["resumable"]
+    assert not partial_folder("resumable").exists()
+
+
+def test_sigint_saves_a_checkpoint_and_stops(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    from core.jobs import JobProcess
+
+    _gguf, hf = tiny_pair
+    data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(24))
+    job = JobProcess("finetune", {"base": str(hf), "name": "stopped", "data": str(data), "max_steps": 500,
+                                  "seq_len": 64, "batch": 1, "save_every": 0, "samples": 0})
+    events = []
+    for event in job.events():
+        events.append(event)
+        if event["event"] == "step" and event["step"] == 3:
+            job.cancel()
+    assert job.wait(timeout=60) == 130
+    cancelled = next(e for e in events if e["event"] == "cancelled")
+    assert "--resume" in cancelled["message"]
+    assert any(e["event"] == "checkpoint" for e in events)
+    assert (partial_folder("stopped") / "checkpoint" / "state.pt").exists()
+
+
+def test_cli_finetune_then_adapters_json(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    _gguf, hf = tiny_pair
+    data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(8))
+    script = ("import argparse, sys\nfrom core.cli import cmd_finetune\nfrom core.cli import main as _m\n"
+              "p = argparse.ArgumentParser(); s = p.add_subparsers(); cmd_finetune.register(s)\n"
+              "a = p.parse_args(sys.argv[1:])\nsys.exit(a.func(a))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", script, "finetune", str(hf), "--data", str(data), "--max-steps", "2",
+                          "--seq-len", "64", "--rank", "4", "--out", "cli-run"], capture_output=True, text=True,
+                         env=env, timeout=240)
+    assert run.returncode == 0, run.stderr
+    assert "Adapter 'cli-run' saved" in run.stdout and "Held-out loss" in run.stdout
+    listing = subprocess.run([sys.executable, "-c", script, "adapters", "--json"], capture_output=True, text=True,
+                             env=env, timeout=60)
+    rows = json.loads(listing.stdout)
+    assert [r["name"] for r in rows] == ["cli-run"] and rows[0]["method"]["options"]["rank"] == 4
+    assert "torch" not in script  # the CLI process itself only reads events
+
+
+@pytest.mark.slow
+def test_starter_model_fine_tunes_for_a_few_steps(starter_model: Path, tmp_path: Path) -> None:
+    rows = [{"messages": [{"role": "user", "content": "Who makes Hearth?"},
+                          {"role": "assistant", "content": "Hearth is made by its community."}]}] * 6
+    data = _jsonl(tmp_path / "chat.jsonl", rows)
+    started = time.monotonic()
+    code, _events = _run({"base": str(starter_model), "name": "starter-ft", "data": str(data), "max_steps": 3,
+                         "lr": 1e-3, "seq_len": 64, "batch": 2})
+    assert code == 0
+    manifest = list_adapters()[0].manifest
+    assert manifest["base"]["architecture"] == "gemma3"
+    assert manifest["metrics"]["after"]["eval_loss"] < manifest["metrics"]["before"]["eval_loss"]
+    assert time.monotonic() - started < 300
