@@ -21,10 +21,13 @@ PROMPT = (
 ) * 12
 
 
-def run_baseline(path: str, n_ctx: int, threads: int, tokens: int, reps: int, prompt_prefix: str) -> tuple[float, float]:
+def run_baseline(
+    path: str, n_ctx: int, threads: int, tokens: int, prompt_prefix: str, flash_attn: bool
+) -> tuple[float, float]:
     import llama_cpp
 
-    llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+    llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
+                          flash_attn=flash_attn, verbose=False)
     prompt_tokens = llm.tokenize((prompt_prefix + PROMPT).encode())
     llm.reset()
     t0 = time.perf_counter()
@@ -74,7 +77,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ctx", type=int, default=2048)
+    parser.add_argument("--flash-attn", choices=["off", "on"], default="off",
+                        help="flash attention on both sides (llama-cpp-python's Llama defaults to off)")
     args = parser.parse_args()
+    flash = args.flash_attn == "on"
     import psutil
 
     from core.engine import Engine, LoadOptions
@@ -83,21 +89,22 @@ def main() -> None:
     path = str(starter_model_path())
     base_pp, base_dec, eng_pp, eng_dec = [], [], [], []
     with Engine() as engine:
-        engine.load(path, LoadOptions(n_ctx=args.ctx, n_threads=threads, n_batch=512))
+        engine.load(path, LoadOptions(n_ctx=args.ctx, n_threads=threads, n_batch=512, flash_attn=flash))
         run_engine(engine, 16, "warm-up ")
-        run_baseline(path, args.ctx, threads, 16, 1, "warm-up ")
+        run_baseline(path, args.ctx, threads, 16, "warm-up ", flash)
         for rep in range(args.reps):
             prefix = f"Run {rep}. "  # a different first token each time: no prompt reuse on either side
             pp, dec = run_engine(engine, args.tokens, prefix)
             eng_pp.append(pp)
             eng_dec.append(dec)
-            pp, dec = run_baseline(path, args.ctx, threads, args.tokens, 1, prefix)
+            pp, dec = run_baseline(path, args.ctx, threads, args.tokens, prefix, flash)
             base_pp.append(pp)
             base_dec.append(dec)
             print(f"rep {rep}: decode engine {eng_dec[-1]:.1f} vs bare {base_dec[-1]:.1f} tok/s; "
                   f"prompt engine {eng_pp[-1]:.0f} vs bare {base_pp[-1]:.0f} tok/s", flush=True)
     print()
-    print(f"model: {path} | threads {threads} | ctx {args.ctx} | {args.tokens} tokens x {args.reps} reps (medians)")
+    print(f"model: {path} | threads {threads} | ctx {args.ctx} | flash attention {args.flash_attn} | "
+          f"{args.tokens} tokens x {args.reps} reps (medians)")
     print(f"decode tokens/s  : Hearth engine {median(eng_dec):7.1f} | bare Llama.generate {median(base_dec):7.1f} "
           f"| ratio {median(eng_dec) / median(base_dec):.3f} (target >= 1.0)")
     print(f"prompt tokens/s  : Hearth engine {median(eng_pp):7.1f} | bare Llama.eval     {median(base_pp):7.1f} "

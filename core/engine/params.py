@@ -16,6 +16,7 @@ class LoadOptions:
     n_gpu_layers: int = 0  # -1 = all layers
     n_batch: int = 512
     use_mmap: bool = True
+    flash_attn: bool | None = None  # None: llama.cpp decides (on where the backend supports it)
     loras: list[tuple[str, float]] = field(default_factory=list)  # (GGUF LoRA path, scale)
 
     def to_dict(self) -> dict[str, Any]:

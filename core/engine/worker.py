@@ -159,6 +159,10 @@ class Worker:
         # A full-size sliding-window cache lets the cache roll back to any shared prefix
         # (llama.cpp PR 13194); without it, reusing a prefix on SWA models would be wrong or impossible.
         cparams.swa_full = True
+        if opts.flash_attn is not None:
+            cparams.flash_attn_type = (
+                L.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         ctx = L.llama_init_from_model(model, cparams)
         if not ctx:
             reason = self.log.reason() or "not enough memory for the context"

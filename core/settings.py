@@ -1,0 +1,128 @@
+"""The user's settings: theme, default chat parameters, per-model presets.
+
+Kept as JSON in ``Paths.settings_file`` and written atomically. A damaged file is moved aside
+(``settings.corrupt-<time>.json``) and the defaults are used, so nothing the user wrote is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from core.engine.params import LoadOptions, SamplingParams
+from core.errors import HearthError
+from core.paths import Paths, get_paths, write_text_atomic
+
+Theme = Literal["system", "light", "dark"]
+THEMES: tuple[str, ...] = ("system", "light", "dark")
+
+
+@dataclass
+class ChatParameters:
+    """Everything the chat's parameters panel sets: sampling plus the load options it exposes."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int = -1
+    max_tokens: int = 512
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+    n_threads: int = 0  # 0 = llama.cpp's choice (the physical cores)
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty, seed=self.seed, max_tokens=self.max_tokens,
+        )
+
+    def load_options(self) -> LoadOptions:
+        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads or None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ChatParameters:
+        """Known keys of ``data`` with the right types; anything else falls back to the default."""
+        result = cls()
+        for f in fields(cls):
+            if data is None or f.name not in data:
+                continue
+            default = getattr(result, f.name)
+            try:
+                setattr(result, f.name, type(default)(data[f.name]))
+            except (TypeError, ValueError):
+                continue
+        return result
+
+
+@dataclass
+class Settings:
+    theme: str = "system"
+    defaults: ChatParameters = field(default_factory=ChatParameters)
+    presets: dict[str, ChatParameters] = field(default_factory=dict)  # by library model name
+    system_prompt: str = ""
+    last_model: str | None = None
+
+    def parameters_for(self, model: str | None) -> ChatParameters:
+        """The model's preset when it has one, else the default parameters."""
+        preset = self.presets.get(model or "")
+        return ChatParameters.from_dict((preset or self.defaults).to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "theme": self.theme,
+            "defaults": self.defaults.to_dict(),
+            "presets": {name: p.to_dict() for name, p in self.presets.items()},
+            "system_prompt": self.system_prompt,
+            "last_model": self.last_model,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        theme = data.get("theme") if data.get("theme") in THEMES else "system"
+        raw = data.get("presets")
+        presets: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        last = data.get("last_model")
+        return cls(
+            theme=str(theme),
+            defaults=ChatParameters.from_dict(data.get("defaults") if isinstance(data.get("defaults"), dict) else None),
+            presets={str(k): ChatParameters.from_dict(v) for k, v in presets.items() if isinstance(v, dict)},
+            system_prompt=str(data.get("system_prompt") or ""),
+            last_model=str(last) if isinstance(last, str) else None,
+        )
+
+
+def load_settings(paths: Paths | None = None) -> Settings:
+    """The saved settings, or the defaults when there are none (a damaged file is kept aside)."""
+    path = (paths or get_paths()).settings_file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except OSError as exc:
+        raise HearthError(f"Cannot read the settings file {path} ({exc}): check its permissions.") from exc
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        try:
+            os.replace(path, path.with_name(f"settings.corrupt-{int(time.time())}.json"))
+        except OSError:
+            pass
+        return Settings()
+    return Settings.from_dict(data)
+
+
+def save_settings(settings: Settings, paths: Paths | None = None) -> None:
+    """Write the settings atomically (a crash mid-write keeps the previous file)."""
+    path = (paths or get_paths()).settings_file
+    write_text_atomic(path, json.dumps(settings.to_dict(), indent=1))

@@ -1,0 +1,1 @@
+"""Hearth's desktop app (PySide6): views and thin Qt models over ``core``."""

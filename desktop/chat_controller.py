@@ -1,0 +1,165 @@
+"""The one owner of the engine: loads models and streams answers on a single worker thread.
+
+Everything that touches ``core.engine.Engine`` runs on ``engine_executor`` (one thread), so the
+llama.cpp worker never sees two requests at once and the GUI thread never waits on it. Tokens come
+back to the GUI through ``Op`` progress reports (queued signals); ``stop()`` calls
+``Engine.cancel()``, which is safe from any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from core.chats import ChatStore
+from core.chats.session import ChatSession
+from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
+from core.library import ModelEntry
+from core.settings import ChatParameters
+from desktop.ops import Executor, Op, error_text
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    path: str
+    options: LoadOptions
+
+
+@dataclass(frozen=True)
+class Committed:
+    """The store now holds the user's message; the answer is about to stream."""
+
+
+class ChatController(QObject):
+    """Model loading and streaming for the chat page; emits what happened, holds no widgets."""
+
+    model_loading = Signal(str)  # model name
+    model_loaded = Signal(object)  # ModelStatus
+    model_failed = Signal(str)  # message
+    stream_started = Signal()
+    history_changed = Signal()  # messages were committed: reload them from the store
+    chunk_arrived = Signal(str)
+    stream_finished = Signal(object)  # Completion, or None when the stream broke off
+    stream_failed = Signal(str)
+
+    def __init__(self, store: ChatStore, engine_executor: Executor, engine: Engine | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.executor = engine_executor
+        self.engine = engine or Engine()
+        self._loaded: _Loaded | None = None
+        self.streaming = False
+        self.loading = False
+
+    # -- model ---------------------------------------------------------------------------------
+    def load(self, entry: ModelEntry, params: ChatParameters) -> None:
+        """Load ``entry`` now (in the background), unless it is already loaded with these options."""
+        if self._needs_load(entry, params):
+            self.loading = True
+            self.model_loading.emit(entry.name)
+            Op(lambda: self._load_blocking(entry, params)).on_success(self._did_load).on_failure(
+                self._load_failed
+            ).run(self.executor)
+
+    def _needs_load(self, entry: ModelEntry, params: ChatParameters) -> bool:
+        wanted = _Loaded(str(Path(entry.path)), params.load_options())
+        return self._loaded != wanted or self.engine.status is None
+
+    def _load_blocking(self, entry: ModelEntry, params: ChatParameters) -> ModelStatus:
+        # Runs on the engine thread, so _loaded is only written there (and read for a hint here).
+        wanted = _Loaded(str(Path(entry.path)), params.load_options())
+        if self._loaded == wanted and self.engine.status is not None and self.engine.alive:
+            return self.engine.status
+        self._loaded = None
+        status = self.engine.load(entry.path, params.load_options())
+        self._loaded = wanted
+        return status
+
+    def _did_load(self, status: ModelStatus) -> None:
+        self.loading = False
+        self.model_loaded.emit(status)
+
+    def _load_failed(self, exc: BaseException) -> None:
+        self.loading = False
+        self.model_failed.emit(error_text(exc))
+
+    # -- answers -------------------------------------------------------------------------------
+    def send(self, conversation_id: int, text: str, entry: ModelEntry, params: ChatParameters) -> None:
+        self._stream(entry, params, lambda s: s.send(text, params.sampling()), conversation_id)
+
+    def regenerate(self, conversation_id: int, entry: ModelEntry, params: ChatParameters) -> None:
+        self._stream(entry, params, lambda s: s.regenerate(params.sampling()), conversation_id)
+
+    def edit_and_rerun(
+        self, conversation_id: int, message_id: int, text: str, entry: ModelEntry, params: ChatParameters
+    ) -> None:
+        self._stream(entry, params, lambda s: s.edit_and_rerun(message_id, text, params.sampling()), conversation_id)
+
+    def stop(self) -> None:
+        """Stop the answer being generated (it is kept, marked as stopped)."""
+        if self.streaming:
+            self.engine.cancel()
+
+    def _stream(
+        self,
+        entry: ModelEntry,
+        params: ChatParameters,
+        start: Callable[[ChatSession], Iterator[TextChunk | Completion]],
+        conversation_id: int,
+    ) -> None:
+        if self.streaming:
+            return
+        self.streaming = True
+        if self._needs_load(entry, params):
+            self.loading = True
+            self.model_loading.emit(entry.name)
+        self.stream_started.emit()
+
+        def work(report: Callable[[Any], None]) -> Completion | None:
+            status = self._load_blocking(entry, params)
+            report(status)
+            self.store.update(conversation_id, model=entry.name)
+            session = ChatSession(self.store, self.engine, conversation_id)
+            stream = start(session)
+            report(Committed())
+            completion: Completion | None = None
+            for item in stream:
+                if isinstance(item, TextChunk):
+                    report(item.text)
+                else:
+                    completion = item
+            return completion
+
+        Op(work).on_progress(self._on_progress).on_success(self._finished).on_failure(self._failed).run(self.executor)
+
+    def _on_progress(self, item: object) -> None:
+        if isinstance(item, str):
+            self.chunk_arrived.emit(item)
+        elif isinstance(item, ModelStatus):
+            if self.loading:
+                self._did_load(item)
+        elif isinstance(item, Committed):
+            self.history_changed.emit()
+
+    def _finished(self, completion: Completion | None) -> None:
+        self.streaming = False
+        self.stream_finished.emit(completion)
+        self.history_changed.emit()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.streaming = False
+        if self.loading:
+            self._load_failed(exc)
+        self.stream_failed.emit(error_text(exc))
+        self.history_changed.emit()
+
+    # -- shutdown ------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop any answer, wait for the engine thread, stop the worker process."""
+        self.engine.cancel()
+        self.executor.shutdown(wait=True)
+        self.engine.close()

@@ -1,0 +1,191 @@
+"""Discover: search the Hub, see a model's quants with a fit badge for this machine, download one."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QModelIndex, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLineEdit,
+    QListView,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.format import human_count
+from desktop.models.hub import MODEL_ROLE, HubResultsModel, QuantTableModel
+from desktop.ops import Executor, Op, error_text
+from desktop.theme import Palette
+from desktop.views.widgets import Banner, button, muted, page, title
+
+if TYPE_CHECKING:
+    from core.hub import HubModel, QuantGroup, RepoQuants
+    from core.hub.search import SortKey
+
+
+class DiscoverPage(QWidget):
+    download_requested = Signal(str, object)  # repo id, QuantGroup
+
+    def __init__(self, pool: Executor, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.pool = pool
+        body, layout = page()
+        outer = QHBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(body)
+        layout.addWidget(title("Discover"))
+        layout.addWidget(muted("Find GGUF models on the Hugging Face Hub. Each file is checked against this machine."))
+        bar = QHBoxLayout()
+        self.query = QLineEdit()
+        self.query.setPlaceholderText("Search models, e.g. qwen, llama, gemma…")
+        self.query.returnPressed.connect(self.search)
+        self.sort = QComboBox()
+        self.sort.addItem("Most downloaded", "downloads")
+        self.sort.addItem("Most liked", "likes")
+        self.sort.addItem("Recently updated", "modified")
+        self.search_button = button("Search", self.search, kind="primary")
+        bar.addWidget(self.query, 1)
+        bar.addWidget(self.sort)
+        bar.addWidget(self.search_button)
+        layout.addLayout(bar)
+        self.banner = Banner()
+        layout.addWidget(self.banner)
+
+        self.results = HubResultsModel()
+        self.results_view = QListView()
+        self.results_view.setObjectName("hubResults")
+        self.results_view.setModel(self.results)
+        self.results_view.setSpacing(2)
+        self.results_view.setAlternatingRowColors(True)
+        self.results_view.clicked.connect(self._picked)
+        self.results_view.activated.connect(self._picked)
+
+        detail = QWidget()
+        col = QVBoxLayout(detail)
+        col.setContentsMargins(12, 0, 0, 0)
+        self.repo_title = title("Pick a model", "sectionTitle")
+        self.repo_facts = muted("")
+        self.quants = QuantTableModel()
+        self.quant_view = QTableView()
+        self.quant_view.setModel(self.quants)
+        self.quant_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.quant_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.quant_view.verticalHeader().hide()
+        self.quant_view.setShowGrid(False)
+        self.quant_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2, 3):
+            self.quant_view.horizontalHeader().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.quant_view.verticalHeader().setDefaultSectionSize(34)
+        self.quant_view.doubleClicked.connect(lambda _i: self.download())
+        self.reason = muted("")
+        self.download_button = button("Download", self.download, kind="primary")
+        self.download_button.setEnabled(False)
+        col.addWidget(self.repo_title)
+        col.addWidget(self.repo_facts)
+        col.addWidget(self.quant_view, 1)
+        col.addWidget(self.reason)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.download_button)
+        col.addLayout(row)
+        self.quant_view.selectionModel().selectionChanged.connect(
+            lambda *_: self.download_button.setEnabled(bool(self.selected_group()))
+        )
+
+        split = QSplitter()
+        split.addWidget(self.results_view)
+        split.addWidget(detail)
+        split.setSizes([360, 560])
+        layout.addWidget(split, 1)
+        self._searched = False
+
+    def set_palette(self, p: Palette) -> None:
+        self.quants.fit_colours = {"full_gpu": p.ok, "partial_gpu": p.warn, "cpu": p.accent, "too_large": p.danger}
+        self.quants.highlight = p.selection
+
+    def ensure_searched(self) -> None:
+        """Show the most popular models the first time the page opens."""
+        if not self._searched:
+            self.search()
+
+    def search(self) -> None:
+        self._searched = True
+        from core.hub import search_models
+
+        query = self.query.text().strip()
+        sort: SortKey = self.sort.currentData()
+        self.search_button.setEnabled(False)
+        self.banner.hide()
+        Op(lambda: search_models(query, sort=sort, limit=40)).on_success(self._show_results).on_failure(
+            self._failed
+        ).run(self.pool)
+
+    def _show_results(self, models: list[HubModel]) -> None:
+        self.search_button.setEnabled(True)
+        self.results.set_results(models)
+        if not models:
+            self.banner.show_message("No GGUF models match that search: try a shorter name.")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.search_button.setEnabled(True)
+        self.banner.show_message(error_text(exc))
+
+    def _picked(self, index: QModelIndex) -> None:
+        model: HubModel = index.data(MODEL_ROLE)
+        self.repo_title.setText(model.id)
+        facts = [x for x in (model.architecture, f"{human_count(model.parameters)} parameters" if model.parameters else None,
+                             f"context {model.context_length:,}" if model.context_length else None) if x]
+        self.repo_facts.setText(" · ".join(facts) + ("  —  checking the files…" if facts else "Checking the files…"))
+        self.quants.set_quants(None)
+        self.reason.setText("")
+        self.download_button.setEnabled(False)
+        repo_id = model.id
+        from core.hub import repo_quants
+
+        Op(lambda: repo_quants(repo_id)).on_success(self._show_quants).on_failure(self._quants_failed).run(self.pool)
+
+    def _show_quants(self, rq: RepoQuants) -> None:
+        if rq.repo_id != self.repo_title.text():
+            return
+        self.repo_facts.setText(self.repo_facts.text().replace("  —  checking the files…", "").replace("Checking the files…", ""))
+        self.quants.set_quants(rq)
+        self.reason.setText(f"★ {rq.reason}" if rq.recommended else rq.reason)
+        row = self.quants.recommended_row()
+        if row >= 0:
+            self.quant_view.selectRow(row)
+
+    def _quants_failed(self, exc: BaseException) -> None:
+        self.repo_facts.setText("")
+        self.banner.show_message(error_text(exc))
+
+    def selected_group(self) -> QuantGroup | None:
+        rows = self.quant_view.selectionModel().selectedRows()
+        return self.quants.group(rows[0].row()) if rows and self.quants.quants else None
+
+    def download(self) -> None:
+        group = self.selected_group()
+        rq = self.quants.quants
+        if group is None or rq is None:
+            return
+        if not group.complete:
+            self.banner.show_message(f"{group.name} is missing some of its parts on the Hub: pick another quant.")
+            return
+        self.download_requested.emit(rq.repo_id, group)
+
+    def select_result(self, repo_id: str) -> bool:
+        for row in range(self.results.rowCount()):
+            if self.results.result(row).id == repo_id:
+                index = self.results.index(row)
+                self.results_view.setCurrentIndex(index)
+                self._picked(index)
+                return True
+        return False
+
+

@@ -1,0 +1,388 @@
+"""The main window: a sidebar of pages, the status bar, drag-and-drop import, remembered layout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QShortcut, QShowEvent
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.chats import ChatStore
+from core.events import Progress
+from core.library import Library, ModelEntry
+from core.paths import get_paths
+from core.settings import Settings, load_settings, save_settings
+from desktop.chat_controller import ChatController
+from desktop.models.downloads import DownloadQueueModel
+from desktop.models.library import LibraryTableModel
+from desktop.ops import Executor, Op, error_text
+from desktop.theme import Palette, apply_theme, icon_path
+from desktop.views.chat_page import ChatPage
+from desktop.views.discover_page import DiscoverPage
+from desktop.views.downloads_page import DownloadsPage
+from desktop.views.models_page import ModelsPage
+from desktop.views.settings_page import SettingsPage
+
+if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: loaded on the first download instead
+    from core.hub import DownloadManager, DownloadProgress, QuantGroup
+
+PAGES = ("chat", "discover", "downloads", "models", "settings")
+PAGE_LABELS = {"chat": "Chat", "discover": "Discover", "downloads": "Downloads", "models": "My Models",
+               "settings": "Settings"}
+
+
+class MainWindow(QMainWindow):
+    """Owns the shared pieces (store, library, engine thread, pool, downloads) and wires the pages."""
+
+    library_changed = Signal()
+    first_shown = Signal()
+    download_progress = Signal(object)  # DownloadProgress, from download threads (queued to the GUI)
+
+    def __init__(self, *, library: Library | None = None, download_manager: DownloadManager | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Hearth")
+        self.setAcceptDrops(True)
+        self.paths = get_paths().ensure()
+        self.state = QSettings(str(self.paths.config / "window.ini"), QSettings.Format.IniFormat)
+        self.settings: Settings = load_settings(self.paths)
+        self.library = library or Library(self.paths)
+        self.store = ChatStore(self.paths.chats_db)
+        self.engine_thread = Executor(1, "hearth-engine")
+        self.pool = Executor(4, "hearth-pool")
+        self._downloads = download_manager
+        self._unsubscribe: Callable[[], None] = lambda: None
+        if download_manager is not None:
+            self._unsubscribe = download_manager.subscribe(self.download_progress.emit)
+        self.download_progress.connect(self._download_progress)
+        self.controller = ChatController(self.store, self.engine_thread)
+        self.library_model = LibraryTableModel()
+        self.queue_model = DownloadQueueModel()
+        self.palette_: Palette = apply_theme(self.settings.theme)
+        self._shown = False
+        self._closed = False
+
+        self.chat = ChatPage(self.store, self.controller, self.library_model, self.settings, self.save_settings)
+        self.discover = DiscoverPage(self.pool)
+        self.discover.download_requested.connect(self.start_download)
+        self.downloads_page = DownloadsPage(self.queue_model)
+        self.downloads_page.pause_requested.connect(lambda i: self._task(i, "pause"))
+        self.downloads_page.resume_requested.connect(lambda i: self._task(i, "resume"))
+        self.downloads_page.cancel_requested.connect(lambda i: self._task(i, "cancel"))
+        self.models = ModelsPage(self.library_model, self.pool)
+        self.models.import_requested.connect(self.import_files)
+        self.models.open_in_chat.connect(self.open_in_chat)
+        self.models.delete_requested.connect(self.delete_model)
+        self.settings_page = SettingsPage(self.settings, self.pool)
+        self.settings_page.theme_changed.connect(self.set_theme)
+        self.settings_page.defaults_saved.connect(self.save_settings)
+
+        self.stack = QStackedWidget()
+        self.pages: dict[str, QWidget] = {
+            "chat": self.chat, "discover": self.discover, "downloads": self.downloads_page,
+            "models": self.models, "settings": self.settings_page,
+        }
+        for widget in self.pages.values():
+            self.stack.addWidget(widget)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self._sidebar())
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.status_label = QLabel("")
+        self.status_progress = QProgressBar()
+        self.status_progress.setFixedWidth(160)
+        self.status_progress.hide()
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.status_progress)
+        QShortcut(QKeySequence("Ctrl+N"), self, self.new_chat)
+        self._apply_palette()
+        self._restore_state()
+
+    # -- layout --------------------------------------------------------------------------------
+    def _sidebar(self) -> QFrame:
+        bar = QFrame()
+        bar.setObjectName("sidebar")
+        bar.setFixedWidth(190)
+        col = QVBoxLayout(bar)
+        col.setContentsMargins(0, 6, 0, 12)
+        col.setSpacing(2)
+        brand = QLabel("Hearth")
+        brand.setObjectName("brand")
+        col.addWidget(brand)
+        self.nav = QButtonGroup(self)
+        self.nav_buttons: dict[str, QToolButton] = {}
+        for name in PAGES:
+            b = QToolButton()
+            b.setObjectName("navButton")
+            b.setText(PAGE_LABELS[name])
+            b.setCheckable(True)
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            b.setIconSize(QSize(18, 18))
+            b.setSizePolicy(b.sizePolicy().horizontalPolicy().Expanding, b.sizePolicy().verticalPolicy())
+            b.setCursor(Qt.CursorShape.PointingHandCursor)
+            b.clicked.connect(lambda _=False, n=name: self.show_page(n))
+            self.nav.addButton(b)
+            self.nav_buttons[name] = b
+            if name == "settings":
+                col.addStretch(1)
+            col.addWidget(b)
+        return bar
+
+    def _apply_palette(self) -> None:
+        p = self.palette_
+        for name, b in self.nav_buttons.items():
+            path = icon_path(name, p)
+            if Path(path).exists():
+                b.setIcon(QIcon(path))
+        logo = icon_path("hearth", p)
+        if Path(logo).exists():
+            self.setWindowIcon(QIcon(logo))
+        self.discover.set_palette(p)
+        self.chat.set_palette(p)
+        self.downloads_page.set_palette(p.border, p.accent)
+
+    def show_page(self, name: str) -> None:
+        self.stack.setCurrentWidget(self.pages[name])
+        self.nav_buttons[name].setChecked(True)
+        if name == "discover":
+            self.discover.ensure_searched()
+        elif name == "settings":
+            self.settings_page.ensure_detected()
+
+    def current_page(self) -> str:
+        return next(n for n, w in self.pages.items() if w is self.stack.currentWidget())
+
+    def set_theme(self, theme: str) -> None:
+        self.settings.theme = theme
+        self.save_settings()
+        self.palette_ = apply_theme(theme)
+        self._apply_palette()
+
+    def save_settings(self) -> None:
+        try:
+            save_settings(self.settings, self.paths)
+        except OSError as exc:
+            self.show_status(f"Could not save the settings: {exc}")
+
+    def show_status(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    # -- window state --------------------------------------------------------------------------
+    def _restore_state(self) -> None:
+        geometry = self.state.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)  # type: ignore[arg-type]
+        else:
+            self.resize(1240, 780)
+        splitter = self.state.value("chat_splitter")
+        if splitter is not None:
+            self.chat.splitter.restoreState(splitter)  # type: ignore[arg-type]
+        self.chat.params.setVisible(str(self.state.value("params_visible", "true")) == "true")
+        page = str(self.state.value("page", "chat"))
+        self.show_page(page if page in PAGES else "chat")
+
+    def _save_state(self) -> None:
+        self.state.setValue("geometry", self.saveGeometry())
+        self.state.setValue("chat_splitter", self.chat.splitter.saveState())
+        self.state.setValue("params_visible", "true" if self.chat.params.isVisible() else "false")
+        self.state.setValue("page", self.current_page())
+        self.state.setValue("conversation", self.chat.current_id if self.chat.current_id is not None else -1)
+        self.state.sync()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown:
+            self._shown = True
+            self.first_shown.emit()
+            # Start-up work after the first paint, so the window appears at once.
+            QTimer.singleShot(0, self, self._after_first_show)
+
+    def _after_first_show(self) -> None:
+        if self._closed:
+            return
+        self.refresh_library()
+        # Reopen the conversation that was open at the last close, else the most recent one.
+        last = int(str(self.state.value("conversation", -1)))
+        ids = [c.id for c in self.store.list()]
+        if ids:
+            self.chat.open_conversation(last if last in ids else ids[0])
+        self.show_status("Preparing the starter model…")
+        Op(lambda: self.library.ensure_starter()).on_success(self._starter_ready).on_failure(
+            lambda exc: self.show_status(error_text(exc))
+        ).run(self.pool)
+
+    def _starter_ready(self, entry: ModelEntry | None) -> None:
+        if self._closed:
+            return
+        self.show_status("Ready" if entry else "Ready (no starter model installed)")
+        if entry and not self.settings.last_model:
+            self.settings.last_model = entry.name
+        self.refresh_library()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Save the layout, stop the engine and downloads, close the store (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._save_state()
+        self._unsubscribe()
+        if self._downloads is not None:
+            self._downloads.pause_all()
+        self.controller.blockSignals(True)  # answers still queued must not reach the closed store
+        self.controller.shutdown()
+        self.pool.shutdown(wait=False)
+        self.store.close()
+
+    def new_chat(self) -> None:
+        self.show_page("chat")
+        self.chat.new_chat()
+
+    # -- library -------------------------------------------------------------------------------
+    def refresh_library(self) -> None:
+        Op(self.library.models).on_success(self._set_library).on_failure(
+            lambda exc: self.show_status(error_text(exc))
+        ).run(self.pool)
+
+    def _set_library(self, entries: list[ModelEntry]) -> None:
+        if self._closed:
+            return
+        selected = self.models.selected()
+        self.library_model.set_entries(entries)
+        if selected is not None:
+            self.models.select(selected.name)
+        self.library_changed.emit()
+
+    def open_in_chat(self, name: str) -> None:
+        self.show_page("chat")
+        self.chat.new_chat()
+        self.chat.select_model(name)
+        self.settings.last_model = name
+        self.save_settings()
+
+    def delete_model(self, name: str) -> None:
+        Op(lambda: self.library.remove(name)).on_success(self._deleted).on_failure(lambda exc: self.models.banner.show_message(error_text(exc))).run(self.pool)
+
+    def _deleted(self, entry: ModelEntry) -> None:
+        self.show_status(f"Deleted {entry.name}")
+        self.refresh_library()
+
+    def import_files(self, files: list[str]) -> None:
+        self.show_page("models")
+        for file in files:
+            self._import(file)
+
+    def _import(self, file: str) -> None:
+        name = Path(file).name
+        self.show_status(f"Importing {name}…")
+        self.status_progress.show()
+        self.status_progress.setRange(0, 0)
+
+        def work(report: object) -> ModelEntry:
+            return self.library.import_file(file, mode="copy", progress=report)  # type: ignore[arg-type]
+
+        Op(work).on_progress(self._import_progress).on_success(self._imported).on_failure(
+            lambda exc: self._import_failed(name, exc)
+        ).run(self.pool)
+
+    def _import_progress(self, p: Progress) -> None:
+        if p.fraction is not None:
+            self.status_progress.setRange(0, 1000)
+            self.status_progress.setValue(int(p.fraction * 1000))
+
+    def _imported(self, entry: ModelEntry) -> None:
+        self.status_progress.hide()
+        self.show_status(f"Imported {entry.name}")
+        self.models.banner.hide()
+        self.refresh_library()
+        self.library_changed.connect(self._select_imported(entry.name))
+
+    def _select_imported(self, name: str) -> object:
+        def once() -> None:
+            self.library_changed.disconnect(once)
+            self.models.select(name)
+
+        return once
+
+    def _import_failed(self, name: str, exc: BaseException) -> None:
+        self.status_progress.hide()
+        self.show_status(f"Could not import {name}")
+        self.models.banner.show_message(error_text(exc))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if _gguf_files(event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        files = _gguf_files(event.mimeData().urls())
+        if files:
+            event.acceptProposedAction()
+            self.import_files(files)
+        else:
+            event.ignore()
+
+    # -- downloads -----------------------------------------------------------------------------
+    def start_download(self, repo_id: str, group: QuantGroup) -> None:
+        label = f"{repo_id} · {group.name}"
+
+        def add() -> DownloadProgress:
+            task = self.downloads.add(repo_id, group.files)
+            return task.snapshot()
+
+        self.show_page("downloads")
+        Op(add).on_success(lambda p: self.queue_model.add_task(p, label)).on_failure(self._download_refused).run(self.pool)
+
+    def _download_refused(self, exc: BaseException) -> None:
+        self.show_page("discover")
+        self.discover.banner.show_message(error_text(exc))
+
+    @property
+    def downloads(self) -> DownloadManager:
+        """The download queue, created with the first download."""
+        if self._downloads is None:
+            from core.hub import DownloadManager
+
+            self._downloads = DownloadManager(self.library)
+            self._unsubscribe = self._downloads.subscribe(self.download_progress.emit)
+        return self._downloads
+
+    def _download_progress(self, p: DownloadProgress) -> None:
+        self.queue_model.update(p)
+        if p.state == "done":
+            self.show_status(p.message)
+            self.refresh_library()
+
+    def _task(self, task_id: int, action: str) -> None:
+        task = next((t for t in self.downloads.tasks() if t.id == task_id), None) if self._downloads else None
+        if task is not None:
+            getattr(task, action)()
+
+
+def _gguf_files(urls: Sequence[QUrl]) -> list[str]:
+    files = []
+    for url in urls:
+        local = url.toLocalFile()
+        if local and local.lower().endswith(".gguf"):
+            files.append(local)
+    return files

@@ -1,0 +1,156 @@
+"""My Models: the library table, import, delete, open in chat, details from the GGUF metadata."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QSplitter,
+    QTableView,
+    QTextBrowser,
+    QWidget,
+)
+
+from core.library import GGUFInfo, ModelEntry, read_gguf_info
+from desktop.format import human_count, human_size
+from desktop.models.library import LibraryTableModel
+from desktop.ops import Executor, Op, error_text
+from desktop.views.widgets import Banner, button, confirm, muted, page, title
+
+
+class ModelsPage(QWidget):
+    import_requested = Signal(list)  # paths of .gguf files
+    open_in_chat = Signal(str)  # model name
+    delete_requested = Signal(str)  # model name (after confirmation)
+
+    def __init__(self, library: LibraryTableModel, pool: Executor, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.library = library
+        self.pool = pool
+        body, layout = page()
+        outer = QHBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(body)
+        self.setObjectName("page")
+        head = QHBoxLayout()
+        head.addWidget(title("My Models"))
+        head.addStretch(1)
+        self.import_button = button("Import .gguf…", self.choose_files, tip="Copy a GGUF model into the library (or drop it on the window)")
+        self.chat_button = button("Open in chat", self._open, kind="primary")
+        self.delete_button = button("Delete…", self._delete, kind="danger")
+        for b in (self.import_button, self.chat_button, self.delete_button):
+            head.addWidget(b)
+        layout.addLayout(head)
+        layout.addWidget(muted("Models on this computer. Drop a .gguf file anywhere on the window to import it."))
+        self.banner = Banner()
+        layout.addWidget(self.banner)
+        self.table = QTableView()
+        self.table.setModel(library)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.doubleClicked.connect(lambda _i: self._open())
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection_changed())
+        self.details = QTextBrowser()
+        self.details.setMinimumWidth(260)
+        self.details.setHtml("<p style='color:gray'>Select a model to see what its file says about it.</p>")
+        split = QSplitter()
+        split.addWidget(self.table)
+        split.addWidget(self.details)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        layout.addWidget(split, 1)
+        library.modelReset.connect(self._selection_changed)
+        self._selection_changed()
+
+    def selected(self) -> ModelEntry | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.library.entry(rows[0].row()) if rows else None
+
+    def select(self, name: str) -> None:
+        row = self.library.row_of(name)
+        if row >= 0:
+            self.table.selectRow(row)
+
+    def choose_files(self) -> None:
+        dialog = QFileDialog(self, "Import GGUF models", "", "GGUF models (*.gguf)")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.filesSelected.connect(lambda files: self.import_requested.emit(list(files)))
+        dialog.open()
+
+    def _open(self) -> None:
+        entry = self.selected()
+        if entry is not None:
+            self.open_in_chat.emit(entry.name)
+
+    def _delete(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            return
+        where = (
+            f"The file {entry.path} is deleted from disk."
+            if entry.managed
+            else f"The file stays where it is ({entry.path}); only the library entry goes."
+        )
+        confirm(self, f"Delete {entry.name}?", where, lambda: self.delete_requested.emit(entry.name))
+
+    def _selection_changed(self) -> None:
+        entry = self.selected()
+        self.chat_button.setEnabled(entry is not None)
+        self.delete_button.setEnabled(entry is not None and entry.source != "hf-cache")
+        if entry is None:
+            return
+        path = entry.path
+        Op(lambda: read_gguf_info(path)).on_success(lambda info: self._show_details(entry, info)).on_failure(
+            lambda exc: self.details.setHtml(f"<p>{html.escape(error_text(exc))}</p>")
+        ).run(self.pool)
+
+    def _show_details(self, entry: ModelEntry, info: GGUFInfo) -> None:
+        current = self.selected()
+        if current is None or current.name != entry.name:
+            return
+        facts: list[tuple[str, str]] = [
+            ("Name", info.name or entry.name),
+            ("Architecture", info.architecture),
+            ("Parameters", human_count(info.parameters)),
+            ("Quantization", info.file_type or "-"),
+            ("File size", human_size(info.size_bytes)),
+            ("Trained context", f"{info.context_length:,}" if info.context_length else "-"),
+            ("Layers", str(info.block_count or "-")),
+            ("Embedding size", str(info.embedding_length or "-")),
+            ("Attention heads", f"{info.head_count or '-'} (KV {info.head_count_kv or '-'})"),
+            ("Vocabulary", f"{info.vocab_size:,}" if info.vocab_size else "-"),
+            ("Chat template", "yes" if info.has_chat_template else "no"),
+            ("Files", "<br>".join(html.escape(str(f)) for f in info.files)),
+        ]
+        rows = "".join(
+            f"<tr><td style='color:gray; padding-right:10px'>{k}</td><td>{v if k == 'Files' else html.escape(v)}</td></tr>"
+            for k, v in facts
+        )
+        meta = "".join(
+            f"<tr><td style='color:gray; padding-right:10px'>{html.escape(k)}</td>"
+            f"<td>{html.escape(_short(v))}</td></tr>"
+            for k, v in sorted(info.metadata.items())
+            if not k.startswith("tokenizer.chat_template")
+        )
+        self.details.setHtml(
+            f"<h3>{html.escape(entry.name)}</h3><table cellspacing='2'>{rows}</table>"
+            f"<h4>Metadata</h4><table cellspacing='2' style='font-size:small'>{meta}</table>"
+        )
+
+
+def _short(value: object, limit: int = 120) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+

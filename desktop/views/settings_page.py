@@ -1,0 +1,165 @@
+"""Settings and System: detected hardware, data folders, default parameters, theme."""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+from pathlib import Path
+
+from PySide6.QtCore import QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.hardware import Hardware, detect_hardware
+from core.paths import get_paths
+from core.settings import Settings
+from desktop.format import human_size
+from desktop.ops import Executor, Op, error_text
+from desktop.views.params_panel import ParamsForm
+from desktop.views.widgets import button, flat_button, muted, title
+
+
+def _open_folder(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+
+def card(heading: str) -> tuple[QFrame, QVBoxLayout]:
+    frame = QFrame()
+    frame.setObjectName("card")
+    layout = QVBoxLayout(frame)
+    layout.setContentsMargins(16, 14, 16, 14)
+    layout.setSpacing(8)
+    layout.addWidget(title(heading, "sectionTitle"))
+    return frame, layout
+
+
+class SettingsPage(QWidget):
+    theme_changed = Signal(str)
+    defaults_saved = Signal()
+
+    def __init__(self, settings: Settings, pool: Executor, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.settings = settings
+        self.pool = pool
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        inner = QWidget()
+        inner.setObjectName("page")
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(24, 20, 24, 20)
+        layout.setSpacing(14)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        layout.addWidget(title("Settings"))
+
+        grid = QGridLayout()
+        grid.setSpacing(14)
+        hw, hw_layout = card("This computer")
+        self.hardware_label = QLabel("Detecting hardware…")
+        self.hardware_label.setWordWrap(True)
+        hw_layout.addWidget(self.hardware_label)
+        hw_layout.addStretch(1)
+        grid.addWidget(hw, 0, 0)
+
+        look, look_layout = card("Appearance")
+        self.theme = QComboBox()
+        for label, value in (("Follow the system", "system"), ("Light", "light"), ("Dark", "dark")):
+            self.theme.addItem(label, value)
+        self.theme.setCurrentIndex(max(0, self.theme.findData(settings.theme)))
+        self.theme.currentIndexChanged.connect(lambda _i: self.theme_changed.emit(str(self.theme.currentData())))
+        form = QFormLayout()
+        form.addRow("Theme", self.theme)
+        look_layout.addLayout(form)
+        look_layout.addSpacing(8)
+        look_layout.addWidget(title("Data folders", "sectionTitle"))
+        paths = get_paths()
+        folders = QFormLayout()
+        for label, path in (("Models", paths.models), ("Chats and library", paths.data), ("Settings", paths.config),
+                            ("Logs", paths.logs)):
+            row = QHBoxLayout()
+            text = muted(str(path))
+            text.setWordWrap(False)
+            row.addWidget(text, 1)
+            row.addWidget(flat_button("Open", partial(_open_folder, path), "Show this folder"))
+            folders.addRow(label, row)
+        look_layout.addLayout(folders)
+        look_layout.addStretch(1)
+        grid.addWidget(look, 0, 1)
+
+        params, params_layout = card("Default chat parameters")
+        params_layout.addWidget(muted("Used for every model without a saved preset."))
+        self.defaults = ParamsForm()
+        self.defaults.setMaximumWidth(380)
+        self.defaults.set_values(settings.defaults)
+        side = QHBoxLayout()
+        side.setSpacing(24)
+        side.addWidget(self.defaults, 1)
+        prompt_col = QVBoxLayout()
+        prompt_col.addWidget(QLabel("Default system prompt"))
+        self.system_prompt = QPlainTextEdit(settings.system_prompt)
+        self.system_prompt.setPlaceholderText("Used when a new chat starts, e.g. You are a helpful assistant.")
+        prompt_col.addWidget(self.system_prompt, 1)
+        side.addLayout(prompt_col, 1)
+        params_layout.addLayout(side)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.saved_note = muted("")
+        row.addWidget(self.saved_note)
+        row.addWidget(button("Save defaults", self.save_defaults, kind="primary"))
+        params_layout.addLayout(row)
+        grid.addWidget(params, 1, 0, 1, 2)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        layout.addLayout(grid)
+        layout.addStretch(1)
+        self._detected = False
+
+    def ensure_detected(self) -> None:
+        if not self._detected:
+            self._detected = True
+            Op(detect_hardware).on_success(self._show_hardware).on_failure(
+                lambda exc: self.hardware_label.setText(error_text(exc))
+            ).run(self.pool)
+
+    def _show_hardware(self, hw: Hardware) -> None:
+        cores = f"{hw.cpu.physical_cores or '?'} cores / {hw.cpu.logical_cores or '?'} threads"
+        lines = [
+            f"<b>System</b>: {html.escape(hw.os)}",
+            f"<b>CPU</b>: {html.escape(hw.cpu.model)} ({cores})",
+            f"<b>Memory</b>: {human_size(hw.ram_total_bytes)} ({human_size(hw.ram_available_bytes)} free)",
+        ]
+        if hw.gpus:
+            for g in hw.gpus:
+                lines.append(f"<b>GPU {g.index}</b>: {html.escape(g.name)} — {human_size(g.total_bytes)} "
+                             f"({human_size(g.free_bytes)} free)")
+        else:
+            lines.append("<b>GPU</b>: none found")
+        backends = ", ".join(hw.llama.backends) or "none"
+        lines.append(f"<b>llama.cpp backends</b>: {html.escape(backends)}"
+                     + (" (GPU offload available)" if hw.llama.gpu_offload else " (CPU only)"))
+        if hw.cpu.features:
+            lines.append(f"<b>CPU features</b>: {html.escape(' '.join(hw.cpu.features[:12]))}")
+        for note in hw.notes:
+            lines.append(f"<span style='color:gray'>• {html.escape(note)}</span>")
+        self.hardware_label.setText("<br>".join(lines))
+
+    def save_defaults(self) -> None:
+        self.settings.defaults = self.defaults.values()
+        self.settings.system_prompt = self.system_prompt.toPlainText().strip()
+        self.saved_note.setText("Saved.")
+        self.defaults_saved.emit()
