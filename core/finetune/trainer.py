@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from core.finetune.losses import dpo_loss, token_nll
 from core.finetune.methods.base import Prepared
 
 Emit = Callable[[dict[str, Any]], None]
+CHECK_TARGETS = 64  # targets compared between the fast and the plain loss before training
 
 
 class Interrupted(Exception):
@@ -61,6 +63,18 @@ def to_tensors(rows: PackedRows, device: torch.device) -> dict[str, torch.Tensor
     }
 
 
+def take(rows: dict[str, torch.Tensor], index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+    """Rows ``index`` of ``rows``, cut after the last real token of the longest of them.
+
+    Padding only ever sits at the end of a row (``pack``), and no real token attends to a later
+    position, so the columns cut off change nothing but the time spent on them (a half-empty last row
+    of a packed set, or the rows of a method that cannot pack).
+    """
+    batch = {k: v[index] for k, v in rows.items()}
+    width = max(1, int((batch["segments"] >= 0).sum(1).max())) if batch["segments"].numel() else 1
+    return {k: v[:, :width] for k, v in batch.items()}
+
+
 class Trainer:
     def __init__(
         self, prepared: Prepared, settings: TrainSettings, train: PackedRows, held_out: PackedRows,
@@ -86,6 +100,7 @@ class Trainer:
         self.schedule = self._schedule()
         self.total_steps = len(self.schedule)
         self.ref_logp: torch.Tensor | None = None
+        lean_lora_forward(prepared.model)
 
     # -- plan ----------------------------------------------------------------------------------
     def _schedule(self) -> list[list[list[int]]]:
@@ -148,7 +163,15 @@ class Trainer:
         """Compare the fast loss with the model's own logits on one row; use the plain path if they differ."""
         if not self.fast:
             return
-        one = {k: v[:1] for k, v in batch.items()}
+        # The first example of the first row, up to its CHECK_TARGETS-th target: the plain path runs the
+        # row as one sequence (it would let packed examples see each other) and keeps full logits
+        # (positions x vocabulary floats), so a short single-example prefix keeps it exact and small.
+        segments, targets = batch["segments"][0], batch["targets"][0]
+        width = int((segments == segments[0]).long().cumprod(0).sum())
+        hits = (targets[:width] != IGNORE).nonzero().flatten()
+        if len(hits):
+            width = int(hits[min(len(hits), CHECK_TARGETS) - 1]) + 1
+        one = {k: v[:1, :width] for k, v in batch.items()}
         with torch.no_grad():
             fast, _ = self.token_nll(one)
             self.fast = False
@@ -170,7 +193,7 @@ class Trainer:
         ctx = self.p.reference() if self.p.has_reference else _nullcontext()
         with torch.no_grad(), ctx:
             for i in range(0, rows["input_ids"].shape[0], self.s.batch):
-                part = {k: v[i : i + self.s.batch] for k, v in rows.items()}
+                part = take(rows, slice(i, i + self.s.batch))
                 out += self.segment_logp(part, n_segments)
         return out
 
@@ -183,7 +206,7 @@ class Trainer:
         for g, lr in zip(optimizer.param_groups, base_lrs, strict=True):
             g["initial_lr"] = lr
         params = self.p.trainable_parameters()
-        first = {k: v[self.schedule[0][0]] for k, v in self.train_rows.items()}
+        first = take(self.train_rows, torch.tensor(self.schedule[0][0]))
         self._check_fast_path(first)
         if self.s.objective == "dpo":
             self.ref_logp = self.compute_reference(self.train_rows)
@@ -236,7 +259,7 @@ class Trainer:
             assert self.ref_logp is not None
             n_segments = self.ref_logp.shape[0]
             for r in rows:
-                batch = {k: v[r] for k, v in self.train_rows.items()}
+                batch = take(self.train_rows, r)
                 logp = self.segment_logp(batch, n_segments)
                 present = torch.unique(batch["segments"][batch["segments"] >= 0])
                 chosen = present[present % 2 == 0]
@@ -248,7 +271,7 @@ class Trainer:
             return total_loss, tokens
         n_trained = sum(int((self.train_rows["targets"][r] != IGNORE).sum()) for r in rows)
         for r in rows:
-            batch = {k: v[r] for k, v in self.train_rows.items()}
+            batch = take(self.train_rows, r)
             nll, _ = self.token_nll(batch)
             loss = nll.sum() / max(1, n_trained)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -266,7 +289,7 @@ class Trainer:
         ctx = self.p.reference() if reference and self.p.has_reference else _nullcontext()
         with torch.no_grad(), ctx:
             for i in range(0, rows["input_ids"].shape[0], self.s.batch):
-                part = {k: v[i : i + self.s.batch] for k, v in rows.items()}
+                part = take(rows, slice(i, i + self.s.batch))
                 nll, seg = self.token_nll(part)
                 keep = seg % 2 == 0 if self.s.objective == "dpo" else torch.ones_like(seg, dtype=torch.bool)
                 total += float(nll[keep].sum())
@@ -299,6 +322,45 @@ class Trainer:
         self.p.load_extra_state(data["method"])
         torch.set_rng_state(data["rng"])
         return TrainState(step=int(data["step"]), history=list(data["history"])), data
+
+
+def lean_lora_forward(model: torch.nn.Module) -> int:
+    """Give peft's plain LoRA linear layers a leaner forward with the same result; returns how many.
+
+    peft computes ``base(x) + B(A(dropout(x.float()))) * scale``: under bf16 autocast the float copy of
+    ``x`` is cast straight back to bf16 (a round trip that changes nothing but costs two passes over the
+    activations, forward and backward), and the scale multiplies ``out_features`` values per token.
+    Here ``x`` stays as it is and the scale multiplies the ``rank`` values of ``A x`` (the same product).
+    Anything unusual (adapter off or merged, several adapters, DoRA-style variants, mixed batches) goes
+    to peft's own forward.
+    """
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:  # pragma: no cover - peft is a training dependency
+        return 0
+    count = 0
+    for module in model.modules():
+        if type(module) is LoraLinear:  # exact type: subclasses may compute something else
+            setattr(module, "forward", types.MethodType(_lean_lora_linear, module))  # noqa: B010
+            count += 1
+    return count
+
+
+def _lean_lora_linear(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    active = self.active_adapters
+    name = active[0] if len(active) == 1 else None
+    plain = (
+        not args and not kwargs and not self.disable_adapters and not self.merged and name is not None
+        and name in self.lora_A and name not in self.lora_variant
+    )
+    if plain and x.dtype != self.lora_A[name].weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        plain = False  # without autocast the input must be cast for the adapter's dtype: peft does that
+    if not plain:
+        out: torch.Tensor = type(self).forward(self, x, *args, **kwargs)
+        return out
+    result: torch.Tensor = self.base_layer(x)
+    update: torch.Tensor = self.lora_B[name](self.lora_A[name](self.lora_dropout[name](x)) * self.scaling[name])
+    return (result + update).to(result.dtype)
 
 
 class _nullcontext:
