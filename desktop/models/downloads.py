@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 
 from desktop.format import human_duration, human_size, human_speed
+from desktop.models.table import ColumnsTableModel
 
 if TYPE_CHECKING:
     from core.hub import DownloadProgress
@@ -21,7 +22,7 @@ STATE_WORDS = {
 }
 
 
-class DownloadQueueModel(QAbstractTableModel):
+class DownloadQueueModel(ColumnsTableModel):
     COLUMNS = ("Model", "Progress", "Speed", "Time left", "Status")
 
     def __init__(self) -> None:
@@ -51,16 +52,8 @@ class DownloadQueueModel(QAbstractTableModel):
     def progress(self, row: int) -> DownloadProgress:
         return self._rows[row]
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
+    def row_total(self) -> int:
+        return len(self._rows)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

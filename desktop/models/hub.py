@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QAbstractListModel, QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor, QFont
 
 from desktop.format import human_count, human_size
+from desktop.models.table import ColumnsTableModel
 
 if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: not needed to show the window
     from core.hub import HubModel, QuantGroup, RepoQuants
@@ -62,7 +63,7 @@ class HubResultsModel(QAbstractListModel):
         return None
 
 
-class QuantTableModel(QAbstractTableModel):
+class QuantTableModel(ColumnsTableModel):
     COLUMNS = ("Quant", "Size", "Fit on this machine", "Files")
 
     def __init__(self) -> None:
@@ -89,16 +90,8 @@ class QuantTableModel(QAbstractTableModel):
             return -1
         return next((i for i, g in enumerate(self._quants.groups) if g.name == self._quants.recommended), -1)
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() or self._quants is None else len(self._quants.groups)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
+    def row_total(self) -> int:
+        return 0 if self._quants is None else len(self._quants.groups)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or self._quants is None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 
 from core.library import ModelEntry
 from desktop.format import human_count, human_size
+from desktop.models.table import ColumnsTableModel
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1
 _Index = QModelIndex | QPersistentModelIndex
 
 
-class LibraryTableModel(QAbstractTableModel):
+class LibraryTableModel(ColumnsTableModel):
     """Library models with the columns of My Models; column 0 doubles as the model picker's list."""
 
     COLUMNS = ("Name", "Architecture", "Parameters", "Quant", "Size", "Context", "Location")
@@ -37,16 +38,8 @@ class LibraryTableModel(QAbstractTableModel):
     def row_of(self, name: str) -> int:
         return next((i for i, e in enumerate(self._entries) if e.name == name), -1)
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._entries)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
+    def row_total(self) -> int:
+        return len(self._entries)
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
