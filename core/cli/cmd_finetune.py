@@ -106,19 +106,21 @@ def run_finetune(args: argparse.Namespace) -> int:
     job = JobProcess("finetune", spec, log_path=log_path)
     bar = ProgressPrinter(json_mode=args.json)
     outcome: dict[str, Any] = {}
-    try:
+
+    def follow() -> None:
+        nonlocal outcome
         for event in job.events():
             bar.show(event)
             if event.get("event") in ("done", "error", "cancelled"):
                 outcome = event
+
+    try:
+        follow()
     except KeyboardInterrupt:
         job.cancel()
         print("\nStopping: saving a checkpoint first (Ctrl-C again to stop at once)...", file=sys.stderr)
         try:
-            for event in job.events():
-                bar.show(event)
-                if event.get("event") in ("done", "error", "cancelled"):
-                    outcome = event
+            follow()
         except KeyboardInterrupt:
             job.kill()
     code = job.wait()

@@ -113,6 +113,13 @@ def rewrite_gguf(
 
 def _finish(intermediate: Path, out: Path, quant: str, register: bool, name: str | None,
             changed: int, progress: ProgressCallback | None) -> MergeResult:
+    entry_name = quantize_and_register(intermediate, out, quant, register, name, progress)
+    return MergeResult(out, entry_name, quant, changed)
+
+
+def quantize_and_register(intermediate: Path, out: Path, quant: str, register: bool, name: str | None,
+                          progress: ProgressCallback | None) -> str | None:
+    """Quantize a merge's float intermediate to ``out`` (always removing it); the library name if registered."""
     # Always through llama.cpp's quantizer, so the file's types are exactly those of ``quant``.
     if progress:
         progress(Progress("quantize", 0, 1, f"quantizing to {quant}"))
@@ -120,12 +127,11 @@ def _finish(intermediate: Path, out: Path, quant: str, register: bool, name: str
         quantize_gguf(intermediate, out, quant)
     finally:
         intermediate.unlink(missing_ok=True)
-    entry_name = None
-    if register:
-        from core.library import Library
+    if not register:
+        return None
+    from core.library import Library
 
-        entry_name = Library().register(out, name=name, source="merge").name
-    return MergeResult(out, entry_name, quant, changed)
+    return Library().register(out, name=name, source="merge").name
 
 
 def output_path(name: str | None, out: str | Path | None, default_stem: str, quant: str) -> tuple[Path, str]:

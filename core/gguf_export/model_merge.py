@@ -19,9 +19,9 @@ import numpy as np
 from core.errors import ExportError
 from core.events import CancelToken, Progress, ProgressCallback
 from core.gguf_export.gguf_stream import GGUFSource, GGUFStreamWriter, TensorSpec, encode_tensor, float_type
-from core.gguf_export.merge import copied_metadata
+from core.gguf_export.merge import copied_metadata, quantize_and_register
 from core.gguf_export.merge_methods import MergeMethod, get_method
-from core.gguf_export.quantize import normalize_quant, quantize_gguf
+from core.gguf_export.quantize import normalize_quant
 
 
 @dataclass(frozen=True)
@@ -127,15 +127,5 @@ def merge_models_gguf(
         except BaseException:
             intermediate.unlink(missing_ok=True)
             raise
-    try:
-        if progress:
-            progress(Progress("quantize", 0, 1, f"quantizing to {quant}"))
-        quantize_gguf(intermediate, out, quant)
-    finally:
-        intermediate.unlink(missing_ok=True)
-    entry_name = None
-    if register:
-        from core.library import Library
-
-        entry_name = Library().register(out, name=name, source="merge").name
+    entry_name = quantize_and_register(intermediate, out, quant, register, name, progress)
     return ModelMergeResult(out, entry_name, m.name, len(specs))
