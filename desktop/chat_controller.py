@@ -38,6 +38,7 @@ class ChatController(QObject):
     """Model loading and streaming for the chat page; emits what happened, holds no widgets."""
 
     model_loading = Signal(str)  # model name
+    model_load_progress = Signal(float)  # fraction of the weights loaded, 0..1
     model_loaded = Signal(object)  # ModelStatus
     model_failed = Signal(str)  # message
     stream_started = Signal()
@@ -61,21 +62,24 @@ class ChatController(QObject):
         if self._needs_load(entry, params):
             self.loading = True
             self.model_loading.emit(entry.name)
-            Op(lambda: self._load_blocking(entry, params)).on_success(self._did_load).on_failure(
-                self._load_failed
-            ).run(self.executor)
+            Op(lambda report: self._load_blocking(entry, params, report)).on_progress(
+                self._on_progress
+            ).on_success(self._did_load).on_failure(self._load_failed).run(self.executor)
 
     def _needs_load(self, entry: ModelEntry, params: ChatParameters) -> bool:
         wanted = _Loaded(str(Path(entry.path)), params.load_options())
         return self._loaded != wanted or self.engine.status is None
 
-    def _load_blocking(self, entry: ModelEntry, params: ChatParameters) -> ModelStatus:
+    def _load_blocking(
+        self, entry: ModelEntry, params: ChatParameters, report: Callable[[Any], None]
+    ) -> ModelStatus:
         # Runs on the engine thread, so _loaded is only written there (and read for a hint here).
+        # Load progress goes out through ``report`` as floats (answers' text goes as str).
         wanted = _Loaded(str(Path(entry.path)), params.load_options())
         if self._loaded == wanted and self.engine.status is not None and self.engine.alive:
             return self.engine.status
         self._loaded = None
-        status = self.engine.load(entry.path, params.load_options())
+        status = self.engine.load(entry.path, params.load_options(), progress=report)
         self._loaded = wanted
         return status
 
@@ -120,7 +124,7 @@ class ChatController(QObject):
         self.stream_started.emit()
 
         def work(report: Callable[[Any], None]) -> Completion | None:
-            status = self._load_blocking(entry, params)
+            status = self._load_blocking(entry, params, report)
             report(status)
             self.store.update(conversation_id, model=entry.name)
             session = ChatSession(self.store, self.engine, conversation_id)
@@ -139,6 +143,8 @@ class ChatController(QObject):
     def _on_progress(self, item: object) -> None:
         if isinstance(item, str):
             self.chunk_arrived.emit(item)
+        elif isinstance(item, float):
+            self.model_load_progress.emit(item)
         elif isinstance(item, ModelStatus):
             if self.loading:
                 self._did_load(item)

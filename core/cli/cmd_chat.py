@@ -101,8 +101,16 @@ def chat(args: argparse.Namespace) -> int:
     loras = [resolve_lora(spec) for spec in args.lora]
     params = _sampling(args)
     with Engine() as engine:
+        shown = not args.json and sys.stderr.isatty()
+
+        def loading(fraction: float) -> None:
+            print(f"\rLoading {entry.name}… {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+
         status = engine.load(entry.path, LoadOptions(n_ctx=args.ctx, n_threads=args.threads,
-                                                     n_gpu_layers=args.gpu_layers, loras=loras))
+                                                     n_gpu_layers=args.gpu_layers, loras=loras),
+                             progress=loading if shown else None)
+        if shown:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
         if args.continue_id is not None:
             session = ChatSession(store, engine, args.continue_id)
         else:

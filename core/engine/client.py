@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,9 @@ class Engine:
             ) from exc
         return message
 
-    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _request(
+        self, request: dict[str, Any], on_progress: Callable[[float], None] | None = None
+    ) -> dict[str, Any]:
         self._ensure_started()
         try:
             self._conn.send(request)
@@ -129,6 +131,10 @@ class Engine:
             self._kill()
             raise EngineCrashedError("The engine process is gone; load the model again.") from exc
         answer = self._receive()
+        while answer.get("type") == "load_progress":
+            if on_progress is not None:
+                on_progress(float(answer["fraction"]))
+            answer = self._receive()
         if answer.get("type") == "error":
             self._raise(answer)
         return answer
@@ -143,8 +149,16 @@ class Engine:
         raise EngineError(message)
 
     # -- model ---------------------------------------------------------------------------------
-    def load(self, path: str | Path, options: LoadOptions | None = None) -> ModelStatus:
-        """Load a GGUF model (replacing the current one); returns what the worker reports."""
+    def load(
+        self,
+        path: str | Path,
+        options: LoadOptions | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> ModelStatus:
+        """Load a GGUF model (replacing the current one); returns what the worker reports.
+
+        ``progress`` gets the loaded fraction of the weights (0..1, rising) while they load.
+        """
         options = options or LoadOptions()
         path = Path(path)
         if not path.exists():
@@ -154,7 +168,7 @@ class Engine:
         read_gguf_info(path)  # a clear message for a bad file before llama.cpp sees it
         with self._lock:
             self.status = None
-            answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()})
+            answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()}, progress)
             status = answer["status"]
             status["loras"] = [tuple(x) for x in status.get("loras", [])]
             self.status = ModelStatus(**status)

@@ -138,6 +138,18 @@ class Worker:
         mparams.use_mmap = opts.use_mmap
         mparams.use_extra_bufts = use_extra_buffers()
         self.log.lines.clear()
+        reported = [-1]
+
+        def on_progress(fraction: float, _user: Any) -> bool:
+            # Called by llama.cpp on this thread while tensors load; a report every 2% at most.
+            percent = int(fraction * 100)
+            if percent >= reported[0] + 2 or (percent == 100 and reported[0] != 100):
+                reported[0] = percent
+                self.conn.send({"type": "load_progress", "fraction": min(1.0, float(fraction))})
+            return True
+
+        callback = L.llama_progress_callback(on_progress)  # kept alive by this frame during the load
+        mparams.progress_callback = callback
         model = L.llama_model_load_from_file(path.encode(), mparams)
         if not model:
             reason = self.log.reason() or "llama.cpp could not read it"

@@ -84,6 +84,7 @@ class ChatPage(QWidget):
         self._save_settings = save_settings
         self.editing_id: int | None = None
         self._streaming_conversation: int | None = None
+        self._loading_name = ""
 
         self.conversations = ConversationPanel(store)
         self.conversations.selected.connect(self.open_conversation)
@@ -160,6 +161,7 @@ class ChatPage(QWidget):
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.stop)
         controller.model_loading.connect(self._loading)
         controller.model_loaded.connect(self._loaded)
+        controller.model_load_progress.connect(self._load_progress)
         controller.model_failed.connect(self._load_failed)
         controller.stream_started.connect(self._stream_started)
         controller.history_changed.connect(self._history_changed)
@@ -331,8 +333,15 @@ class ChatPage(QWidget):
 
     # -- controller events ---------------------------------------------------------------------
     def _loading(self, name: str) -> None:
+        self.load_bar.setRange(0, 0)  # busy until llama.cpp reports how far it is
         self.load_bar.show()
         self.load_label.setText(f"Loading {name}…")
+        self._loading_name = name
+
+    def _load_progress(self, fraction: float) -> None:
+        self.load_bar.setRange(0, 100)
+        self.load_bar.setValue(round(fraction * 100))
+        self.load_label.setText(f"Loading {self._loading_name}… {fraction:.0%}")
 
     def _loaded(self, status: ModelStatus) -> None:
         self.load_bar.hide()

@@ -138,6 +138,15 @@ def test_generation_stops_visibly_when_the_context_is_full(starter_model: Path) 
         assert done.finish_reason == "context" and done.stats.context_used == done.stats.n_ctx == eng.status.n_ctx  # type: ignore[union-attr]
 
 
+def test_loading_reports_rising_progress_to_the_end(starter_model: Path) -> None:
+    fractions: list[float] = []
+    with Engine() as eng:
+        status = eng.load(starter_model, LoadOptions(n_ctx=256, n_threads=2), progress=fractions.append)
+        assert status.n_ctx == 256
+    assert len(fractions) >= 3 and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+
+
 def test_a_killed_worker_is_reported_and_the_engine_recovers(starter_model: Path) -> None:
     with Engine() as eng:
         eng.load(starter_model, LoadOptions(n_ctx=512, n_threads=2))

@@ -47,6 +47,10 @@ def test_a_sent_message_streams_its_answer_while_the_gui_keeps_running(window: M
     timer.start(20)
     streamed: list[str] = []
     page.controller.chunk_arrived.connect(streamed.append)
+    loaded: list[float] = []
+    shown: list[int] = []
+    page.controller.model_load_progress.connect(loaded.append)
+    page.controller.model_load_progress.connect(lambda _f: shown.append(page.load_bar.value()))
     qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
     assert page.controller.streaming and page.composer.stop_button.isVisibleTo(page)
     ticks_at_first_chunk: list[int] = []
@@ -68,6 +72,9 @@ def test_a_sent_message_streams_its_answer_while_the_gui_keeps_running(window: M
     assert page.composer.send_button.isVisibleTo(page) and not page.composer.stop_button.isVisibleTo(page)
     assert window.store.get(conv_id).title == "Name a colour."
     assert page.load_label.text().startswith("Ready")
+    # The model loaded on send, with llama.cpp's progress shown in the bar, rising to 100%.
+    assert len(loaded) >= 3 and loaded == sorted(loaded) and loaded[-1] == 1.0
+    assert shown == [round(f * 100) for f in loaded] and not page.load_bar.isVisibleTo(page)
 
 
 def test_stop_keeps_the_partial_answer_marked_stopped(window: MainWindow, qtbot: object) -> None:
