@@ -282,6 +282,7 @@ class DownloadTask:
         try:
             for partial, target in zip(self.partials, self.targets, strict=True):
                 target.parent.mkdir(parents=True, exist_ok=True)
+                _sync(partial)  # the verified bytes reach the disk before the model enters the library
                 os.replace(partial, target)
                 moved.append(target)
                 remove_partial(partial)
@@ -439,3 +440,8 @@ class DownloadManager:
                 callback(progress)
             except Exception:  # a broken listener must not break the download
                 pass
+
+
+def _sync(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
