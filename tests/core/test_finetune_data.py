@@ -188,3 +188,25 @@ def test_synthetic_qa_with_a_model_that_writes_nothing_useful_is_a_clear_error(t
 
     with pytest.raises(DatasetError, match="no usable question"):
         generate_qa([Chunk("x", "The sky is blue.", (1, 2, 3))], str(tiny_model), per_chunk=1, max_tokens=8, n_ctx=256)
+
+
+QA_SCRIPT = ["Q: What colour is the sky?\n", "A: Blue.\n", "Q: What is grass?\n", "A: Green.\n"]
+
+
+def test_synthetic_qa_through_the_engine_keeps_each_pair_once(tmp_path: Path) -> None:
+    from core.finetune.data.documents import Chunk
+    from core.finetune.data.synthetic import generate_qa
+    from tests.fixtures.scripted_model import write_scripted_chat_llama
+
+    # The model answers every chunk with the script, repeated: 2 chunks x 3 rounds of 2 pairs.
+    model = write_scripted_chat_llama(tmp_path / "scripted.gguf", QA_SCRIPT)
+    chunks = [Chunk("a.md", "The sky is blue.", (1, 2)), Chunk("b.md", "Grass is green.", (3, 4))]
+    seen: list[tuple[int, int]] = []
+    report = generate_qa(chunks, str(model), per_chunk=2, max_tokens=12, n_ctx=512,
+                         on_chunk=lambda n, total: seen.append((n, total)))
+    assert seen == [(1, 2), (2, 2)]
+    assert report.generated == 12 and report.dropped_duplicate == 10
+    assert [c.messages for c in report.pairs] == [
+        [{"role": "user", "content": "What colour is the sky?"}, {"role": "assistant", "content": "Blue."}],
+        [{"role": "user", "content": "What is grass?"}, {"role": "assistant", "content": "Green."}],
+    ]

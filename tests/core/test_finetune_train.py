@@ -150,6 +150,28 @@ def test_pretrain_on_documents_and_gguf_base(tiny_pair: tuple[Path, Path], tmp_p
     assert manifest["base"]["kind"] == "gguf" and manifest["base"]["architecture"] == "llama"
 
 
+def test_documents_become_synthetic_questions_and_answers_for_sft(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.fixtures.scripted_model import write_scripted_chat_llama
+
+    gguf, _hf = tiny_pair
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "nature.md").write_text("The sky is blue. Grass is green. Snow is white. " * 20, encoding="utf-8")
+    script = ["Q: What colour is the sky?\n", "A: Blue.\n", "Q: What is grass?\n", "A: Green.\n",
+              "Q: And snow?\n", "A: White.\n"]
+    qa_model = write_scripted_chat_llama(tmp_path / "qa.gguf", script)
+    code, events = _run({"base": str(gguf), "name": "from-docs", "docs": [str(docs)], "qa_model": str(qa_model),
+                         "max_steps": 2, "seq_len": 64})
+    assert code == 0, events[-1]
+    data = next(e for e in events if e["event"] == "data")
+    assert data["objective"] == "sft"
+    qa = data["synthetic_qa"]
+    assert qa["kept"] == 3 and qa["generated"] > qa["kept"] and qa["dropped_duplicate"] == qa["generated"] - 3
+    assert data["train_examples"] + data["held_out_examples"] == 3
+    (adapter,) = [a for a in list_adapters() if a.name == "from-docs"]
+    assert adapter.manifest["objective"] == "sft" and adapter.manifest["data"]["synthetic_qa"] == qa
+
+
 def test_dpo_prefers_the_chosen_answers(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
     _gguf, hf = tiny_pair
     rows = [{"prompt": f"what color is the sky {i}", "chosen": "blue", "rejected": "red dog"} for i in range(16)]
