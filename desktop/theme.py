@@ -5,10 +5,18 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+def _resources() -> Path:
+    """resources/ of a checkout, else where a wheel installs it (pyproject's data-files)."""
+    checkout = Path(__file__).resolve().parent.parent / "resources"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "hearth"
+
+
+RESOURCES = _resources()
 
 
 @dataclass(frozen=True)
