@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.cli.output import human_bytes, print_json, print_table
+from core.cli.output import print_json, print_table
 from core.errors import ExportError
 from core.events import Progress
+from core.units import human_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,7 +78,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     result = export_lora_gguf(args.adapter, args.out, out_type=args.type, base=args.base)
     print(f"Wrote {result.path} ({result.architecture} LoRA, {result.n_pairs} tensor pairs, alpha "
-          f"{result.alpha:g}, {human_bytes(result.size_bytes)})")
+          f"{result.alpha:g}, {human_size(result.size_bytes)})")
     return 0
 
 
@@ -113,7 +114,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     src = Library().get(args.input).path
     out = quantize_gguf(src, Path(args.output).expanduser(), args.type)
-    print(f"Wrote {out} ({args.type.upper()}, {human_bytes(out.stat().st_size)})")
+    print(f"Wrote {out} ({args.type.upper()}, {human_size(out.stat().st_size)})")
     return 0
 
 

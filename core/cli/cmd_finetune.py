@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.cli.output import human_count, print_json, print_table
+from core.cli.output import print_json, print_table
 from core.errors import CancelledError, HearthError, TrainingError
+from core.units import human_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

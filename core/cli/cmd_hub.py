@@ -6,8 +6,9 @@ import argparse
 import sys
 import time
 
-from core.cli.output import human_bytes, human_count, print_json, print_table
+from core.cli.output import print_json, print_table
 from core.hub.download import DownloadProgress
+from core.units import human_count, human_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -86,7 +87,7 @@ def run_files(args: argparse.Namespace) -> int:
         parts = f"{len(g.files)} parts" if g.parts_expected > 1 else g.first_file.path
         if not g.complete:
             parts += f" (incomplete: {len(g.files)} of {g.parts_expected})"
-        rows.append((mark, g.name, human_bytes(g.size), _fit_words(g.fit), parts))
+        rows.append((mark, g.name, human_size(g.size), _fit_words(g.fit), parts))
     print_table(rows, ["", "QUANT", "SIZE", "FIT", "FILES"])
     if rq.fit_error:
         print(f"No fit verdicts: {rq.fit_error}.")
@@ -109,9 +110,9 @@ class _ProgressLine:
             return
         self.last = now
         pct = f"{100 * (p.fraction or 0):5.1f}%"
-        speed = f"{human_bytes(p.speed)}/s" if p.speed else "-"
+        speed = f"{human_size(p.speed)}/s" if p.speed else "-"
         eta = time.strftime("%H:%M:%S", time.gmtime(p.eta)) if p.eta is not None else "--:--:--"
-        line = f"{p.state:<11} {pct}  {human_bytes(p.done)} / {human_bytes(p.total)}  {speed}  ETA {eta}"
+        line = f"{p.state:<11} {pct}  {human_size(p.done)} / {human_size(p.total)}  {speed}  ETA {eta}"
         if self.tty:
             sys.stderr.write("\r" + line.ljust(self.width))
             self.width = len(line)
@@ -128,7 +129,7 @@ def run_pull(args: argparse.Namespace) -> int:
     plan = plan_pull(args.repo, quant=args.quant, filename=args.filename, revision=args.revision)
     group = plan.group
     print(
-        f"Downloading {args.repo} {group.name} ({human_bytes(group.size)}, {len(group.files)} file(s)): {plan.reason}"
+        f"Downloading {args.repo} {group.name} ({human_size(group.size)}, {len(group.files)} file(s)): {plan.reason}"
     )
     task = start_pull(plan, name=args.name, on_progress=_ProgressLine())
     try:

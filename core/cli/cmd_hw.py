@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.output import human_bytes, human_count, print_json, print_kv, print_table
+from core.cli.output import print_json, print_kv, print_table
 from core.errors import HearthError
+from core.units import human_count, human_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,7 +41,7 @@ def run_hw(args: argparse.Namespace) -> int:
     llama = hw.llama
     pairs: list[tuple[str, Any]] = [
         ("OS", hw.os),
-        ("RAM", f"{human_bytes(hw.ram_total_bytes)} total, {human_bytes(hw.ram_available_bytes)} available"),
+        ("RAM", f"{human_size(hw.ram_total_bytes)} total, {human_size(hw.ram_available_bytes)} available"),
         (
             "CPU",
             f"{hw.cpu.model} ({hw.cpu.physical_cores} cores, {hw.cpu.logical_cores} threads, {hw.cpu.arch})",
@@ -62,8 +63,8 @@ def run_hw(args: argparse.Namespace) -> int:
                 g.index,
                 g.name,
                 g.vendor,
-                human_bytes(g.total_bytes),
-                human_bytes(g.free_bytes),
+                human_size(g.total_bytes),
+                human_size(g.free_bytes),
                 "unified" if g.unified else "",
                 g.source,
             ]
@@ -112,13 +113,13 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     print()
     rows = [
-        ["weights", human_bytes(e.weights_gpu), human_bytes(e.weights_cpu)],
-        ["KV cache", human_bytes(e.kv_gpu), human_bytes(e.kv_cpu)],
-        ["compute buffers", human_bytes(e.compute_gpu), human_bytes(e.compute_cpu)],
-        ["logits, vocabulary", "", human_bytes(e.output + e.vocab)],
-        ["process / driver", human_bytes(e.gpu_runtime), human_bytes(e.baseline)],
-        [f"margin ({MARGIN_FRACTION:.0%})", human_bytes(e.margin_gpu), human_bytes(e.margin_cpu)],
-        ["total", human_bytes(e.gpu_bytes), human_bytes(e.cpu_bytes)],
+        ["weights", human_size(e.weights_gpu), human_size(e.weights_cpu)],
+        ["KV cache", human_size(e.kv_gpu), human_size(e.kv_cpu)],
+        ["compute buffers", human_size(e.compute_gpu), human_size(e.compute_cpu)],
+        ["logits, vocabulary", "", human_size(e.output + e.vocab)],
+        ["process / driver", human_size(e.gpu_runtime), human_size(e.baseline)],
+        [f"margin ({MARGIN_FRACTION:.0%})", human_size(e.margin_gpu), human_size(e.margin_cpu)],
+        ["total", human_size(e.gpu_bytes), human_size(e.cpu_bytes)],
     ]
     print_table(rows, ["part", "GPU", "RAM"])
     print()

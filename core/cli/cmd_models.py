@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli.output import human_bytes, human_count, print_json, print_kv, print_table
+from core.cli.output import print_json, print_kv, print_table
 from core.events import Progress
 from core.library import Library, read_gguf_info
+from core.units import human_count, human_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,7 +48,7 @@ def list_models(args: argparse.Namespace) -> int:
             e.architecture,
             human_count(e.parameters),
             e.file_type or "-",
-            human_bytes(e.size_bytes),
+            human_size(e.size_bytes),
             e.context_length or "-",
             e.source + ("" if e.exists else " (file missing)"),
         )
@@ -68,7 +69,7 @@ def import_model(args: argparse.Namespace) -> int:
     if args.json:
         print_json(entry.to_dict())
     else:
-        print(f"Added '{entry.name}' ({entry.architecture}, {entry.file_type}, {human_bytes(entry.size_bytes)}).")
+        print(f"Added '{entry.name}' ({entry.architecture}, {entry.file_type}, {human_size(entry.size_bytes)}).")
     return 0
 
 
@@ -96,7 +97,7 @@ def show_model(args: argparse.Namespace) -> int:
             ("Architecture", info.architecture),
             ("Parameters", f"{human_count(info.parameters)} ({info.parameters:,})"),
             ("Quantization", info.file_type or "-"),
-            ("Size", human_bytes(info.size_bytes) + (f" in {len(info.files)} files" if len(info.files) > 1 else "")),
+            ("Size", human_size(info.size_bytes) + (f" in {len(info.files)} files" if len(info.files) > 1 else "")),
             ("Context length", info.context_length or "-"),
             ("Layers", info.block_count or "-"),
             ("Embedding", info.embedding_length or "-"),
@@ -109,6 +110,6 @@ def show_model(args: argparse.Namespace) -> int:
     )
     if args.tensors:
         print()
-        print_table([(t.name, t.type, "x".join(map(str, t.shape)), human_bytes(t.n_bytes)) for t in info.tensors],
+        print_table([(t.name, t.type, "x".join(map(str, t.shape)), human_size(t.n_bytes)) for t in info.tensors],
                     ["TENSOR", "TYPE", "SHAPE", "SIZE"])
     return 0

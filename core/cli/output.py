@@ -8,26 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
-def human_count(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(int(n))
-
-
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str, ensure_ascii=False)
     sys.stdout.write("\n")

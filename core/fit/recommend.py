@@ -18,6 +18,7 @@ from typing import Any
 from core.fit.shape import ModelShape
 from core.fit.verdict import FitVerdict, assess, gb
 from core.hardware import Hardware
+from core.units import human_count
 
 SMALL_MODEL = 8e9
 TINY_MODEL = 3e9
@@ -105,7 +106,7 @@ def recommend(
     preferred = (
         _PREFERRED_TINY if params < TINY_MODEL else _PREFERRED_SMALL if params < SMALL_MODEL else _PREFERRED
     )
-    size_words = f"a {params / 1e9:.1f}B-parameter model"
+    size_words = f"a {human_count(int(params))}-parameter model"
 
     def acceptable(q: str) -> bool:
         bits = quant_bits(q)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 
-from desktop.format import human_duration, human_size, human_speed
+from core.units import human_duration, human_size, human_speed
 from desktop.models.table import ColumnsTableModel
 
 if TYPE_CHECKING:

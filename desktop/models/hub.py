@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QColor, QFont
 
-from desktop.format import human_count, human_size
+from core.units import human_count, human_size
 from desktop.models.table import ColumnsTableModel
 
 if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: not needed to show the window

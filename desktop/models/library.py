@@ -8,7 +8,7 @@ from typing import Any
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 
 from core.library import ModelEntry
-from desktop.format import human_count, human_size
+from core.units import human_count, human_size
 from desktop.models.table import ColumnsTableModel
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.format import human_count
+from core.units import human_count
 from desktop.models.hub import MODEL_ROLE, HubResultsModel, QuantTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.theme import Palette

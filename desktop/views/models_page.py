@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.library import GGUFInfo, ModelEntry, read_gguf_info
-from desktop.format import human_count, human_size
+from core.units import human_count, human_size
 from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.views.widgets import Banner, button, confirm, muted, page, title

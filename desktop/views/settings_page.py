@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from core.hardware import Hardware, detect_hardware
 from core.paths import get_paths
 from core.settings import Settings
-from desktop.format import human_size
+from core.units import human_size
 from desktop.ops import Executor, Op, error_text
 from desktop.views.params_panel import ParamsForm
 from desktop.views.widgets import button, flat_button, muted, title

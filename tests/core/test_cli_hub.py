@@ -43,7 +43,7 @@ def test_search_prints_a_table_and_json(hub: FakeHub, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split() == ["MODEL", "PARAMS", "ARCH", "DOWNLOADS", "LIKES", "MODIFIED"]
-    assert lines[2].split()[:3] == [REPO, "123.5K", "llama"] and "zeta/Other-GGUF" in lines[3]
+    assert lines[2].split()[:3] == [REPO, "123K", "llama"] and "zeta/Other-GGUF" in lines[3]
     assert main(["search", "--sort", "likes", "--limit", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [m["id"] for m in data] == ["zeta/Other-GGUF"] and data[0]["likes"] == 99

@@ -1,4 +1,4 @@
-"""Numbers as people read them: sizes, parameter counts, speeds, durations."""
+"""Numbers as people read them: sizes, parameter counts, speeds, durations (CLI and desktop alike)."""
 
 from __future__ import annotations
 
