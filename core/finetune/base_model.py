@@ -22,6 +22,16 @@ from core.paths import get_paths, hf_hub_cache
 
 # transformers' GGUF loader maps these architectures to models; encoder-only and metadata groups are not trainable here.
 _NOT_CAUSAL = {"general", "tokenizer", "t5", "umt5", "t5encoder"}
+# transformers' GGUF config keys that are not the GGUF architecture name (its load_gguf_checkpoint renames
+# the file's architecture to the key): ``None`` is no GGUF architecture at all. llama.cpp's converter writes
+# Mistral 7B as 'llama' (transformers re-reads a 'llama' file named exactly "mistral" as mistral).
+_GGUF_ARCH_OF_KEY: dict[str, str | None] = {
+    "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "gpt_oss": "gpt-oss", "minimax_m2": "minimax-m2",
+    "mistral": None,
+}
+# GGUF architectures whose config class has a fixed default head size (Qwen3Config: 128) rather than
+# hidden size / heads, and whose attention.key_length transformers' GGUF mapping does not read.
+_HEAD_DIM_UNREAD = {"qwen3", "qwen3moe"}
 # Converted GGUF bases kept in the cache (each is the model in its training dtype): the oldest go first.
 KEEP_CONVERSIONS = 2
 
@@ -116,7 +126,8 @@ def trainable_gguf_architectures() -> list[str]:
     """GGUF architectures the installed transformers can load for training."""
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
-    return sorted(a for a in GGUF_CONFIG_MAPPING if a not in _NOT_CAUSAL)
+    names = (_GGUF_ARCH_OF_KEY.get(a, a) for a in GGUF_CONFIG_MAPPING if a not in _NOT_CAUSAL)
+    return sorted(a for a in names if a is not None)
 
 
 def check_trainable(base: BaseModel) -> None:
@@ -196,7 +207,8 @@ def _convert_gguf(base: BaseModel, folder: Path, dtype: Any) -> None:
             tokenizer.chat_template = base.chat_template
         # Dequantized to plain dense weights: GGUF blocks cannot be trained (transformers' GGUF quantizer).
         model = AutoModelForCausalLM.from_pretrained(
-            str(base.path.parent), gguf_file=base.path.name, dtype=dtype, quantization_config=GgufConfig(dequantize=True)
+            str(base.path.parent), gguf_file=base.path.name, config=_gguf_config(base), dtype=dtype,
+            quantization_config=GgufConfig(dequantize=True),
         )
         model.hf_quantizer = None  # type: ignore[assignment]
         tokenizer.save_pretrained(str(tmp))
@@ -207,6 +219,45 @@ def _convert_gguf(base: BaseModel, folder: Path, dtype: Any) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _prune_conversions(folder.parent, keep=folder)
+
+
+def _gguf_config(base: BaseModel) -> Any:
+    """transformers' config of a GGUF base, corrected where its GGUF reader misreads llama.cpp's metadata.
+
+    ``None`` (let ``from_pretrained`` read the config itself) for the files it reads right: building the
+    config here parses the GGUF once more, about 15 s for a 262k-token vocabulary.
+    """
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    from core.library.gguf_meta import read_gguf_info
+
+    info = read_gguf_info(base.path)
+    misread_as_mistral = base.architecture == "llama" and info.name == "mistral"
+    key = next((k for k, arch in _GGUF_ARCH_OF_KEY.items() if arch == base.architecture), base.architecture)
+    mapping = GGUF_CONFIG_MAPPING.get(key, {})  # GGUF key -> config attribute
+    reads_head_dim = isinstance(mapping, dict) and "attention.key_length" in mapping
+    derived = info.embedding_length // info.head_count if info.embedding_length and info.head_count else None
+    odd_head_dim = info.key_length is not None and not reads_head_dim and (
+        info.key_length != derived or base.architecture in _HEAD_DIM_UNREAD
+    )
+    if not misread_as_mistral and not odd_head_dim:
+        return None
+    from transformers import AutoConfig, LlamaConfig
+
+    config = AutoConfig.from_pretrained(str(base.path.parent), gguf_file=base.path.name)
+    if base.architecture == "llama" and config.model_type == "mistral":
+        # transformers reads a 'llama' file named exactly "mistral" as a Mistral, then finds no gguf-py
+        # architecture of that name for its weights (modeling_gguf_pytorch_utils.load_gguf_checkpoint).
+        # llama.cpp runs the file as plain llama (no sliding window): train it as that.
+        skip = {"model_type", "architectures", "sliding_window", "transformers_version"}
+        config = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k not in skip})
+    # The head size is llama.cpp's attention.key_length. transformers' GGUF mapping ignores that key for
+    # some architectures (qwen3) and keeps its config class default (Qwen3Config: 128), which only
+    # fits models whose head size happens to be that default.
+    key_length = info.key_length
+    if key_length and isinstance(getattr(config, "head_dim", None), int) and config.head_dim != key_length:
+        config.head_dim = key_length
+    return config
 
 
 def _prune_conversions(root: Path, keep: Path) -> None:
