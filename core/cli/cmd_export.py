@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from core.cli.output import print_json, print_table
@@ -64,13 +65,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("export-ollama", help="write an Ollama Modelfile beside a GGUF model")
     p.add_argument("model", help="library name or .gguf")
-    p.add_argument("--out", help="Modelfile path (default: beside the model)")
+    p.add_argument("--out", help="Modelfile path (default: MODEL.Modelfile beside the model)")
     p.set_defaults(func=run_export_ollama)
 
 
 def _progress(p: Progress) -> None:
-    if p.stage == "quantize":
-        print(f"{p.message} ...", flush=True)
+    """One line rewritten in place on a terminal (stage, count, tensor); each stage's start otherwise."""
+    if sys.stderr.isatty() and p.total:
+        print(f"\r\033[K{p.stage} {p.done:.0f}/{p.total:.0f} {p.message}", end="", file=sys.stderr, flush=True)
+    elif p.done == 0:
+        print(f"{p.message or p.stage} ...", file=sys.stderr, flush=True)
+
+
+def _progress_done() -> None:
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -104,6 +113,7 @@ def run_merge(args: argparse.Namespace) -> int:
         result = merge_adapter_gguf(entry.path, args.adapter, out, quant=quant, register=register, name=name,
                                     progress=_progress)
     where = f" as '{result.name}'" if result.name else ""
+    _progress_done()
     print(f"Wrote {result.path} ({quant}){where}")
     return 0
 
@@ -113,7 +123,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     from core.library import Library
 
     src = Library().get(args.input).path
-    out = quantize_gguf(src, Path(args.output).expanduser(), args.type)
+    out = quantize_gguf(src, Path(args.output).expanduser(), args.type, progress=_progress)
+    _progress_done()
     print(f"Wrote {out} ({args.type.upper()}, {human_size(out.stat().st_size)})")
     return 0
 
@@ -155,6 +166,7 @@ def run_merge_models(args: argparse.Namespace) -> int:
                                params=params, quant=quant, seed=args.seed, register=not args.no_register,
                                name=name, progress=_progress)
     where = f" as '{result.name}'" if result.name else ""
+    _progress_done()
     print(f"Wrote {result.path} ({method.pretty_name}, {result.n_tensors} tensors, {quant}){where}")
     return 0
 

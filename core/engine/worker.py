@@ -12,7 +12,6 @@ import codecs
 import ctypes
 import os
 import time
-from collections import deque
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import llama_cpp as L
 
 from core.engine.llama_flags import use_extra_buffers
+from core.engine.llama_log import LlamaLog
 from core.engine.params import GenerationStats, LoadOptions, SamplingParams
 from core.engine.templates import ChatFormat, choose_format, render
 
@@ -33,42 +33,11 @@ class RequestError(Exception):
         self.kind = kind
 
 
-class _Log:
-    """Keeps llama.cpp's recent log lines to explain load failures; prints nothing."""
-
-    def __init__(self) -> None:
-        self.lines: deque[str] = deque(maxlen=60)
-        self.partial = ""
-
-        @L.llama_log_callback  # type: ignore[untyped-decorator]
-        def callback(level: int, text: bytes, _user: Any) -> None:
-            self.partial += text.decode("utf-8", errors="replace")
-            while "\n" in self.partial:
-                line, self.partial = self.partial.split("\n", 1)
-                if line.strip():
-                    self.lines.append(line)
-
-        self.callback = callback  # keep a reference: llama.cpp holds only the pointer
-        L.llama_log_set(self.callback, ctypes.c_void_p(0))
-
-    def reason(self) -> str:
-        """The most telling recent error line (llama.cpp logs the cause before the summary)."""
-        for needles in (("error loading model",), ("unknown", "exception", "not within the file bounds"),
-                        ("error", "failed")):
-            for line in self.lines:
-                low = line.lower()
-                if any(n in low for n in needles):
-                    marker = "error loading model: "
-                    at = low.find(marker)
-                    return line[at + len(marker):].strip() if at >= 0 else line.strip()
-        return ""
-
-
 class Worker:
     def __init__(self, conn: Connection, cancel: Synchronized) -> None:  # type: ignore[type-arg]
         self.conn = conn
         self.cancel = cancel
-        self.log = _Log()
+        self.log = LlamaLog()  # llama.cpp prints nothing; its recent lines explain load failures
         L.llama_backend_init()
         self.model: Any = None
         self.ctx: Any = None

@@ -124,7 +124,7 @@ def quantize_and_register(intermediate: Path, out: Path, quant: str, register: b
     if progress:
         progress(Progress("quantize", 0, 1, f"quantizing to {quant}"))
     try:
-        quantize_gguf(intermediate, out, quant)
+        quantize_gguf(intermediate, out, quant, progress=progress)
     finally:
         intermediate.unlink(missing_ok=True)
     if not register:

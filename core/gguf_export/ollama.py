@@ -80,7 +80,10 @@ def modelfile_text(source: str, family: str) -> str:
 
 
 def write_modelfile(model: str | Path, out: str | Path | None = None) -> OllamaExport:
-    """Write ``Modelfile`` beside a GGUF model (library name or path) for ``ollama create``."""
+    """Write ``<model>.Modelfile`` beside a GGUF model (library name or path) for ``ollama create``.
+
+    Named after the model so that models sharing a folder (the library's) each keep their own.
+    """
     from core.library import Library
     from core.library.gguf_meta import read_gguf_info
 
@@ -92,7 +95,7 @@ def write_modelfile(model: str | Path, out: str | Path | None = None) -> OllamaE
             f"{gguf_path.name} has no chat template of a family Hearth knows (Gemma, Llama 3, ChatML, "
             "Phi-3, Mistral): Ollama would not know how to format a chat. Add a chat template first."
         )
-    path = Path(out) if out else gguf_path.with_name("Modelfile")
+    path = Path(out) if out else gguf_path.with_suffix(".Modelfile")
     # FROM is relative when the Modelfile sits beside the model (the folder can be moved as a whole).
     source = f"./{gguf_path.name}" if path.parent.resolve() == gguf_path.parent.resolve() else str(gguf_path.resolve())
     write_text_atomic(path, modelfile_text(source, family))

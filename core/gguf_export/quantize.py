@@ -9,11 +9,17 @@ little larger than that figure.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ExportError
+from core.events import Progress, ProgressCallback
+
+# llama.cpp's quantizer logs "[  12/ 236]  blk.0.attn_q.weight - [...], type = ..." per tensor
+# (llama-quant.cpp, llama_model_quantize_impl).
+_TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 
 # Type name → (main ggml type, what it is). Order: largest to smallest.
 QUANT_TYPES: dict[str, tuple[str, str]] = {
@@ -65,15 +71,26 @@ def normalize_quant(name: str) -> str:
     return upper
 
 
-def quantize_gguf(src: str | Path, out: str | Path, quant: str, *, n_threads: int | None = None) -> Path:
+def quantize_gguf(
+    src: str | Path, out: str | Path, quant: str, *, n_threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
     """Quantize ``src`` to ``out`` (written atomically) with llama.cpp; keeps all metadata.
 
     Tensors already stored in another quantized type are re-quantized where the type mix asks for
-    a different one (``allow_requantize``).
+    a different one (``allow_requantize``). llama.cpp's per-tensor log is caught, not printed: it
+    becomes ``progress`` reports (one per tensor) and explains a failure.
     """
     import ctypes
 
     import llama_cpp
+
+    from core.engine.llama_log import LlamaLog
+
+    def on_line(line: str) -> None:
+        match = _TENSOR_LINE.match(line)
+        if match and progress is not None:
+            progress(Progress("quantize", int(match[1]), int(match[2]), match[3]))
 
     quant = normalize_quant(quant)
     src, out = Path(src), Path(out)
@@ -89,14 +106,18 @@ def quantize_gguf(src: str | Path, out: str | Path, quant: str, *, n_threads: in
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
+    log = LlamaLog(on_line)
     try:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), tmp.encode(), ctypes.byref(params))
         if rc != 0:
+            reason = log.reason()
             raise ExportError(
-                f"llama.cpp could not quantize {src.name} to {quant} (code {rc}): the model may use an "
-                "architecture or tensor shapes this type does not support; try Q8_0."
+                f"llama.cpp could not quantize {src.name} to {quant} (code {rc}"
+                + (f": {reason}" if reason else "")
+                + "): the model may use an architecture or tensor shapes this type does not support; try Q8_0."
             )
         os.replace(tmp, out)
     finally:
+        log.on_line = None  # the log stays caught; progress reports stop with the call
         Path(tmp).unlink(missing_ok=True)
     return out

@@ -229,13 +229,30 @@ def test_quantize_and_quants(tiny: dict[str, Any], tmp_path: Path, capsys: pytes
         run_cli("quantize", str(tiny["hf"].gguf), str(tmp_path / "z.gguf"), "--type", "Q9_Z")
 
 
+def test_quantizing_reports_each_tensor_and_prints_nothing(tiny: dict[str, Any], tmp_path: Path,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    from core.events import Progress
+    from core.gguf_export.gguf_stream import GGUFSource
+    from core.gguf_export.quantize import quantize_gguf
+
+    reports: list[Progress] = []
+    quantize_gguf(tiny["hf"].gguf, tmp_path / "q8.gguf", "Q8_0", progress=reports.append)
+    with GGUFSource(tiny["hf"].gguf) as src:
+        names = list(src.tensors)
+    assert [r.stage for r in reports] == ["quantize"] * len(names)
+    assert [r.done for r in reports] == list(range(1, len(names) + 1)) and {r.total for r in reports} == {len(names)}
+    assert sorted(r.message for r in reports) == sorted(names)
+    out, err = capfd.readouterr()  # llama.cpp's per-tensor log is caught at the file-descriptor level too
+    assert "llama_model_quantize" not in out + err and "converting to" not in out + err
+
+
 def test_export_ollama_modelfile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from core.engine.templates import FAMILY_TEMPLATES
     from tests.fixtures.tiny_models import write_tiny_llama
 
     model = write_tiny_llama(tmp_path / "chat.gguf", chat_template=FAMILY_TEMPLATES["chatml"])
     assert run_cli("export-ollama", str(model)) == 0
-    text = (tmp_path / "Modelfile").read_text()
+    text = (tmp_path / "chat.Modelfile").read_text()
     assert text.startswith("FROM ./chat.gguf")
     assert "<|im_start|>{{ .Role }}" in text and 'PARAMETER stop "<|im_end|>"' in text
     plain = write_tiny_llama(tmp_path / "plain.gguf")
