@@ -133,6 +133,9 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
         emit({"event": "stage", "stage": "eval", "message": "measuring the tuned model on held-out data"})
         after = _measure(trainer, data, tokenizer, spec, reference=False)
         emit({"event": "eval", "step": state.step, "eval_loss": after["eval_loss"], "perplexity": after["perplexity"]})
+        overfit = overfitting_warning(state.evals, after["eval_loss"])
+        if overfit:
+            emit({"event": "warning", "message": overfit})
 
         emit({"event": "stage", "stage": "save", "message": "saving the adapter"})
         result = work / "result"
@@ -198,6 +201,21 @@ def _data(work: Path, sources: Any, spec: FinetuneSpec, encoder: ExampleEncoder,
     return data
 
 
+OVERFIT_MARGIN = 0.05  # final held-out loss this much (relative) above its best during training
+
+
+def overfitting_warning(evals: list[dict[str, Any]], final_loss: float) -> str | None:
+    """Words for a run whose held-out loss rose after its best point (the model memorised its data)."""
+    if not evals:
+        return None
+    best = min(evals, key=lambda e: float(e["eval_loss"]))
+    if final_loss <= float(best["eval_loss"]) * (1 + OVERFIT_MARGIN):
+        return None
+    return (f"The held-out loss was lowest at step {best['step']} ({float(best['eval_loss']):.3f}) and ended at "
+            f"{final_loss:.3f}: the model started memorising the training data. Stopping near there "
+            f"(--max-steps {best['step']}) or more data would generalise better.")
+
+
 def _measure(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: FinetuneSpec, *, reference: bool) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(trainer.evaluate(reference=reference))
     metrics.pop("segment_logp", None)
@@ -245,6 +263,7 @@ def _manifest(spec: FinetuneSpec, base: BaseModel, method_name: str, method_conf
                         for b, a in zip(before["samples"], after["samples"], strict=True)],
             "train_loss": state.history[-1]["loss"] if state.history else None,
             "loss_history": state.history,
+            "eval_history": state.evals,
             "duration_s": round(time.time() - started, 1),
         },
     }

@@ -52,6 +52,7 @@ class TrainSettings:
 class TrainState:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)  # held-out loss during training: step, eval_loss
 
 
 def to_tensors(rows: PackedRows, device: torch.device) -> dict[str, torch.Tensor]:
@@ -240,7 +241,9 @@ class Trainer:
             state.history.append({"step": state.step, "loss": event["loss"]})
             self.emit(event)
             if self.eval_rows is not None and state.step % eval_every == 0 and state.step < self.total_steps:
-                self.emit({"event": "eval", "step": state.step, **self.evaluate()})
+                measured = self.evaluate()
+                state.evals.append({"step": state.step, "eval_loss": measured["eval_loss"]})
+                self.emit({"event": "eval", "step": state.step, **measured})
                 model.train()
             stop = self.should_stop()
             if stop or (self.s.save_every and state.step % self.s.save_every == 0 and state.step < self.total_steps):
@@ -307,7 +310,7 @@ class Trainer:
         path = self.checkpoint_dir / "state.pt"
         tmp = path.with_suffix(".tmp")
         torch.save({
-            "step": state.step, "history": state.history, "trainable": self.p.trainable_state(),
+            "step": state.step, "history": state.history, "evals": state.evals, "trainable": self.p.trainable_state(),
             "optimizer": optimizer.state_dict(), "method": self.p.extra_state(), "rng": torch.get_rng_state(),
             **(extra or {}),
         }, tmp)
@@ -321,7 +324,8 @@ class Trainer:
         optimizer.load_state_dict(data["optimizer"])
         self.p.load_extra_state(data["method"])
         torch.set_rng_state(data["rng"])
-        return TrainState(step=int(data["step"]), history=list(data["history"])), data
+        state = TrainState(step=int(data["step"]), history=list(data["history"]), evals=list(data.get("evals", [])))
+        return state, data
 
 
 def lean_lora_forward(model: torch.nn.Module) -> int:

@@ -90,10 +90,24 @@ def test_loss_goes_down_on_a_memorisable_set_and_the_adapter_reloads(tiny_pair: 
     assert losses[-1] < 0.5 * losses[0]
     metrics = next(e for e in events if e["event"] == "done")["metrics"]
     assert metrics["after"]["eval_loss"] < 0.5 * metrics["before"]["eval_loss"]
+    # Held-out loss measured during the run (every max(10, steps // 4) steps) is kept with the adapter.
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in metrics["eval_history"]] == [10, 20] == [e["step"] for e in evals[:2]]
     # The saved adapter is an ordinary PEFT adapter: it loads onto the base and gives the learned answer.
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(hf)), str(Path(list_adapters()[0].path)))
     assert list_adapters()[0].name == "memo"
     del model, torch
+
+
+def test_a_held_out_loss_that_rose_after_its_best_gets_a_warning() -> None:
+    from core.finetune.job import overfitting_warning
+
+    evals = [{"step": 10, "eval_loss": 4.3}, {"step": 20, "eval_loss": 4.2}, {"step": 30, "eval_loss": 4.7}]
+    warning = overfitting_warning(evals, 5.2)
+    assert warning is not None and "lowest at step 20 (4.200) and ended at 5.200" in warning
+    assert "--max-steps 20" in warning
+    assert overfitting_warning(evals, 4.3) is None  # within 5% of the best: noise, not memorising
+    assert overfitting_warning([], 9.0) is None
 
 
 def test_delta_lora_saved_adapter_reproduces_the_trained_weights(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
