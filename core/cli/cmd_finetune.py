@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.output import print_json, print_table
-from core.errors import CancelledError, HearthError, TrainingError
+from core.errors import HearthError, TrainingError
 from core.units import human_count
 
 
@@ -131,8 +131,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         if not args.json:
             _print_result(outcome)
         return 0
-    if kind == "cancelled":
-        raise CancelledError(outcome.get("message") or f"Fine-tuning stopped; continue with --resume --out {spec['name']}.")
+    if kind == "cancelled":  # the progress printer has said where it stopped and how to continue
+        return 130
     if kind == "error":
         raise TrainingError(str(outcome.get("message")) + ("" if outcome.get("kind") != "InternalError" else f" (log: {log_path})"))
     raise TrainingError(f"The training process ended unexpectedly (exit code {code}); see {log_path}. "
