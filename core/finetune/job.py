@@ -13,10 +13,9 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from core.errors import TrainingError
 from core.finetune import adapters
@@ -24,10 +23,11 @@ from core.finetune.base_model import BaseModel, check_trainable, load_for_traini
 from core.finetune.data.formatting import ExampleEncoder
 from core.finetune.dataset import PreparedData, build, read_sources
 from core.finetune.methods import build_config, get_method
-from core.finetune.methods.base import PrepareContext
 from core.finetune.resources import Plan, pick_device, plan
 from core.finetune.spec import FinetuneSpec
-from core.finetune.trainer import Interrupted, Trainer, TrainSettings, TrainState
+
+if TYPE_CHECKING:  # torch comes in only once a job runs (in its own process)
+    from core.finetune.trainer import Trainer, TrainSettings, TrainState
 
 Emit = Callable[[dict[str, Any]], None]
 EXIT_CANCELLED = 130
@@ -35,6 +35,11 @@ EXIT_CANCELLED = 130
 
 def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:
     """Run one job; returns the process exit code (0 done, 130 cancelled). Errors raise."""
+    import torch
+
+    from core.finetune.methods.base import PrepareContext
+    from core.finetune.trainer import Interrupted, Trainer, TrainSettings, TrainState
+
     spec = FinetuneSpec.from_dict(spec_data)
     spec.check()
     method = get_method(spec.method)
@@ -191,6 +196,8 @@ def _chat_format(base: BaseModel, tokenizer: Any) -> Any:
 
 def _data(work: Path, sources: Any, spec: FinetuneSpec, encoder: ExampleEncoder, resources: Plan, tokenizer: Any,
           packing: bool, emit: Emit) -> PreparedData:
+    import torch
+
     cached = work / "data.pt"
     if spec.resume and cached.exists():
         data: PreparedData = torch.load(cached, weights_only=False)
@@ -224,9 +231,11 @@ def _measure(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: Finetun
 
 
 def _generate(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: FinetuneSpec, *, reference: bool) -> list[dict[str, str]]:
+    import torch
+
     out = []
     model: Any = trainer.p.model
-    ctx = trainer.p.reference() if reference and trainer.p.has_reference else _Null()
+    ctx = trainer.p.reference() if reference and trainer.p.has_reference else nullcontext()
     with torch.no_grad(), ctx:
         for sample in data.samples:
             ids = torch.tensor([sample["ids"]], device=trainer.device)
@@ -267,14 +276,6 @@ def _manifest(spec: FinetuneSpec, base: BaseModel, method_name: str, method_conf
             "duration_s": round(time.time() - started, 1),
         },
     }
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def main(spec: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:

@@ -10,6 +10,7 @@ import os
 import time
 import types
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,7 @@ class Trainer:
     def compute_reference(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
         n_segments = int(rows["segments"].max()) + 1
         out = torch.zeros(n_segments, device=self.device)
-        ctx = self.p.reference() if self.p.has_reference else _nullcontext()
+        ctx = self.p.reference() if self.p.has_reference else nullcontext()
         with torch.no_grad(), ctx:
             for i in range(0, rows["input_ids"].shape[0], self.s.batch):
                 part = take(rows, slice(i, i + self.s.batch))
@@ -289,7 +290,7 @@ class Trainer:
         total, count = 0.0, 0
         n_segments = int(rows["segments"].max()) + 1
         logp = torch.zeros(n_segments, device=self.device)
-        ctx = self.p.reference() if reference and self.p.has_reference else _nullcontext()
+        ctx = self.p.reference() if reference and self.p.has_reference else nullcontext()
         with torch.no_grad(), ctx:
             for i in range(0, rows["input_ids"].shape[0], self.s.batch):
                 part = take(rows, slice(i, i + self.s.batch))
@@ -365,11 +366,3 @@ def _lean_lora_linear(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> 
     result: torch.Tensor = self.base_layer(x)
     update: torch.Tensor = self.lora_B[name](self.lora_A[name](self.lora_dropout[name](x)) * self.scaling[name])
     return (result + update).to(result.dtype)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -47,3 +47,14 @@ def test_cli_start_path_does_not_import_heavy_libraries() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+def test_training_modules_import_without_heavy_libraries() -> None:
+    # torch comes in when a job runs, inside its own process; importing the modules costs nothing.
+    code = (
+        "import sys; import core.finetune.job, core.finetune.losses, core.jobs; "
+        "bad = [m for m in ('torch', 'transformers', 'peft', 'llama_cpp') if m in sys.modules]; "
+        "print(bad); assert not bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
