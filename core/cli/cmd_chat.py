@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.chats import ChatStore
 from core.chats.session import ChatSession
-from core.cli.output import print_json, print_table
+from core.cli.output import print_json, print_table, status_line
 from core.engine import Completion, Engine, LoadOptions, SamplingParams, TextChunk
 from core.errors import EngineCrashedError, HearthError, NotFoundError
 from core.library import Library
@@ -104,13 +104,13 @@ def chat(args: argparse.Namespace) -> int:
         shown = not args.json and sys.stderr.isatty()
 
         def loading(fraction: float) -> None:
-            print(f"\rLoading {entry.name}… {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+            status_line(f"Loading {entry.name}… {fraction:4.0%}")
 
         status = engine.load(entry.path, LoadOptions(n_ctx=args.ctx, n_threads=args.threads,
                                                      n_gpu_layers=args.gpu_layers, loras=loras),
                              progress=loading if shown else None)
         if shown:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
+            status_line()
         if args.continue_id is not None:
             session = ChatSession(store, engine, args.continue_id)
         else:

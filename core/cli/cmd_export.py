@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.cli.output import print_json, print_table
+from core.cli.output import print_json, print_table, status_line
 from core.errors import ExportError
 from core.events import Progress
 from core.units import human_size
@@ -72,14 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _progress(p: Progress) -> None:
     """One line rewritten in place on a terminal (stage, count, tensor); each stage's start otherwise."""
     if sys.stderr.isatty() and p.total:
-        print(f"\r\033[K{p.stage} {p.done:.0f}/{p.total:.0f} {p.message}", end="", file=sys.stderr, flush=True)
+        status_line(f"{p.stage} {p.done:.0f}/{p.total:.0f} {p.message}")
     elif p.done == 0:
         print(f"{p.message or p.stage} ...", file=sys.stderr, flush=True)
 
 
 def _progress_done() -> None:
     if sys.stderr.isatty():
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
+        status_line()
 
 
 def run_export(args: argparse.Namespace) -> int:

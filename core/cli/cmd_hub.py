@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from core.cli.output import print_json, print_table
+from core.cli.output import print_json, print_table, status_line
 from core.hub.download import DownloadProgress
-from core.units import human_count, human_size
+from core.units import human_count, human_size, human_speed
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -102,7 +102,6 @@ class _ProgressLine:
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
-        self.width = 0
 
     def __call__(self, p: DownloadProgress) -> None:
         now = time.monotonic()
@@ -110,12 +109,10 @@ class _ProgressLine:
             return
         self.last = now
         pct = f"{100 * (p.fraction or 0):5.1f}%"
-        speed = f"{human_size(p.speed)}/s" if p.speed else "-"
         eta = time.strftime("%H:%M:%S", time.gmtime(p.eta)) if p.eta is not None else "--:--:--"
-        line = f"{p.state:<11} {pct}  {human_size(p.done)} / {human_size(p.total)}  {speed}  ETA {eta}"
+        line = f"{p.state:<11} {pct}  {human_size(p.done)} / {human_size(p.total)}  {human_speed(p.speed)}  ETA {eta}"
         if self.tty:
-            sys.stderr.write("\r" + line.ljust(self.width))
-            self.width = len(line)
+            status_line(line)
             if p.state in ("done", "failed", "cancelled"):
                 sys.stderr.write("\n")
         else:

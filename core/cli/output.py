@@ -27,3 +27,8 @@ def print_kv(pairs: Sequence[tuple[str, Any]]) -> None:
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
         print(f"{key.ljust(width)}  {value}")
+
+
+def status_line(text: str = "") -> None:
+    """Rewrite the terminal's one-line status on stderr; empty text clears it. Callers check for a terminal."""
+    print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
