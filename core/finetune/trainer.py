@@ -9,7 +9,7 @@ import math
 import os
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,10 +194,14 @@ class Trainer:
         out = torch.zeros(n_segments, device=self.device)
         ctx = self.p.reference() if self.p.has_reference else nullcontext()
         with torch.no_grad(), ctx:
-            for i in range(0, rows["input_ids"].shape[0], self.s.batch):
-                part = take(rows, slice(i, i + self.s.batch))
+            for part in self.batches(rows):
                 out += self.segment_logp(part, n_segments)
         return out
+
+    def batches(self, rows: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+        """``rows`` in micro-batches of ``batch`` rows, each trimmed of trailing padding (``take``)."""
+        for i in range(0, rows["input_ids"].shape[0], self.s.batch):
+            yield take(rows, slice(i, i + self.s.batch))
 
     # -- loop ----------------------------------------------------------------------------------
     def train(self, optimizer: torch.optim.Optimizer, state: TrainState) -> TrainState:
@@ -292,8 +296,7 @@ class Trainer:
         logp = torch.zeros(n_segments, device=self.device)
         ctx = self.p.reference() if reference and self.p.has_reference else nullcontext()
         with torch.no_grad(), ctx:
-            for i in range(0, rows["input_ids"].shape[0], self.s.batch):
-                part = take(rows, slice(i, i + self.s.batch))
+            for part in self.batches(rows):
                 nll, seg = self.token_nll(part)
                 keep = seg % 2 == 0 if self.s.objective == "dpo" else torch.ones_like(seg, dtype=torch.bool)
                 total += float(nll[keep].sum())
