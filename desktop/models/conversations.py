@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt
 
 from core.chats import Conversation
+from desktop.models.table import Index
 
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
-_Index = QModelIndex | QPersistentModelIndex
 
 
 def _when(ts: float) -> str:
@@ -40,10 +40,10 @@ class ConversationListModel(QAbstractListModel):
     def row_of(self, conversation_id: int) -> int:
         return next((i for i, c in enumerate(self._items) if c.id == conversation_id), -1)
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._items)
 
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         c = self._items[index.row()]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, Qt
 
 from core.units import human_duration, human_size, human_speed
-from desktop.models.table import ColumnsTableModel
+from desktop.models.table import ColumnsTableModel, Index
 
 if TYPE_CHECKING:
     from core.hub import DownloadProgress
 
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1  # fraction 0..1, or -1 when unknown
 TASK_ID_ROLE = Qt.ItemDataRole.UserRole + 2
-_Index = QModelIndex | QPersistentModelIndex
 
 STATE_WORDS = {
     "queued": "Queued", "downloading": "Downloading", "paused": "Paused", "verifying": "Verifying",
@@ -55,7 +54,7 @@ class DownloadQueueModel(ColumnsTableModel):
     def row_total(self) -> int:
         return len(self._rows)
 
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         p = self._rows[index.row()]

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractListModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QFont
 
 from core.units import human_count, human_size
-from desktop.models.table import ColumnsTableModel
+from desktop.models.table import ColumnsTableModel, Index
 
 if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: not needed to show the window
     from core.hub import HubModel, QuantGroup, RepoQuants
 
-_Index = QModelIndex | QPersistentModelIndex
 MODEL_ROLE = Qt.ItemDataRole.UserRole + 1
 FIT_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -47,10 +46,10 @@ class HubResultsModel(QAbstractListModel):
     def result(self, row: int) -> HubModel:
         return self._items[row]
 
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self._items)
 
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         m = self._items[index.row()]
@@ -93,7 +92,7 @@ class QuantTableModel(ColumnsTableModel):
     def row_total(self) -> int:
         return 0 if self._quants is None else len(self._quants.groups)
 
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid() or self._quants is None:
             return None
         g = self._quants.groups[index.row()]

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import Qt
 
 from core.library import ModelEntry
 from core.units import human_count, human_size
-from desktop.models.table import ColumnsTableModel
+from desktop.models.table import ColumnsTableModel, Index
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1
-_Index = QModelIndex | QPersistentModelIndex
 
 
 class LibraryTableModel(ColumnsTableModel):
@@ -41,7 +40,7 @@ class LibraryTableModel(ColumnsTableModel):
     def row_total(self) -> int:
         return len(self._entries)
 
-    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
         e = self._entries[index.row()]
