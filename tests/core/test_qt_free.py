@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.fixtures.import_check import assert_not_imported
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
@@ -39,22 +41,14 @@ def test_core_imports_and_runs_without_qt(tmp_path: Path) -> None:
 
 
 def test_cli_start_path_does_not_import_heavy_libraries() -> None:
-    code = (
-        "import sys; from core.cli import build_parser; build_parser(); "
-        "from core.library import Library; from core.engine import Engine; from core.chats import ChatStore; "
-        "bad = [m for m in ('torch', 'transformers', 'peft', 'llama_cpp', 'PySide6') if m in sys.modules]; "
-        "print(bad); assert not bad"
+    assert_not_imported(
+        "from core.cli import build_parser; build_parser(); from core.library import Library; "
+        "from core.engine import Engine; from core.chats import ChatStore",
+        ("torch", "transformers", "peft", "llama_cpp", "PySide6"),
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
 
 
 def test_training_modules_import_without_heavy_libraries() -> None:
     # torch comes in when a job runs, inside its own process; importing the modules costs nothing.
-    code = (
-        "import sys; import core.finetune.job, core.finetune.losses, core.jobs; "
-        "bad = [m for m in ('torch', 'transformers', 'peft', 'llama_cpp') if m in sys.modules]; "
-        "print(bad); assert not bad"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert_not_imported("import core.finetune.job, core.finetune.losses, core.jobs",
+                        ("torch", "transformers", "peft", "llama_cpp"))

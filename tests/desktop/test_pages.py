@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +19,8 @@ from desktop.models.hub import FIT_ROLE
 from desktop.views.main_window import MainWindow
 from tests.desktop.conftest import WindowFactory, wait_until
 from tests.fixtures.fakehub import FakeHub, make_gguf_repo
+from tests.fixtures.import_check import assert_not_imported
 
-ROOT = Path(__file__).resolve().parents[2]
 REPO = "acme/Tiny-Llama-GGUF"
 
 
@@ -197,10 +195,5 @@ def test_settings_theme_defaults_and_presets_are_saved(make_window: WindowFactor
 
 
 def test_the_window_starts_without_heavy_imports() -> None:
-    code = (
-        "import sys; import desktop.app; from desktop.views.main_window import MainWindow; "
-        "bad = [m for m in ('torch', 'transformers', 'peft', 'llama_cpp', 'huggingface_hub') if m in sys.modules]; "
-        "print(bad); assert not bad"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert_not_imported("import desktop.app; from desktop.views.main_window import MainWindow",
+                        ("torch", "transformers", "peft", "llama_cpp", "huggingface_hub"))
