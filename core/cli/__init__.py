@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_hub",
     "core.cli.cmd_hw",
     "core.cli.cmd_finetune",
+    "core.cli.cmd_adapters",
     "core.cli.cmd_export",
 ]
 

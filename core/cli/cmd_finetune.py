@@ -1,4 +1,4 @@
-"""``hearth finetune``, ``hearth adapters`` and ``hearth finetune-methods``.
+"""``hearth finetune`` and ``hearth finetune-methods``.
 
 Training runs in a child process (``core.jobs``); this process only reads its JSON events and draws
 a progress bar, so it never imports torch. Ctrl-C asks the job to save a checkpoint and stop.
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.cli.output import print_json, print_table
+from core.cli.output import print_json
 from core.errors import HearthError, TrainingError
 from core.units import human_count
 
@@ -44,10 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --out")
     p.add_argument("--json", action="store_true", help="print the job's JSON events instead of a progress bar")
     p.set_defaults(func=run_finetune)
-
-    a = sub.add_parser("adapters", help="list trained adapters")
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=run_adapters)
 
     m = sub.add_parser("finetune-methods", help="list fine-tuning methods and their options")
     m.add_argument("--json", action="store_true")
@@ -210,23 +206,6 @@ class ProgressPrinter:
     def finish(self) -> None:
         if self.tty and not self.json_mode:
             sys.stderr.write("\n")
-
-
-def run_adapters(args: argparse.Namespace) -> int:
-    from core.finetune.adapters import list_adapters
-
-    entries = list_adapters()
-    if args.json:
-        print_json([e.to_dict() for e in entries])
-        return 0
-    rows = []
-    for e in entries:
-        after = e.manifest.get("metrics", {}).get("after", {})
-        rows.append([e.name, e.base, e.method, e.manifest.get("objective", ""),
-                     f"{after.get('eval_loss', float('nan')):.3f}" if after else "-",
-                     time.strftime("%Y-%m-%d %H:%M", time.localtime(float(e.manifest.get("created_at", 0))))])
-    print_table(rows, ["NAME", "BASE", "METHOD", "OBJECTIVE", "EVAL LOSS", "CREATED"])
-    return 0
 
 
 def run_methods(args: argparse.Namespace) -> int:
