@@ -324,8 +324,8 @@ def test_sigint_saves_a_checkpoint_and_stops(tiny_pair: tuple[Path, Path], tmp_p
 def test_cli_finetune_then_adapters_json(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
     _gguf, hf = tiny_pair
     data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(8))
-    script = ("import argparse, sys\nfrom core.cli import cmd_finetune\nfrom core.cli import main as _m\n"
-              "p = argparse.ArgumentParser(); s = p.add_subparsers(); cmd_finetune.register(s)\n"
+    script = ("import argparse, sys\nfrom core.cli import cmd_adapters, cmd_finetune\n"
+              "p = argparse.ArgumentParser(); s = p.add_subparsers(); cmd_finetune.register(s); cmd_adapters.register(s)\n"
               "a = p.parse_args(sys.argv[1:])\nsys.exit(a.func(a))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-c", script, "finetune", str(hf), "--data", str(data), "--max-steps", "2",
