@@ -37,6 +37,10 @@ class EngineCrashedError(EngineError):
     """The engine's worker process died (native crash, out of memory, killed)."""
 
 
+class EngineInternalError(EngineError):
+    """A request failed on a bug in the engine; the engine keeps serving (details in its log)."""
+
+
 class ContextOverflowError(EngineError):
     """The conversation cannot fit in the model's context window even after dropping old turns."""
 

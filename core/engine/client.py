@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.engine.crash import describe_exit, oom_kills
 from core.engine.params import (
     Completion,
     GenerationStats,
@@ -22,7 +23,13 @@ from core.engine.params import (
     SamplingParams,
     TextChunk,
 )
-from core.errors import ContextOverflowError, EngineCrashedError, EngineError, InvalidModelError
+from core.errors import (
+    ContextOverflowError,
+    EngineCrashedError,
+    EngineError,
+    EngineInternalError,
+    InvalidModelError,
+)
 
 START_TIMEOUT = 120.0
 
@@ -38,6 +45,7 @@ class Engine:
         self._lock = threading.RLock()
         self.status: ModelStatus | None = None
         self._load_request: tuple[str, LoadOptions] | None = None
+        self._oom_kills: int | None = None  # the OS's count when the worker started, to tell OOM from other kills
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> Engine:
@@ -58,6 +66,7 @@ class Engine:
         from core.engine import worker
 
         parent, child = self._ctx.Pipe(duplex=True)
+        self._oom_kills = oom_kills()
         self._cancel = self._ctx.Value("i", 0, lock=False)
         self._process = self._ctx.Process(
             target=worker.main, args=(child, self._cancel), name="hearth-engine", daemon=True
@@ -113,12 +122,7 @@ class Engine:
             self._process and self._process.join(timeout=2)
             code = self._process.exitcode if self._process is not None else code
             self._kill()
-            raise EngineCrashedError(
-                "The engine process crashed"
-                + (f" (exit code {code})" if code is not None else "")
-                + ": the model may be damaged or too large for the available memory. Your chat is saved; "
-                "load the model again or pick a smaller one."
-            ) from exc
+            raise EngineCrashedError(describe_exit(code, self._oom_kills)) from exc
         return message
 
     def _request(
@@ -146,6 +150,8 @@ class Engine:
             raise InvalidModelError(message)
         if kind == "context_overflow":
             raise ContextOverflowError(message)
+        if kind == "internal":
+            raise EngineInternalError(message)
         raise EngineError(message)
 
     # -- model ---------------------------------------------------------------------------------
@@ -195,6 +201,17 @@ class Engine:
         with self._lock:
             self._need_model()
             return list(self._request({"op": "tokenize", "text": text, "add_bos": add_bos})["tokens"])
+
+    def score(self, context: str, continuations: Sequence[str]) -> list[dict[str, Any]]:
+        """Log-likelihood of each continuation after ``context`` (raw text, no chat template).
+
+        Each result has ``logprob`` (the sum over the continuation's tokens), ``tokens`` and ``greedy``
+        (whether greedy decoding would have written exactly it).
+        """
+        with self._lock:
+            self._need_model()
+            answer = self._request({"op": "score", "context": context, "continuations": list(continuations)})
+            return list(answer["scores"])
 
     def _need_model(self) -> None:
         if self.status is None or not self.alive:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import codecs
 import ctypes
 import os
+import signal
 import time
+import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
@@ -22,6 +24,7 @@ from core.engine.llama_flags import use_extra_buffers
 from core.engine.llama_log import LlamaLog
 from core.engine.params import GenerationStats, LoadOptions, SamplingParams
 from core.engine.templates import ChatFormat, choose_format, render
+from core.errors import ContextOverflowError, HearthError, InvalidModelError
 
 FLUSH_SECONDS = 0.03  # stream batching: send text at least this often while generating
 FLUSH_TOKENS = 16
@@ -75,6 +78,23 @@ class Worker:
                 handler(request)
             except RequestError as exc:
                 self.conn.send({"type": "error", "kind": exc.kind, "message": str(exc)})
+            except HearthError as exc:  # a user-facing failure (an unsafe or broken chat template...)
+                self.conn.send({"type": "error", "kind": _error_kind(exc), "message": str(exc)})
+            except Exception as exc:  # a bug: the request fails, the worker keeps serving
+                self._recover()
+                log = _log_internal_error(op, exc)
+                self.conn.send({
+                    "type": "error", "kind": "internal",
+                    "message": f"Internal error in the engine: {type(exc).__name__}: {exc}"
+                               + (f" (details in {log})" if log else ""),
+                })
+
+    def _recover(self) -> None:
+        """After a failed request: forget the cache (a generation may have stopped half-way through it)."""
+        try:
+            self._reset_cache()
+        except Exception:
+            self.kv_tokens = []
 
     # -- model ---------------------------------------------------------------------------------
     def unload(self) -> None:
@@ -295,6 +315,73 @@ class Worker:
             dropped += cut
             turns = turns[cut:]
 
+    # -- scoring -------------------------------------------------------------------------------
+    def op_score(self, request: dict[str, Any]) -> None:
+        """Log-likelihood of each continuation after a context (multiple-choice scoring).
+
+        The context and each continuation are tokenized together and split where the context's own
+        tokens end (so a word that the tokenizer fuses across the boundary counts for the continuation);
+        the shared context is evaluated once and reused from the cache.
+        """
+        self._require_model()
+        import numpy as np
+
+        context = str(request["context"])
+        ctx_tokens = self._prompt_tokens(context)
+        n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        results = []
+        for continuation in request["continuations"]:
+            full = self._prompt_tokens(context + str(continuation))
+            split = 0
+            while split < min(len(ctx_tokens), len(full)) and ctx_tokens[split] == full[split]:
+                split += 1
+            split = max(1, split)
+            if len(full) > self.n_ctx:
+                raise RequestError("context_overflow", f"The text to score needs {len(full)} tokens, more than "
+                                   f"the {self.n_ctx}-token context.")
+            if split >= len(full):
+                results.append({"logprob": 0.0, "tokens": 0, "greedy": True})
+                continue
+            self._evaluate_prompt(full[:split])
+            cont = full[split:]
+            logprob, greedy = 0.0, True
+            # The logits after the context's last token score the first continuation token; each
+            # continuation token evaluated gives the logits for the next one.
+            rows = [self._last_logits(n_vocab)]
+            if len(cont) > 1:
+                rows += self._decode_all_logits(cont[:-1], n_vocab)
+            for token, logits in zip(cont, rows, strict=True):
+                top = float(logits.max())
+                logprob += float(logits[token]) - (top + float(np.log(np.exp(logits - top).sum())))
+                greedy = greedy and int(logits.argmax()) == token
+            results.append({"logprob": logprob, "tokens": len(cont), "greedy": greedy})
+        self.conn.send({"type": "scores", "scores": results})
+
+    def _last_logits(self, n_vocab: int) -> Any:
+        import numpy as np
+
+        ptr = L.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64)
+
+    def _decode_all_logits(self, tokens: list[int], n_vocab: int) -> list[Any]:
+        """Evaluate ``tokens`` after the cache, keeping the logits of every one of them."""
+        import numpy as np
+
+        out = []
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            self._fill_batch(chunk)
+            for i in range(len(chunk)):
+                self.batch.logits[i] = True
+            if L.llama_decode(self.ctx, self.batch) != 0:
+                self._reset_cache()
+                raise RequestError("decode_failed", "llama.cpp could not evaluate the text to score.")
+            self.kv_tokens.extend(chunk)
+            for i in range(len(chunk)):
+                ptr = L.llama_get_logits_ith(self.ctx, i)
+                out.append(np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64))
+        return out
+
     # -- generation ----------------------------------------------------------------------------
     def _reset_cache(self) -> None:
         if self.mem is not None:
@@ -455,6 +542,30 @@ class Worker:
         self.conn.send({"type": "done", "text": text, "finish_reason": finish, "stats": stats.__dict__})
 
 
+def _error_kind(exc: HearthError) -> str:
+    if isinstance(exc, ContextOverflowError):
+        return "context_overflow"
+    if isinstance(exc, InvalidModelError):
+        return "load_failed"
+    return "engine"
+
+
+def _log_internal_error(op: object, exc: BaseException) -> str:
+    """Write the traceback of an unexpected failure to the engine's log file; returns its path ('' if none)."""
+    try:
+        from core.paths import get_paths
+
+        logs = get_paths().logs
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / "engine.log"
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} request '{op}' failed\n")
+            handle.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return str(path)
+    except OSError:
+        return ""
+
+
 def _partial_stop(text: str, stops: list[str]) -> int:
     """Length of the longest end of ``text`` that could still grow into a stop string (held back)."""
     best = 0
@@ -477,6 +588,9 @@ def _physical_cores() -> int:
 
 def main(conn: Connection, cancel: Synchronized) -> None:  # type: ignore[type-arg]
     """Entry point of the worker process."""
+    # Ctrl-C in a terminal reaches the whole process group: the client decides what it means
+    # (the CLI cancels the answer), so the worker must not die of it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         worker = Worker(conn, cancel)
     except Exception as exc:  # the client reports it; nothing else can
