@@ -175,7 +175,7 @@ def test_a_worker_crash_shows_an_error_and_keeps_the_history(window: MainWindow,
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     _wait_idle(qtbot, page)
-    assert "crashed" in page.banner.text
+    assert "killed (SIGKILL)" in page.banner.text
     assert window.isVisible()
     messages = window.store.messages(conv_id)
     assert [m.role for m in messages][:3] == ["user", "assistant", "user"]
