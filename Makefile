@@ -51,7 +51,9 @@ setup: $(VENV)/.stamp-app
 
 setup-dev: $(VENV)/.stamp-dev
 
+# The preflight says in one line which system packages Qt's X11 plugin lacks (else Qt aborts).
 run: setup
+	@$(BIN)/python -m desktop.preflight
 	$(BIN)/hearth
 
 lint: setup-dev

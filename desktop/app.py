@@ -33,8 +33,16 @@ def _setup_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the main window and run until it is closed; returns the exit code."""
-    _setup_logging()
     existing = QApplication.instance()
+    if existing is None:
+        from desktop.preflight import EXIT_MISSING, check
+
+        # Before Qt tries its X11 plugin: a missing system library there aborts the process.
+        problem = check()
+        if problem:
+            print(problem, file=sys.stderr)
+            return EXIT_MISSING
+    _setup_logging()
     app = existing if isinstance(existing, QApplication) else QApplication(list(argv or sys.argv))
     app.setApplicationName("Hearth")
     app.setOrganizationName("Hearth")
