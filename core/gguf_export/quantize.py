@@ -40,6 +40,11 @@ QUANT_TYPES: dict[str, tuple[str, str]] = {
     "Q3_K_M": ("Q3_K", "3-bit K-quant mix"),
     "Q3_K_S": ("Q3_K", "3-bit K-quant, small"),
     "Q2_K": ("Q2_K", "2-bit K-quant, large quality loss"),
+    # Ternary (-1, 0, +1) types for models trained that way (BitNet b1.58 and kin); an ordinary model
+    # loses most of its quality. TQ2_0 packs 4 weights a byte (66 bytes per 256), TQ1_0 5 a byte (54 per
+    # 256): gguf.GGML_QUANT_SIZES, from ggml's block_tq2_0 and block_tq1_0.
+    "TQ2_0": ("TQ2_0", "ternary (-1, 0, 1), for models trained so (BitNet b1.58); fast on CPU"),
+    "TQ1_0": ("TQ1_0", "ternary, 5 weights a byte, for models trained so (BitNet b1.58); smallest"),
 }
 
 

@@ -29,6 +29,7 @@ _QUANT_RE = re.compile(
 
 # Approximate bits per weight of each llama.cpp quant type (llama.cpp's quantize help and
 # ggml-quants block sizes), used to order quants and to pick the nearest one to Q4_K_M.
+# The ternary TQ1_0 and TQ2_0 store 256 weights in 54 and 66 bytes (gguf.GGML_QUANT_SIZES): 1.69, 2.06.
 # fmt: off
 BITS_PER_WEIGHT: dict[str, float] = {
     "IQ1_S": 1.56, "IQ1_M": 1.75, "TQ1_0": 1.69, "TQ2_0": 2.06,
