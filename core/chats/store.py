@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     system_prompt TEXT NOT NULL DEFAULT '',
     params TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    adapter TEXT NOT NULL DEFAULT '',
+    adapter_scale REAL NOT NULL DEFAULT 1.0
 );
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -46,6 +48,13 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
 """
+
+# Columns added after the first release: (table, column, declaration). A database made before one
+# was added gets it with ``ALTER TABLE ... ADD COLUMN`` when it is opened; old rows take the default.
+ADDED_COLUMNS = (
+    ("conversations", "adapter", "TEXT NOT NULL DEFAULT ''"),
+    ("conversations", "adapter_scale", "REAL NOT NULL DEFAULT 1.0"),
+)
 
 
 @dataclass
@@ -77,6 +86,8 @@ class Conversation:
     created_at: float
     updated_at: float
     message_count: int = 0
+    adapter: str = ""  # name of the fine-tuned adapter applied to ``model`` ('' = none)
+    adapter_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -96,11 +107,18 @@ class ChatStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise HearthError(
                 f"The chat history database {self.path} is damaged ({exc}): move it aside to start a new "
                 "one; the old file is left untouched."
             ) from exc
+
+    def _migrate(self) -> None:
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         with self._lock:
@@ -120,14 +138,15 @@ class ChatStore:
 
     # -- conversations -------------------------------------------------------------------------
     def create(
-        self, *, title: str = "", model: str = "", system_prompt: str = "", params: dict[str, Any] | None = None
+        self, *, title: str = "", model: str = "", system_prompt: str = "", params: dict[str, Any] | None = None,
+        adapter: str = "", adapter_scale: float = 1.0,
     ) -> Conversation:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO conversations (title, model, system_prompt, params, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (title, model, system_prompt, json.dumps(params or {}), now, now),
+                "INSERT INTO conversations (title, model, system_prompt, params, created_at, updated_at, adapter, "
+                "adapter_scale) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (title, model, system_prompt, json.dumps(params or {}), now, now, adapter, float(adapter_scale)),
             )
             conv_id = int(cur.lastrowid or 0)
         return self.get(conv_id)
@@ -166,7 +185,7 @@ class ChatStore:
         return [self._conversation(r) for r in rows]
 
     def update(self, conversation_id: int, **changes: Any) -> Conversation:
-        allowed = {"title", "model", "system_prompt", "params"}
+        allowed = {"title", "model", "system_prompt", "params", "adapter", "adapter_scale"}
         bad = set(changes) - allowed
         if bad:
             raise ValueError(f"cannot update {bad}")
@@ -244,7 +263,10 @@ class ChatStore:
             )
         if fmt != "md":
             raise HearthError(f"Unknown export format '{fmt}': use md or json.")
-        lines = [f"# {conv.title or 'Untitled chat'}", "", f"*Model: {conv.model or 'unknown'}*", ""]
+        model = conv.model or "unknown"
+        if conv.adapter:
+            model += f" + {conv.adapter} (×{conv.adapter_scale:g})"
+        lines = [f"# {conv.title or 'Untitled chat'}", "", f"*Model: {model}*", ""]
         if conv.system_prompt:
             lines += ["## System", "", conv.system_prompt, ""]
         for m in messages:
@@ -266,6 +288,8 @@ class ChatStore:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             message_count=row["n"],
+            adapter=row["adapter"] or "",
+            adapter_scale=float(row["adapter_scale"] if row["adapter_scale"] is not None else 1.0),
         )
 
     @staticmethod

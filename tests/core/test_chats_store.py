@@ -82,3 +82,55 @@ def test_damaged_database_gives_a_clear_error_and_is_left_alone() -> None:
     with pytest.raises(HearthError, match="damaged"):
         ChatStore()
     assert path.read_bytes().startswith(b"this is not a database")
+
+
+OLD_SCHEMA = """
+CREATE TABLE conversations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    title TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    system_prompt TEXT NOT NULL DEFAULT '',
+    params TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    content TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    completed_at REAL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    tokens_per_second REAL,
+    finish_reason TEXT,
+    model TEXT,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def test_a_database_from_before_adapters_gains_the_adapter_columns_and_keeps_its_chats() -> None:
+    path = get_paths().ensure().chats_db
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    old.execute("INSERT INTO conversations (title, model, created_at, updated_at) VALUES ('Old chat', 'gemma', 1, 1)")
+    old.execute("INSERT INTO messages (conversation_id, role, content, created_at) VALUES (1, 'user', 'hi', 1)")
+    old.commit()
+    old.close()
+
+    store = ChatStore()
+    conv = store.get(1)
+    assert (conv.title, conv.model, conv.adapter, conv.adapter_scale, conv.message_count) == ("Old chat", "gemma", "", 1.0, 1)
+    store.update(1, adapter="my-notes", adapter_scale=0.8)
+    made = store.create(title="New", model="gemma", adapter="other", adapter_scale=1.5)
+    store.close()
+
+    again = ChatStore()  # opening a migrated database again changes nothing
+    assert (again.get(1).adapter, again.get(1).adapter_scale) == ("my-notes", 0.8)
+    assert (again.get(made.id).adapter, again.get(made.id).adapter_scale) == ("other", 1.5)
+    assert [m.content for m in again.messages(1)] == ["hi"]
+    assert "*Model: gemma + my-notes (×0.8)*" in again.export(1)
+    columns = [row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(conversations)")]
+    assert columns.count("adapter") == 1 and columns.count("adapter_scale") == 1
