@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from core.cli.output import print_json
@@ -51,10 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def build_spec(args: argparse.Namespace) -> dict[str, Any]:
-    """The job description for these arguments (paths made absolute, method options checked)."""
-    from core.finetune import adapters
-    from core.finetune.methods import build_config, get_method, options
-    from core.finetune.spec import FinetuneSpec
+    """The job description for these arguments (``core.finetune.launch.spec_from_inputs``, as the window builds it)."""
+    from core.finetune.launch import spec_from_inputs
+    from core.finetune.methods import get_method, options
 
     method = get_method(args.method)
     names = {o.name for o in options(method.config_cls)}
@@ -70,37 +68,24 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         if not sep:
             raise TrainingError(f"--set takes KEY=VALUE, not '{item}'.")
         method_options[key.strip().replace("-", "_")] = value.strip()
-    build_config(method, method_options)  # fail here, not in the child
-    base = args.base
-    if Path(base).expanduser().exists():
-        base = str(Path(base).expanduser().resolve())
-    name = args.out or adapters.default_name(Path(args.base).name, method.name)
-    adapters.check_name(name)
-    if args.resume and not args.out:
-        raise TrainingError("--resume needs --out NAME: the name of the run to continue.")
-    if not args.resume:
-        adapters.ensure_free(name)
-    spec = FinetuneSpec(
-        base=base, name=name, docs=[str(Path(d).expanduser().resolve()) for d in args.docs or []],
-        data=str(Path(args.data).expanduser().resolve()) if args.data else None, objective=args.objective,
-        method=method.name, method_options=method_options, epochs=args.epochs, max_steps=args.max_steps,
-        lr=args.lr, seq_len=args.seq_len, batch=args.batch, grad_accum=args.grad_accum,
+    spec = spec_from_inputs(
+        args.base, docs=args.docs or (), data=args.data, name=args.out, method=method.name,
+        method_options=method_options, resume=args.resume, objective=args.objective, epochs=args.epochs,
+        max_steps=args.max_steps, lr=args.lr, seq_len=args.seq_len, batch=args.batch, grad_accum=args.grad_accum,
         gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, seed=args.seed,
-        qa_model=args.qa_model, device=args.device, resume=args.resume,
+        qa_model=args.qa_model, device=args.device,
     )
-    spec.check()
     return spec.to_dict()
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from core.jobs import JobProcess
-    from core.paths import get_paths
+    from core.finetune.launch import start_finetune
+    from core.finetune.spec import FinetuneSpec
 
     spec = build_spec(args)
-    logs = get_paths().ensure().logs
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"finetune-{spec['name']}.log"
-    job = JobProcess("finetune", spec, log_path=log_path)
+    # Attached: the job shares this terminal's process group, so Ctrl-C reaches it as well.
+    job = start_finetune(FinetuneSpec.from_dict(spec), detached=False)
+    log_path = job.log_path
     bar = ProgressPrinter(json_mode=args.json)
     outcome: dict[str, Any] = {}
 

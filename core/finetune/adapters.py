@@ -114,11 +114,18 @@ def running_jobs(name: str) -> list[int]:
     """Process ids of fine-tuning jobs of this library that are writing the adapter ``name``.
 
     A job is ``python -m core.jobs finetune SPEC.json`` (``core.jobs.JobProcess``, from the CLI and
-    the window alike); its spec file names the adapter and lives as long as the job. A job whose
-    ``HEARTH_HOME`` differs works on another library; one whose environment cannot be read counts.
+    the window alike). Its record (``core.jobs``: ``<data>/jobs/NAME/job.json``) names the process when
+    it is alive; otherwise processes are scanned: a job's spec file names the adapter and lives as long
+    as the job. A job whose ``HEARTH_HOME`` differs works on another library; one whose environment
+    cannot be read counts.
     """
     import psutil
 
+    from core import jobs
+
+    record = jobs.read_record(name)
+    if record is not None and jobs.record_is_live(record):
+        return [int(record["pid"])]
     ours = os.environ.get("HEARTH_HOME")
     pids = []
     for proc in psutil.process_iter(["pid", "cmdline"]):

@@ -1,4 +1,10 @@
-"""The description of one fine-tuning job: serializable, so a GUI, the CLI or a launcher can hand it on."""
+"""The description of one fine-tuning job: serializable, so a GUI, the CLI or a launcher can hand it on.
+
+Each field's ``metadata`` describes it for a form (label, help in plain words, limits, a ``group``:
+"job" for what most people set, "advanced" and "expert" for the rest); fields the form does not show as
+plain options (what to train, on what, under which name) carry ``{"form": False}``. ``spec_options()``
+lists the form's options, so nothing describes an option twice.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +13,101 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import TrainingError
+from core.finetune.methods.registry import OptionSpec
 
 OBJECTIVES = ("sft", "pretrain", "dpo")
+GROUPS = ("job", "advanced", "expert")
+_NOT_AN_OPTION: dict[str, Any] = {"form": False}
+
+
+def _opt(default: Any, label: str, help: str, *, group: str = "job", min: float | None = None,
+         max: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+    meta: dict[str, Any] = {"label": label, "help": help, "group": group}
+    if min is not None:
+        meta["min"] = min
+    if max is not None:
+        meta["max"] = max
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SpecOption(OptionSpec):
+    """One job option of ``FinetuneSpec`` as a form shows it; ``optional``: ``None`` means 'pick for me'."""
+
+    label: str = ""
+    group: str = "job"
+    optional: bool = False
 
 
 @dataclass
 class FinetuneSpec:
     """Everything a fine-tune needs; ``None`` means 'pick a sensible value' (from memory, data, method)."""
 
-    base: str
-    name: str
-    docs: list[str] = field(default_factory=list)
-    data: str | None = None
-    objective: str | None = None
-    method: str = "lora"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    epochs: float = 3.0
-    max_steps: int | None = None
-    lr: float | None = None
-    seq_len: int | None = None
-    batch: int | None = None
-    grad_accum: int | None = None
-    gradient_checkpointing: bool | None = None
-    save_every: int = 50
-    eval_every: int = 0
-    seed: int = 0
-    eval_fraction: float = 0.05
-    chunk_overlap: int = 64
-    qa_model: str | None = None
-    qa_per_chunk: int = 3
-    dpo_beta: float = 0.1
-    samples: int = 3
-    sample_tokens: int = 48
-    device: str = "auto"
-    resume: bool = False
+    base: str = field(metadata=_NOT_AN_OPTION)
+    name: str = field(metadata=_NOT_AN_OPTION)
+    docs: list[str] = field(default_factory=list, metadata=_NOT_AN_OPTION)
+    data: str | None = field(default=None, metadata=_NOT_AN_OPTION)
+    objective: str | None = _opt(
+        None, "Objective", "What the model learns: 'pretrain' continues the text (documents), 'sft' learns to "
+        "answer like the examples' assistant, 'dpo' to prefer the chosen over the rejected answers. "
+        "Empty: from the data.", choices=OBJECTIVES)
+    method: str = field(default="lora", metadata=_NOT_AN_OPTION)
+    method_options: dict[str, Any] = field(default_factory=dict, metadata=_NOT_AN_OPTION)
+    # None: from the data (core.finetune.planner)
+    epochs: float | None = _opt(
+        None, "Passes over the data", "How many times training reads all of your data. More passes learn "
+        "more of it, until the model starts repeating it word for word. Empty: picked from the data's size.",
+        min=0.01, max=1000)
+    max_steps: int | None = _opt(
+        None, "Stop after steps", "End training after this many updates, whatever the passes. Empty: no limit.",
+        min=1, max=10_000_000)
+    lr: float | None = _opt(
+        None, "Learning rate", "How big each update is. Too high and training becomes unstable, too low and "
+        "it learns little. Empty: the method's usual value (higher for documents).", min=1e-9, max=1.0)
+    seq_len: int | None = _opt(
+        None, "Row length (tokens)", "How much text the model sees at once. Longer rows use much more memory. "
+        "Empty: from the data and the memory free.", group="advanced", min=16, max=131072)
+    batch: int | None = _opt(
+        None, "Rows per batch", "Rows processed together. More is faster but uses more memory. Empty: from "
+        "the memory free.", group="advanced", min=1, max=1024)
+    grad_accum: int | None = _opt(
+        None, "Batches per update", "Batches added up before each update: a bigger update without more "
+        "memory. Empty: picked with the batch size.", group="advanced", min=1, max=1024)
+    gradient_checkpointing: bool | None = _opt(
+        None, "Save memory (slower)", "Recompute parts of the model instead of keeping them: uses far less "
+        "memory, takes about a third longer. Empty: only when needed to fit.", group="advanced")
+    save_every: int = _opt(
+        50, "Checkpoint every (steps)", "Save progress this often, so an interrupted run can continue. "
+        "0: only when stopped.", group="advanced", min=0, max=1_000_000)
+    eval_every: int = _opt(
+        0, "Measure every (steps)", "Measure the loss on held-out data this often during training. "
+        "0: a few times per run (never for documents).", group="expert", min=0, max=1_000_000)
+    seed: int = _opt(0, "Random seed", "Fixes the shuffling and starting weights, so a run can be repeated "
+                     "exactly.", group="advanced", min=0, max=2**31 - 1)
+    eval_fraction: float = _opt(
+        0.05, "Held-out share", "The share of a dataset's rows kept aside to measure progress (not used for "
+        "documents).", group="expert", min=0.0, max=0.5)
+    chunk_overlap: int = _opt(
+        64, "Chunk overlap (tokens)", "Documents are cut into rows; consecutive rows share this many tokens "
+        "so no sentence is only ever seen cut in half.", group="expert", min=0, max=4096)
+    qa_model: str | None = _opt(
+        None, "Question writer model", "With documents: a chat model (from your library) that writes "
+        "questions and answers about them, so the tuned model learns to answer, not only to continue text. "
+        "Empty: train on the text itself.", group="advanced")
+    qa_per_chunk: int = _opt(3, "Questions per chunk", "How many question-answer pairs the question writer "
+                             "makes from each piece of a document.", group="expert", min=1, max=20)
+    dpo_beta: float = _opt(
+        0.1, "DPO strength", "For 'dpo': how far the model may move from the base to prefer the chosen "
+        "answers. Higher keeps it closer to the base.", group="expert", min=0.001, max=10.0)
+    samples: int = _opt(3, "Sample answers", "How many prompts to answer before and after training, to "
+                        "compare.", group="expert", min=0, max=50)
+    sample_tokens: int = _opt(48, "Sample length (tokens)", "How long each sample answer is.", group="expert",
+                              min=1, max=4096)
+    device: str = _opt("auto", "Train on", "Where training runs: 'auto' uses a supported GPU when there is "
+                       "one, else the CPU.", group="advanced", choices=("auto", "cpu", "cuda", "mps"))
+    resume: bool = field(default=False, metadata=_NOT_AN_OPTION)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,3 +135,21 @@ class FinetuneSpec:
                 raise TrainingError(f"{name} must be at least {low}, not {value}.")
         if self.docs and self.objective == "dpo":
             raise TrainingError("DPO needs preference pairs (--data with prompt/chosen/rejected), not documents.")
+
+
+def spec_options() -> list[SpecOption]:
+    """The job options of ``FinetuneSpec`` a form shows, in field order, with labels, help and limits."""
+    found = []
+    for f in dataclasses.fields(FinetuneSpec):
+        meta = f.metadata
+        if not meta.get("form", True):
+            continue
+        type_text = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        parts = [p.strip() for p in str(type_text).split("|")]
+        choices = meta.get("choices")
+        found.append(SpecOption(
+            name=f.name, type=next(p for p in parts if p != "None"), default=f.default, help=str(meta["help"]),
+            min=meta.get("min"), max=meta.get("max"), choices=tuple(choices) if choices else None,
+            label=str(meta["label"]), group=str(meta["group"]), optional="None" in parts,
+        ))
+    return found
