@@ -257,3 +257,21 @@ def test_a_documents_set_without_text_does_not_fit(tiny_gguf: Path, tmp_path: Pa
 def test_the_page_api_imports_without_torch_or_qt() -> None:
     assert_not_imported("import core.finetune.launch, core.finetune.runs, core.finetune.cost",
                         ("torch", "transformers", "peft", "PySide6"))
+
+
+def test_the_training_device_is_judged_from_the_hardware_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.hardware as hardware
+    from core.hardware import GPU, CPUInfo, Hardware, LlamaBackends
+
+    def machine(gpus: list[GPU], features: list[str]) -> Hardware:
+        return Hardware(ram_total_bytes=32 * 1024**3, ram_available_bytes=20 * 1024**3,
+                        cpu=CPUInfo("cpu", "x86_64", 4, 8, features), gpus=gpus,
+                        llama=LlamaBackends(available=False), os="Linux")
+
+    nvidia = [GPU(0, "small", "nvidia", 8 * 1024**3, 6 * 1024**3), GPU(1, "big", "nvidia", 80 * 1024**3, 70 * 1024**3)]
+    monkeypatch.setattr(hardware, "detect_hardware", lambda **_: machine(nvidia, []))
+    assert cost_module.training_device("auto") == TrainingDevice("cuda", True, 70 * 1024**3)
+    assert cost_module.training_device("cpu") == TrainingDevice("cpu", False, 20 * 1024**3)
+    monkeypatch.setattr(hardware, "detect_hardware", lambda **_: machine([], ["AVX2", "AMX_BF16"]))
+    on_cpu = cost_module.training_device("cuda")
+    assert on_cpu.device == "cpu" and on_cpu.bf16 and on_cpu.note and "No NVIDIA GPU" in on_cpu.note
