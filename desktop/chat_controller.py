@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, Signal
 from core.chats import ChatStore
 from core.chats.session import ChatSession
 from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
+from core.finetune.adapters import AdapterEntry, ensure_lora_gguf
 from core.library import ModelEntry
 from core.settings import ChatParameters
 from desktop.ops import Executor, Op, error_text
@@ -34,6 +35,15 @@ class Committed:
     """The store now holds the user's message; the answer is about to stream."""
 
 
+@dataclass(frozen=True)
+class ActiveAdapter:
+    """The adapter applied to the loaded model (``name`` '' = none), as the engine reports it."""
+
+    name: str
+    scale: float
+    loras: list[tuple[str, float]]
+
+
 class ChatController(QObject):
     """Model loading and streaming for the chat page; emits what happened, holds no widgets."""
 
@@ -46,6 +56,9 @@ class ChatController(QObject):
     chunk_arrived = Signal(str)
     stream_finished = Signal(object)  # Completion, or None when the stream broke off
     stream_failed = Signal(str)
+    adapter_applying = Signal(str)  # adapter name ('' = removing it)
+    adapter_applied = Signal(object)  # ActiveAdapter
+    adapter_failed = Signal(str)  # message
 
     def __init__(self, store: ChatStore, engine_executor: Executor, engine: Engine | None = None) -> None:
         super().__init__()
@@ -55,6 +68,9 @@ class ChatController(QObject):
         self._loaded: _Loaded | None = None
         self.streaming = False
         self.loading = False
+        # The adapter wanted on the loaded model: (name, GGUF LoRA path, scale). Written on the engine
+        # thread only, so a send queued after a pick always sees the pick.
+        self._adapter: tuple[str, str, float] | None = None
 
     # -- model ---------------------------------------------------------------------------------
     def load(self, entry: ModelEntry, params: ChatParameters) -> None:
@@ -77,11 +93,50 @@ class ChatController(QObject):
         # Load progress goes out through ``report`` as floats (answers' text goes as str).
         wanted = _Loaded(str(Path(entry.path)), params.load_options())
         if self._loaded == wanted and self.engine.status is not None and self.engine.alive:
+            self._sync_adapter()
             return self.engine.status
         self._loaded = None
         status = self.engine.load(entry.path, params.load_options(), progress=report)
         self._loaded = wanted
+        self._sync_adapter()
         return status
+
+    # -- adapter -------------------------------------------------------------------------------
+    def use_adapter(self, adapter: AdapterEntry | None, base: ModelEntry | None, scale: float = 1.0) -> None:
+        """Apply ``adapter`` (trained on ``base``) at ``scale`` without reloading the model; None removes it.
+
+        The first use of an adapter exports its GGUF LoRA (on the engine thread, so an answer asked
+        for meanwhile waits for it and then uses the adapter). With no model loaded yet it is applied
+        right after the next load.
+        """
+        self.adapter_applying.emit(adapter.name if adapter else "")
+
+        def work() -> ActiveAdapter:
+            if adapter is None:
+                self._adapter = None
+            else:
+                path = ensure_lora_gguf(adapter, base.path if base else None)
+                self._adapter = (adapter.name, str(path), float(scale))
+            self._sync_adapter()
+            return self.active_adapter()
+
+        Op(work).on_success(self.adapter_applied.emit).on_failure(
+            lambda exc: self.adapter_failed.emit(error_text(exc))
+        ).run(self.executor)
+
+    def active_adapter(self) -> ActiveAdapter:
+        name, scale = (self._adapter[0], self._adapter[2]) if self._adapter else ("", 1.0)
+        status = self.engine.status
+        return ActiveAdapter(name, scale, list(status.loras) if status else [])
+
+    def _sync_adapter(self) -> None:
+        # Engine thread: make the worker's adapters what is wanted (set_loras keeps the model loaded).
+        status = self.engine.status
+        if status is None or not self.engine.alive:
+            return
+        wanted = [(self._adapter[1], self._adapter[2])] if self._adapter else []
+        if [(str(p), float(s)) for p, s in status.loras] != wanted:
+            self.engine.set_loras(wanted)
 
     def _did_load(self, status: ModelStatus) -> None:
         self.loading = False

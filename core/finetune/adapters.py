@@ -16,10 +16,13 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import AlreadyExistsError, HearthError, NotFoundError, TrainingError
 from core.paths import get_paths
+
+if TYPE_CHECKING:
+    from core.library import ModelEntry
 
 MANIFEST = "manifest.json"
 
@@ -207,3 +210,118 @@ def _sweep_trash() -> None:
     if root.is_dir():
         for folder in root.glob(".*.trash-*"):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- the adapter and its base model in the library ---------------------------------------------
+
+
+def find_base(entry: AdapterEntry, models: list[ModelEntry]) -> ModelEntry | None:
+    """The library model this adapter was trained on, or None when it is not in the library.
+
+    Matched by the manifest's base sha256 where the library knows a model's hash, else by the same
+    file (path), else by name with the same size: hashing every model on each listing would read
+    gigabytes.
+    """
+    base = entry.manifest.get("base") or {}
+    sha, path, name = base.get("sha256"), base.get("path"), base.get("name")
+    size = base.get("size_bytes")
+    if sha:
+        for model in models:
+            if model.sha256 and model.sha256 == sha:
+                return model
+    if path:
+        for model in models:
+            if _same_file(model.path, str(path)) and (not sha or not model.sha256):
+                return model
+    if name:
+        for model in models:
+            if model.name == name and (not sha or not model.sha256) and (size is None or model.size_bytes == size):
+                return model
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def check_base_file(entry: AdapterEntry, path: str | Path) -> str:
+    """Check that ``path`` is this adapter's base model by its SHA-256; returns the hash.
+
+    Raises ``HearthError`` saying which file is expected when it is another model.
+    """
+    from core.finetune.base_model import sha256_of
+
+    wanted = str((entry.manifest.get("base") or {}).get("sha256") or "")
+    got = sha256_of(Path(path))
+    if wanted and got != wanted:
+        base = entry.manifest.get("base") or {}
+        raise HearthError(
+            f"{Path(path).name} is not the model '{entry.name}' was trained on (its SHA-256 differs): pick the "
+            f"file of {base.get('name') or 'the base model'}"
+            + (f" ({Path(str(base['path'])).name})." if base.get("path") else ".")
+        )
+    return got
+
+
+def lora_gguf_files(entry: AdapterEntry) -> list[Path]:
+    """GGUF LoRA exports already in the adapter's folder (``NAME-lora-TYPE.gguf``), newest first."""
+    files = [p for p in entry.path.glob("*-lora-*.gguf") if p.is_file()]
+    return sorted(files, key=lambda p: -p.stat().st_mtime)
+
+
+def ensure_lora_gguf(entry: AdapterEntry, base: str | Path | None = None) -> Path:
+    """A GGUF LoRA of this adapter llama.cpp can apply: the existing export, else a new one (f32)."""
+    existing = lora_gguf_files(entry)
+    if existing:
+        return existing[0]
+    from core.gguf_export.lora import export_lora_gguf
+
+    return export_lora_gguf(entry.path, base=base).path
+
+
+def combine_adapters(names: list[str], weights: list[float], new_name: str, *, combination: str = "cat",
+                     base: str | Path | None = None) -> AdapterEntry:
+    """A new adapter ``new_name``: the weighted combination of adapters trained on one base model.
+
+    Uses peft's ``add_weighted_adapter`` (``core.gguf_export.adapter_merge``; torch, so run it in a
+    job or child process). The new folder gets a manifest naming its parts and their weights, and
+    appears in ``list_adapters`` only once it is complete.
+    """
+    import time
+
+    from core.gguf_export.adapter_merge import merge_adapters
+
+    check_name(new_name)
+    ensure_free(new_name)
+    parts = [get_adapter(n) for n in names]
+    hashes = {str((p.manifest.get("base") or {}).get("sha256") or p.base) for p in parts}
+    if len(hashes) > 1:
+        raise TrainingError(
+            f"{' and '.join(names)} were trained on different base models: only adapters of one base combine."
+        )
+    first = parts[0].manifest
+    base_path = base or (first.get("base") or {}).get("path")
+    work = partial_folder(new_name)
+    shutil.rmtree(work, ignore_errors=True)
+    merge_adapters([p.path for p in parts], work, weights=weights, combination=combination,
+                   base=str(base_path) if base_path else None)
+    documents = [d for p in parts for d in (p.manifest.get("data") or {}).get("documents") or []]
+    objectives = {str(p.manifest.get("objective") or "") for p in parts}
+    manifest = {
+        "format": 1,
+        "kind": "adapter",
+        "created_at": time.time(),
+        "base": first.get("base") or {},
+        "method": {"name": "combined", "options": {"combination": combination}},
+        "objective": objectives.pop() if len(objectives) == 1 else "mixed",
+        "data": {"documents": list(dict.fromkeys(documents))} if documents else {},
+        "combined_from": [{"name": p.name, "weight": float(w)} for p, w in zip(parts, weights, strict=True)],
+        "metrics": {},
+    }
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    final = adapter_folder(new_name)
+    os.rename(work, final)
+    return AdapterEntry(new_name, final, manifest)

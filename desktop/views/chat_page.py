@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
     QHBoxLayout,
+    QLabel,
     QPlainTextEdit,
     QProgressBar,
+    QSlider,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -19,15 +21,19 @@ from PySide6.QtWidgets import (
 
 from core.chats import ChatStore
 from core.engine import Completion, ModelStatus
+from core.finetune.adapters import AdapterEntry, find_base, list_adapters
 from core.library import ModelEntry
 from core.settings import ChatParameters, Settings
-from desktop.chat_controller import ChatController
+from desktop.chat_controller import ActiveAdapter, ChatController
 from desktop.models.library import LibraryTableModel
 from desktop.theme import Palette
 from desktop.views.conversation_panel import ConversationPanel
 from desktop.views.params_panel import ParamsPanel
 from desktop.views.transcript import TranscriptView
 from desktop.views.widgets import Banner, button, flat_button, muted
+
+SCALE_STEP = 0.05
+MAX_SCALE = 2.0
 
 
 class Composer(QFrame):
@@ -100,9 +106,28 @@ class ChatPage(QWidget):
         header.setContentsMargins(16, 12, 16, 0)
         self.model_picker = QComboBox()
         self.model_picker.setModel(library)
-        self.model_picker.setMinimumWidth(280)
+        self.model_picker.setMinimumWidth(240)
         self.model_picker.setToolTip("Models in your library")
         self.model_picker.activated.connect(lambda _row: self._model_picked())
+        self.adapter_picker = QComboBox()
+        self.adapter_picker.setMinimumWidth(170)
+        self.adapter_picker.setToolTip("Adapters trained on this model: applied without reloading it")
+        self.adapter_picker.activated.connect(lambda _row: self._adapter_picked())
+        self.scale_slider = QSlider(Qt.Orientation.Horizontal)
+        self.scale_slider.setRange(0, round(MAX_SCALE / SCALE_STEP))
+        self.scale_slider.setValue(round(1.0 / SCALE_STEP))
+        self.scale_slider.setFixedWidth(90)
+        self.scale_slider.setToolTip("How strongly the adapter changes the model (0 = not at all, 1 = as trained)")
+        self.scale_slider.valueChanged.connect(self._scale_moved)
+        self.scale_label = muted("×1.00")
+        self.scale_label.setMinimumWidth(40)
+        self._scale_timer = QTimer(self)
+        self._scale_timer.setSingleShot(True)
+        self._scale_timer.setInterval(150)  # one set_loras when the slider stops, not one per pixel
+        self._scale_timer.timeout.connect(self._scale_changed)
+        self._adapters: dict[str, AdapterEntry] = {}
+        self.active_label = QLabel("")
+        self.active_label.setObjectName("sectionTitle")
         self.load_bar = QProgressBar()
         self.load_bar.setRange(0, 0)
         self.load_bar.setFixedWidth(120)
@@ -110,10 +135,19 @@ class ChatPage(QWidget):
         self.load_label = muted("")
         self.params_toggle = flat_button("⚙  Parameters", self._toggle_params, "Show or hide the parameters panel")
         header.addWidget(self.model_picker)
-        header.addWidget(self.load_bar)
-        header.addWidget(self.load_label, 1)
+        header.addWidget(self.adapter_picker)
+        header.addWidget(self.scale_slider)
+        header.addWidget(self.scale_label)
+        header.addStretch(1)
         header.addWidget(self.params_toggle)
         col.addLayout(header)
+        # Second line: what is loaded ("model + adapter (×0.8)") and how loading went.
+        status_row = QHBoxLayout()
+        status_row.setContentsMargins(18, 0, 16, 0)
+        status_row.addWidget(self.active_label)
+        status_row.addWidget(self.load_bar)
+        status_row.addWidget(self.load_label, 1)
+        col.addLayout(status_row)
         self.banner = Banner()
         banner_row = QHBoxLayout()
         banner_row.setContentsMargins(16, 0, 16, 0)
@@ -168,8 +202,11 @@ class ChatPage(QWidget):
         controller.chunk_arrived.connect(self._chunk)
         controller.stream_finished.connect(self._stream_finished)
         controller.stream_failed.connect(self._stream_failed)
+        controller.adapter_applied.connect(self._adapter_applied)
+        controller.adapter_failed.connect(self._adapter_failed)
         library.modelReset.connect(self._library_changed)
         self.conversations.refresh()
+        self.refresh_adapters()
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -191,6 +228,7 @@ class ChatPage(QWidget):
             self.model_picker.setCurrentIndex(row)
             self.params.form.set_values(self.settings.parameters_for(name))
             self._update_preset_note()
+            self.refresh_adapters()
 
     def _model_picked(self) -> None:
         entry = self.current_entry()
@@ -200,6 +238,7 @@ class ChatPage(QWidget):
         self._update_preset_note()
         self.settings.last_model = entry.name
         self._save_settings()
+        self.refresh_adapters()
         self.controller.load(entry, self.params.form.values())
 
     def _library_changed(self) -> None:
@@ -208,10 +247,12 @@ class ChatPage(QWidget):
         for name in (conv_model, wanted):
             if name and self.library.row_of(name) >= 0:
                 self.select_model(name)
+                self._restore_conversation_adapter()
                 return
         if self.library.rowCount() and self.model_picker.currentIndex() < 0:
             self.model_picker.setCurrentIndex(0)
             self._update_preset_note()
+        self.refresh_adapters()
 
     def _update_preset_note(self) -> None:
         entry = self.current_entry()
@@ -255,6 +296,7 @@ class ChatPage(QWidget):
         self.params.system_prompt.setPlainText(conv.system_prompt)
         if conv.model and self.library.row_of(conv.model) >= 0:
             self.select_model(conv.model)
+        self._restore_adapter(conv.adapter, conv.adapter_scale)
         self.reload_messages()
         if self.controller.streaming and self._streaming_conversation == conversation_id:
             self.transcript.begin_answer()
@@ -279,12 +321,16 @@ class ChatPage(QWidget):
             return None
         self.banner.hide()
         system_prompt = self.params.system_prompt.toPlainText().strip()
+        adapter, scale = self.current_adapter()
         if self.current_id is None:
-            conv = self.store.create(model=entry.name, system_prompt=system_prompt, params=self.params.form.values().to_dict())
+            conv = self.store.create(model=entry.name, system_prompt=system_prompt, params=self.params.form.values().to_dict(),
+                                     adapter=adapter, adapter_scale=scale)
             self.conversations.current_id = conv.id
             self.conversations.refresh()
-        elif self.store.get(self.current_id).system_prompt != system_prompt:
-            self.store.update(self.current_id, system_prompt=system_prompt)
+        else:
+            conv = self.store.get(self.current_id)
+            if (conv.system_prompt, conv.adapter, conv.adapter_scale) != (system_prompt, adapter, scale):
+                self.store.update(self.current_id, system_prompt=system_prompt, adapter=adapter, adapter_scale=scale)
         assert self.current_id is not None
         self._streaming_conversation = self.current_id
         return self.current_id, entry, self.params.form.values()
@@ -347,6 +393,7 @@ class ChatPage(QWidget):
         self.load_bar.hide()
         self.load_label.setText(f"Ready · context {status.n_ctx:,} · loaded in {status.load_seconds:.1f} s")
         self.params.load_info.setText(f"Chat format: {status.chat_format_description}")
+        self._adapter_applied(self.controller.active_adapter())
 
     def _load_failed(self, message: str) -> None:
         self.load_bar.hide()
@@ -379,4 +426,130 @@ class ChatPage(QWidget):
 
     def showEvent(self, event: object) -> None:  # type: ignore[override]
         super().showEvent(event)  # type: ignore[arg-type]
+        self.refresh_adapters()  # one may have been trained or deleted meanwhile
         self.composer.edit.setFocus()
+
+    # -- adapters ------------------------------------------------------------------------------
+    def refresh_adapters(self) -> None:
+        """List the adapters trained on the picked model ("No adapter" first), keeping the choice."""
+        entry = self.current_entry()
+        models = self.library.entries()
+        mine = [a for a in list_adapters() if entry is not None and (base := find_base(a, models)) is not None
+                and base.name == entry.name] if entry is not None else []
+        chosen = self.adapter_picker.currentData() or ""
+        self._adapters = {a.name: a for a in mine}
+        self.adapter_picker.blockSignals(True)
+        self.adapter_picker.clear()
+        self.adapter_picker.addItem("No adapter", "")
+        for a in mine:
+            self.adapter_picker.addItem(a.name, a.name)
+        self.adapter_picker.setCurrentIndex(max(0, self.adapter_picker.findData(chosen)))
+        self.adapter_picker.blockSignals(False)
+        self.adapter_picker.setEnabled(bool(mine))
+        self._show_scale()
+        if chosen and chosen not in self._adapters:
+            self._apply_adapter()  # its model was switched or it was deleted: take it off
+
+    def current_adapter(self) -> tuple[str, float]:
+        """The picked adapter's name ('' = none) and scale."""
+        return str(self.adapter_picker.currentData() or ""), round(self.scale_slider.value() * SCALE_STEP, 2)
+
+    def set_adapter(self, name: str, scale: float = 1.0, *, save: bool = True) -> bool:
+        """Pick an adapter of the current model by name and apply it; False when there is none so called."""
+        row = self.adapter_picker.findData(name)
+        if row < 0:
+            return False
+        self.adapter_picker.setCurrentIndex(row)
+        self.scale_slider.blockSignals(True)
+        self.scale_slider.setValue(round(scale / SCALE_STEP))
+        self.scale_slider.blockSignals(False)
+        self._show_scale()
+        self._apply_adapter()
+        if save:
+            self._save_adapter()
+        return True
+
+    def start_chat_with_adapter(self, model_name: str, adapter_name: str, scale: float = 1.0) -> None:
+        """A new conversation on ``model_name`` with ``adapter_name`` applied (loaded now, in the background)."""
+        self.new_chat()
+        self.select_model(model_name)
+        entry = self.current_entry()
+        if entry is None or entry.name != model_name:
+            self.banner.show_message(f"The model {model_name} is not in the library: import it in My Models first.")
+            return
+        if not self.set_adapter(adapter_name, scale):
+            self.banner.show_message(f"No adapter called {adapter_name} was trained on {model_name}.")
+            return
+        conv = self.store.create(title=f"Chat with {adapter_name}", model=entry.name,
+                                 system_prompt=self.params.system_prompt.toPlainText().strip(),
+                                 params=self.params.form.values().to_dict(), adapter=adapter_name,
+                                 adapter_scale=self.current_adapter()[1])
+        self.conversations.current_id = conv.id
+        self.conversations.refresh()
+        self.controller.load(entry, self.params.form.values())
+
+    def _restore_adapter(self, name: str, scale: float) -> None:
+        # Restoring never writes to the conversation: until the library is listed (at start-up) its
+        # model and adapters are not known yet, and _library_changed restores again.
+        if name and self.set_adapter(name, scale, save=False):
+            return
+        entry = self.current_entry()
+        if name and self.current_id is not None and entry is not None and entry.name == self.store.get(self.current_id).model:
+            self.banner.show_message(f"This chat used the adapter {name}, which is no longer there: it goes on without it.")
+        self.adapter_picker.setCurrentIndex(0)
+        self._show_scale()
+        self._apply_adapter()
+
+    def _restore_conversation_adapter(self) -> None:
+        if self.current_id is not None:
+            conv = self.store.get(self.current_id)
+            if conv.adapter and self.current_adapter() != (conv.adapter, conv.adapter_scale):
+                self._restore_adapter(conv.adapter, conv.adapter_scale)
+
+    def _adapter_picked(self) -> None:
+        self._show_scale()
+        self._apply_adapter()
+        self._save_adapter()
+
+    def _scale_moved(self, _value: int) -> None:
+        self._show_scale()
+        self._scale_timer.start()
+
+    def _scale_changed(self) -> None:
+        self._apply_adapter()
+        self._save_adapter()
+
+    def _show_scale(self) -> None:
+        on = bool(self.adapter_picker.currentData())
+        self.scale_slider.setEnabled(on)
+        self.scale_label.setText(f"×{self.scale_slider.value() * SCALE_STEP:.2f}")
+
+    def _apply_adapter(self) -> None:
+        name, scale = self.current_adapter()
+        adapter = self._adapters.get(name)
+        base = find_base(adapter, self.library.entries()) if adapter else None
+        if adapter is None and not self.controller.active_adapter().name:
+            self._adapter_applied(self.controller.active_adapter())
+            return
+        self.controller.use_adapter(adapter, base, scale)
+
+    def _save_adapter(self) -> None:
+        if self.current_id is not None:
+            name, scale = self.current_adapter()
+            conv = self.store.get(self.current_id)
+            if (conv.adapter, conv.adapter_scale) != (name, scale):
+                self.store.update(self.current_id, adapter=name, adapter_scale=scale)
+
+    def _adapter_applied(self, active: ActiveAdapter) -> None:
+        status = self.controller.engine.status
+        model = status.path.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".gguf") if status else ""
+        entry = self.current_entry()
+        if status is not None and entry is not None and status.path == entry.path:
+            model = entry.name
+        self.active_label.setText(
+            f"{model} + {active.name} (×{active.scale:g})" if active.name and active.loras and model else ""
+        )
+
+    def _adapter_failed(self, message: str) -> None:
+        self.banner.show_message(message)
+        self.active_label.setText("")

@@ -1,4 +1,4 @@
-"""My Models: the library table, import, delete, open in chat, details from the GGUF metadata."""
+"""My Models: the library table (import, delete, open in chat, GGUF details) and the Adapters tab."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QSplitter,
     QTableView,
+    QTabWidget,
     QTextBrowser,
     QWidget,
 )
@@ -20,6 +21,7 @@ from core.library import GGUFInfo, ModelEntry, read_gguf_info
 from core.units import human_count, human_size
 from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
+from desktop.views.adapters_view import AdaptersView
 from desktop.views.widgets import Banner, button, confirm, muted, page, title
 
 
@@ -37,16 +39,24 @@ class ModelsPage(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(body)
         self.setObjectName("page")
+        layout.addWidget(title("My Models"))
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        layout.addWidget(self.tabs, 1)
+        models_tab, layout = page()
+        layout.setContentsMargins(0, 8, 0, 0)
+        self.adapters = AdaptersView(library, pool)
+        self.tabs.addTab(models_tab, "Models")
+        self.tabs.addTab(self.adapters, "Adapters")
+        self.tabs.currentChanged.connect(lambda i: self.adapters.refresh() if self.tabs.widget(i) is self.adapters else None)
         head = QHBoxLayout()
-        head.addWidget(title("My Models"))
-        head.addStretch(1)
+        head.addWidget(muted("Models on this computer. Drop a .gguf file anywhere on the window to import it."), 1)
         self.import_button = button("Import .gguf…", self.choose_files, tip="Copy a GGUF model into the library (or drop it on the window)")
         self.chat_button = button("Open in chat", self._open, kind="primary")
         self.delete_button = button("Delete…", self._delete, kind="danger")
         for b in (self.import_button, self.chat_button, self.delete_button):
             head.addWidget(b)
         layout.addLayout(head)
-        layout.addWidget(muted("Models on this computer. Drop a .gguf file anywhere on the window to import it."))
         self.banner = Banner()
         layout.addWidget(self.banner)
         self.table = QTableView()
