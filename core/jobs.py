@@ -66,10 +66,10 @@ class JobProcess:
             raise ValueError(f"unknown job kind {kind!r}")
         self.kind = kind
         self.detached = detached
-        name = spec.get("name")
+        name = _job_name(spec)
         # Detached, the events come from the job's events log, not a pipe: a pipe nobody reads any more
         # (the window closed) would fill up and stall the job.
-        self._follow: str | None = name if detached and isinstance(name, str) and name else None
+        self._follow = name if detached else None
         self._follow_from = 0
         if self._follow:
             # The spec must outlive this object: the child may read it after the window has gone.
@@ -109,7 +109,7 @@ class JobProcess:
             **kwargs,
         )
         self.last_error: dict[str, Any] | None = None
-        if isinstance(name, str) and name:
+        if name:
             # The child writes this record itself once it runs; writing it now as well closes the gap in
             # which a second start would not yet see this job as running.
             _record_start(name, kind, spec, self.proc.pid, early=True)
@@ -165,9 +165,17 @@ class JobProcess:
 # -- the job's record on disk ---------------------------------------------------------------------------
 def job_folder(name: str) -> Path:
     """Where the job named ``name`` keeps its events log and ``job.json``."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
+    if _job_name({"name": name}) is None:
         raise ValueError(f"not a job name: {name!r}")
     return get_paths().data / "jobs" / name
+
+
+def _job_name(spec: dict[str, Any]) -> str | None:
+    """The spec's ``name`` when it can name a folder (jobs without one keep no record)."""
+    name = spec.get("name")
+    if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name:
+        return None
+    return name
 
 
 def read_record(name: str) -> dict[str, Any] | None:
@@ -346,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         spec, spec_problem = None, f"cannot read the job's spec {spec_path}: {exc}"
     if spec is not None and not isinstance(spec, dict):
         spec_problem = f"the job's spec {spec_path} is not a JSON object"
-    name = spec.get("name") if isinstance(spec, dict) else None
-    name = name if isinstance(name, str) and name and not name.startswith(".") and "/" not in name else None
+    name = _job_name(spec) if isinstance(spec, dict) else None
     log = None
     should_stop = stop.is_set
     if name:
@@ -359,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def should_stop() -> bool:
             return stop.is_set() or stop_file.exists()
+
         # A resumed run continues the log of the run it resumes; a new run starts it afresh.
         log = open(job_folder(name) / EVENTS_LOG, "a" if spec.get("resume") else "w",  # noqa: SIM115
                    encoding="utf-8", buffering=1)
