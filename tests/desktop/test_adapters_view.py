@@ -34,7 +34,7 @@ def trained_adapter(root: Path) -> tuple[Path, Path]:
         (docs / "lighthouse.md").write_text("The lighthouse keeper rings the bell at dawn. " * 30, encoding="utf-8")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("HEARTH_HOME", str(root / "home"))
-            code = run({"base": str(gguf), "name": ADAPTER, "docs": [str(docs)], "max_steps": 2, "lr": 5e-3,
+            code = run({"base": str(gguf), "name": ADAPTER, "docs": [str(docs)], "max_steps": 2, "epochs": 3, "lr": 5e-3,
                         "seq_len": 64, "batch": 2, "grad_accum": 1, "samples": 1, "sample_tokens": 4,
                         "save_every": 0}, lambda _e: None, lambda: False)
         assert code == 0
