@@ -69,6 +69,7 @@ class JobProcess:
         name = _job_name(spec)
         # Detached, the events come from the job's events log, not a pipe: a pipe nobody reads any more
         # (the window closed) would fill up and stall the job.
+        self._name = name
         self._follow = name if detached else None
         self._follow_from = 0
         if self._follow:
@@ -139,6 +140,8 @@ class JobProcess:
     def cancel(self) -> None:
         """Ask the job to stop at its next safe point (it saves a checkpoint first)."""
         if self.proc.poll() is None:
+            if self._name:
+                request_stop(self._name)  # reaches a detached job on Windows, where no console signal does
             if os.name == "nt":
                 self.proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
             else:
@@ -247,10 +250,10 @@ def follow_log(name: str, *, start: int = 0, stop: Callable[[], bool] = lambda: 
             if event is not None:
                 last_kind = event.get("event")
                 yield event
-        if chunk:
-            continue  # read on to the end before deciding anything
         if stop():
             return
+        if chunk:
+            continue  # read on to the end before deciding anything
         record = read_record(name)
         live = record is not None and record_is_live(record)
         if last_kind == FINAL_EVENT and not live:
