@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import DatasetError, TrainingError
+from core.errors import AlreadyExistsError, DatasetError, TrainingError
 from core.finetune import adapters
 from core.finetune.cost import CostEstimate, estimate_cost
 from core.finetune.data.documents import MIN_CHARS, SUFFIXES, clean_text, extract_text, find_files
@@ -52,7 +52,8 @@ def spec_from_inputs(
 
     Paths become absolute; method options are checked against the method's config (strings from a
     form or a command line are converted); the adapter name is checked, and must be free unless
-    ``resume`` continues the run of that name. ``job_options`` are ``FinetuneSpec``'s job fields
+    ``resume`` continues the run of that name (a fresh start is refused over an interrupted run's
+    checkpoint, which it would delete). ``job_options`` are ``FinetuneSpec``'s job fields
     (``spec_options()``); ``None`` keeps a field's automatic choice.
     """
     chosen = get_method(method)
@@ -65,6 +66,12 @@ def spec_from_inputs(
     adapters.check_name(name)
     if not resume:
         adapters.ensure_free(name)
+        if (adapters.partial_folder(name) / "checkpoint" / "state.pt").exists():
+            # A fresh start would delete that run's checkpoint (the job clears its work folder).
+            raise AlreadyExistsError(
+                f"'{name}' is an interrupted fine-tune that can be continued: resume it (--resume --out {name}), "
+                f"pick another name, or remove it first ('hearth adapters rm {name}')."
+            )
     spec = FinetuneSpec(
         base=_absolute_if_exists(base), name=name, docs=[_absolute(d) for d in docs],
         data=_absolute(data) if data else None, method=chosen.name, method_options=checked_options, resume=resume,

@@ -94,6 +94,12 @@ def test_spec_from_inputs_makes_paths_absolute_checks_options_and_names(
     with pytest.raises(AlreadyExistsError, match="'taken' already exists"):
         spec_from_inputs(str(tiny_gguf), docs=[str(notes)], name="taken")
     assert spec_from_inputs(str(tiny_gguf), docs=[str(notes)], name="taken", resume=True).resume
+    checkpoint = hearth_home / "data" / "adapters" / ".halfway.partial" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.pt").write_bytes(b"")
+    with pytest.raises(AlreadyExistsError, match="'halfway' is an interrupted fine-tune that can be continued"):
+        spec_from_inputs(str(tiny_gguf), docs=[str(notes)], name="halfway")
+    assert spec_from_inputs(str(tiny_gguf), docs=[str(notes)], name="halfway", resume=True).resume
 
 
 def test_suggest_name_comes_from_the_documents_folder_and_is_made_unique(tmp_path: Path, hearth_home: Path) -> None:
