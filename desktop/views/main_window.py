@@ -34,15 +34,16 @@ from desktop.theme import Palette, apply_theme, icon_path
 from desktop.views.chat_page import ChatPage
 from desktop.views.discover_page import DiscoverPage
 from desktop.views.downloads_page import DownloadsPage
+from desktop.views.finetune_page import FinetunePage
 from desktop.views.models_page import ModelsPage
 from desktop.views.settings_page import SettingsPage
 
 if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: loaded on the first download instead
     from core.hub import DownloadManager, DownloadProgress, QuantGroup
 
-PAGES = ("chat", "discover", "downloads", "models", "settings")
+PAGES = ("chat", "discover", "downloads", "models", "finetune", "settings")
 PAGE_LABELS = {"chat": "Chat", "discover": "Discover", "downloads": "Downloads", "models": "My Models",
-               "settings": "Settings"}
+               "finetune": "Fine-tune", "settings": "Settings"}
 
 
 class MainWindow(QMainWindow):
@@ -89,6 +90,9 @@ class MainWindow(QMainWindow):
         self.models.adapters.chat_requested.connect(lambda base, name: (self.show_page("chat"), self.chat.start_chat_with_adapter(base, name)))
         self.models.adapters.library_edited.connect(self.refresh_library)
         self.models.adapters.adapters_changed.connect(self.chat.refresh_adapters)
+        self.finetune = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
+        self.finetune.chat_requested.connect(self.chat_with_adapter)
+        self.finetune.library_changed.connect(self.refresh_library)
         self.settings_page = SettingsPage(self.settings, self.pool)
         self.settings_page.theme_changed.connect(self.set_theme)
         self.settings_page.defaults_saved.connect(self.save_settings)
@@ -96,7 +100,7 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.pages: dict[str, QWidget] = {
             "chat": self.chat, "discover": self.discover, "downloads": self.downloads_page,
-            "models": self.models, "settings": self.settings_page,
+            "models": self.models, "finetune": self.finetune, "settings": self.settings_page,
         }
         for widget in self.pages.values():
             self.stack.addWidget(widget)
@@ -159,6 +163,7 @@ class MainWindow(QMainWindow):
         self.discover.set_palette(p)
         self.chat.set_palette(p)
         self.downloads_page.set_palette(p.border, p.accent)
+        self.finetune.set_palette(p)
 
     def show_page(self, name: str) -> None:
         self.stack.setCurrentWidget(self.pages[name])
@@ -249,6 +254,7 @@ class MainWindow(QMainWindow):
         self._closed = True
         self._save_state()
         self._unsubscribe()
+        self.finetune.shutdown()
         if self._downloads is not None:
             self._downloads.pause_all()
         self.controller.blockSignals(True)  # answers still queued must not reach the closed store
@@ -281,6 +287,15 @@ class MainWindow(QMainWindow):
         self.chat.select_model(name)
         self.settings.last_model = name
         self.save_settings()
+
+    def _chat_model(self) -> str | None:
+        entry = self.chat.current_entry()
+        return entry.name if entry else None
+
+    def chat_with_adapter(self, base: str, adapter: str) -> None:
+        """A new chat with ``base`` and the adapter a fine-tune made."""
+        self.show_page("chat")
+        self.chat.start_chat_with_adapter(base, adapter)
 
     def delete_model(self, name: str) -> None:
         Op(lambda: self.library.remove(name)).on_success(self._deleted).on_failure(lambda exc: self.models.banner.show_message(error_text(exc))).run(self.pool)

@@ -1,0 +1,603 @@
+"""The Fine-tune page's form: the base model, the documents, the name, and the Advanced panel.
+
+Everything slow (the trainability check of each base, the scan of the documents, the estimate) runs
+on the pool and comes back by signals; the form only holds what the user chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QStandardItemModel
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QToolButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.finetune.methods import all_methods, get_method, options
+from core.finetune.spec import FinetuneSpec, spec_options
+from core.library import ModelEntry
+from core.units import human_count, human_size
+from desktop import finetune_runs as runs
+from desktop.models.library import LibraryTableModel
+from desktop.ops import Executor, Op, error_text
+from desktop.theme import LIGHT, Palette
+from desktop.views.form import OptionsForm
+from desktop.views.widgets import Banner, button, muted, title
+
+OBJECTIVES = (
+    ("pretrain", "Learn the documents' content", "Continued pre-training on the documents' text."),
+    ("qa", "Learn to answer questions about them",
+     "A local model you pick writes question-and-answer pairs from the documents; the model learns to answer them."),
+    ("jsonl", "Train on my own JSONL file", "Chat, ShareGPT, Alpaca, plain text or preference pairs, one example a line."),
+)
+# Job options the form sets itself (the Goal and the question writer), not through the options form.
+SET_BY_THE_FORM = ("objective", "qa_model")
+
+
+def job_options() -> list[Any]:
+    """The job's options a form shows (``core.finetune.spec.spec_options``), less those the form sets itself."""
+    return [o for o in spec_options() if o.name not in SET_BY_THE_FORM]
+
+
+class TeachForm(QWidget):
+    """What to teach which model; ``start_requested`` when the user presses the primary button."""
+
+    start_requested = Signal()
+
+    def __init__(self, library: LibraryTableModel, pool: Executor, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.library = library
+        self.pool = pool
+        self.palette_: Palette = LIGHT
+        self.paths: list[str] = []
+        self.scan: runs.DocumentScan | None = None
+        self._scan_serial = 0
+        self._untrainable: dict[str, str] = {}  # path -> reason
+        self._checked: set[str] = set()
+        self._checking = False  # the trainability checks import transformers: only once the page is seen
+        self._name_edited = False
+        self.preferred_base: Callable[[], str | None] = lambda: None
+
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(12)
+        col.addWidget(title("Fine-tune"))
+        col.addWidget(muted("Teach a model your documents. Training runs on this computer; nothing leaves it."))
+        self.banner = Banner()
+        col.addWidget(self.banner)
+
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(8)
+        grid.addWidget(QLabel("Model"), 0, 0)
+        self.base_combo = QComboBox()
+        self.base_combo.setMinimumWidth(320)
+        self.base_combo.currentIndexChanged.connect(lambda _i: self._inputs_changed())
+        grid.addWidget(self.base_combo, 0, 1)
+        self.base_note = muted("")
+        grid.addWidget(self.base_note, 0, 2)
+        grid.setColumnStretch(2, 1)
+        col.addLayout(grid)
+
+        col.addWidget(title("Documents", "sectionTitle"))
+        self.drop_zone = QFrame()
+        self.drop_zone.setObjectName("dropZone")
+        zone = QVBoxLayout(self.drop_zone)
+        zone.setContentsMargins(16, 14, 16, 14)
+        zone.setSpacing(8)
+        self.drop_hint = QLabel("Drop files or folders anywhere on this page")
+        self.drop_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.drop_hint.setObjectName("sectionTitle")
+        zone.addWidget(self.drop_hint)
+        types = muted("Text, Markdown, PDF, Word (.docx) and HTML. Other files are listed and skipped.")
+        types.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        zone.addWidget(types)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.add_files_button = button("Add files…", self.choose_files)
+        self.add_folder_button = button("Add folder…", self.choose_folder)
+        self.clear_button = button("Clear", self.clear_documents)
+        for b in (self.add_files_button, self.add_folder_button, self.clear_button):
+            row.addWidget(b)
+        self.clear_button.hide()
+        row.addStretch(1)
+        zone.addLayout(row)
+        col.addWidget(self.drop_zone)
+
+        self.files = QTreeWidget()
+        self.files.setObjectName("documentList")
+        self.files.setHeaderLabels(["File", "Type", "Size", "Tokens", ""])
+        self.files.setRootIsDecorated(False)
+        self.files.setAlternatingRowColors(True)
+        self.files.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        header = self.files.header()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for c in (1, 2, 3):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.files.setMinimumHeight(140)
+        self.files.hide()
+        col.addWidget(self.files, 4)
+        self.scan_label = muted("")
+        self.scan_label.hide()
+        col.addWidget(self.scan_label)
+
+        name_row = QHBoxLayout()
+        name_row.addWidget(QLabel("Name"))
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("a name for what it learns (suggested from your documents)")
+        self.name_edit.textEdited.connect(self._name_typed)
+        self.name_edit.textChanged.connect(lambda _t: self._inputs_changed())
+        name_row.addWidget(self.name_edit, 1)
+        col.addLayout(name_row)
+
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setObjectName("flat")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setText("▸ Advanced")
+        self.advanced_toggle.toggled.connect(self._toggle_advanced)
+        col.addWidget(self.advanced_toggle, 0, Qt.AlignmentFlag.AlignLeft)
+        self.advanced = AdvancedPanel(library)
+        self.advanced.changed.connect(self._inputs_changed)
+        self.advanced.hide()
+        col.addWidget(self.advanced)
+
+        self.estimate_label = muted("")
+        col.addWidget(self.estimate_label)
+        start_row = QHBoxLayout()
+        self.start_button = button("Teach it my documents", self.start_requested.emit, kind="primary")
+        self.start_button.setMinimumHeight(34)
+        start_row.addWidget(self.start_button)
+        self.reason_label = muted("")
+        start_row.addWidget(self.reason_label, 1)
+        col.addLayout(start_row)
+        col.addStretch(1)
+        self._estimate_timer = QTimer(self)
+        self._estimate_timer.setSingleShot(True)
+        self._estimate_timer.setInterval(300)
+        self._estimate_timer.timeout.connect(self._estimate)
+        self.estimate: runs.CostEstimate | None = None
+        library.modelReset.connect(self.refresh_bases)
+        self.refresh_bases()
+
+    # -- base models -----------------------------------------------------------------------------
+    def refresh_bases(self) -> None:
+        current = self.base_name() or self.preferred_base()
+        self.base_combo.blockSignals(True)
+        self.base_combo.clear()
+        for entry in self.library.entries():
+            self.base_combo.addItem(entry.name, entry)
+        self.base_combo.blockSignals(False)
+        if current:
+            self.select_base(current)
+        for entry in self.library.entries():
+            self._check_base(entry)
+        self._mark_bases()
+        self._inputs_changed()
+
+    def select_base(self, name: str) -> None:
+        index = self.base_combo.findText(name)
+        if index >= 0:
+            self.base_combo.setCurrentIndex(index)
+
+    def base_entry(self) -> ModelEntry | None:
+        entry = self.base_combo.currentData()
+        return entry if isinstance(entry, ModelEntry) else None
+
+    def base_name(self) -> str | None:
+        entry = self.base_entry()
+        return entry.name if entry else None
+
+    def start_checks(self) -> None:
+        """Check which library models can be trained (from the first time the page is shown)."""
+        self._checking = True
+        for entry in self.library.entries():
+            self._check_base(entry)
+
+    def _check_base(self, entry: ModelEntry) -> None:
+        if not self._checking or entry.path in self._checked:
+            return
+        self._checked.add(entry.path)
+        path = entry.path
+
+        def failed(exc: BaseException) -> None:
+            self._untrainable[path] = error_text(exc)
+            self._mark_bases()
+            self._update_button()
+
+        Op(lambda: runs.check_base(path)).on_success(lambda _r: None).on_failure(failed).run(self.pool)
+
+    def _mark_bases(self) -> None:
+        model = self.base_combo.model()
+        assert isinstance(model, QStandardItemModel)
+        for row in range(self.base_combo.count()):
+            entry = self.base_combo.itemData(row)
+            item = model.item(row)
+            reason = self._untrainable.get(entry.path, "") if isinstance(entry, ModelEntry) else ""
+            item.setEnabled(not reason)
+            item.setToolTip(reason or entry.path)
+        reason = self._base_problem()
+        self.base_note.setText(reason)
+        self.base_note.setToolTip(reason)
+
+    def _base_problem(self) -> str:
+        entry = self.base_entry()
+        if entry is None:
+            return "No models in the library yet: download one on Discover first."
+        return self._untrainable.get(entry.path, "")
+
+    # -- documents -------------------------------------------------------------------------------
+    def choose_files(self) -> None:
+        dialog = QFileDialog(self, "Add documents")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.filesSelected.connect(lambda files: self.add_paths(list(files)))
+        dialog.open()
+
+    def choose_folder(self) -> None:
+        dialog = QFileDialog(self, "Add a folder of documents")
+        dialog.setFileMode(QFileDialog.FileMode.Directory)
+        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.fileSelected.connect(lambda folder: self.add_paths([folder]))
+        dialog.open()
+
+    def add_paths(self, paths: list[str]) -> None:
+        for p in paths:
+            if p and p not in self.paths:
+                self.paths.append(p)
+        self._rescan()
+
+    def clear_documents(self) -> None:
+        self.paths = []
+        self._rescan()
+
+    def _rescan(self) -> None:
+        self._scan_serial += 1
+        serial = self._scan_serial
+        self.scan = None
+        if not self._name_edited:
+            self.name_edit.clear()
+        if not self.paths:
+            self._show_scan(serial, None)
+            return
+        self.scan_label.setText("Reading the documents…")
+        self.scan_label.show()
+        paths = list(self.paths)
+        Op(lambda: runs.scan_documents(paths)).on_success(lambda scan: self._show_scan(serial, scan)).on_failure(
+            lambda exc: self._show_scan(serial, runs.DocumentScan([], False, error_text(exc)))
+        ).run(self.pool)
+
+    def _show_scan(self, serial: int, scan: runs.DocumentScan | None) -> None:
+        if serial != self._scan_serial:
+            return  # a newer scan is under way
+        self.scan = scan
+        self.clear_button.setVisible(bool(self.paths))
+        self.files.clear()
+        self.files.setVisible(bool(scan and scan.files))
+        grey = QColor(self.palette_.muted)
+        for f in scan.files if scan else []:
+            item = QTreeWidgetItem([
+                _short_path(f.path, self.paths), f.type, human_size(f.size),
+                "-" if f.tokens is None or f.skipped else f"{f.tokens:,}", f"skipped: {f.reason}" if f.skipped else "",
+            ])
+            item.setToolTip(0, f.path)
+            item.setToolTip(4, f.reason or "")
+            for c in (2, 3):
+                item.setTextAlignment(c, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if f.skipped:
+                for c in range(5):
+                    item.setForeground(c, grey)
+            self.files.addTopLevelItem(item)
+        self.scan_label.setVisible(scan is not None)
+        if scan is None:
+            self.scan_label.setText("")
+        else:
+            used = [f for f in scan.files if not f.skipped]
+            skipped = len(scan.files) - len(used)
+            self.scan_label.setText(
+                (f"{len(used)} document{'s' if len(used) != 1 else ''}, about {human_count(scan.total_tokens)} tokens"
+                 if used else "Nothing to learn from yet")
+                + (f" · {skipped} skipped" if skipped else ""))
+        if scan is not None and scan.usable and not self._name_edited:
+            base = self.base_name() or "model"
+            method = self.advanced.method_name()
+            paths = list(self.paths)
+            Op(lambda: runs.suggest_name(base, paths, method)).on_success(self._suggested).run(self.pool)
+        self._inputs_changed()
+
+    def _suggested(self, name: str) -> None:
+        if not self._name_edited and self.scan is not None:
+            self.name_edit.setText(name)
+
+    def _name_typed(self, text: str) -> None:
+        self._name_edited = bool(text.strip())
+
+    # -- advanced --------------------------------------------------------------------------------
+    def _toggle_advanced(self, shown: bool) -> None:
+        self.advanced.setVisible(shown)
+        self.advanced_toggle.setText(("▾" if shown else "▸") + " Advanced")
+
+    # -- the button ------------------------------------------------------------------------------
+    def why_not(self) -> str:
+        """Why the primary button is disabled, or "" when it can start."""
+        base = self._base_problem()
+        if base:
+            return base
+        if self.advanced.objective() == "jsonl":
+            if not self.advanced.data_path():
+                return "Pick a JSONL file under Advanced."
+        elif not self.paths:
+            return "Add documents to learn from: drop files or folders here, or use Add files… or Add folder…"
+        elif self.scan is None:
+            return "Reading the documents…"
+        elif not self.scan.usable:
+            return self.scan.why_not or "None of these files has text to learn from."
+        elif self.advanced.objective() == "qa" and not self.advanced.qa_model():
+            return "Pick the model that writes the questions under Advanced."
+        if not self.name_edit.text().strip():
+            return "Give it a name."
+        try:
+            runs.check_name(self.name_edit.text().strip())
+        except Exception as exc:
+            return error_text(exc)
+        if self.estimate is not None and self.estimate.problems:
+            return " ".join(self.estimate.problems)
+        return ""
+
+    def _update_button(self) -> None:
+        reason = self.why_not()
+        self.start_button.setEnabled(not reason)
+        self.reason_label.setText(reason)
+        self.start_button.setToolTip(reason)
+
+    def _inputs_changed(self) -> None:
+        self._mark_bases()
+        self.estimate = None
+        self.estimate_label.setText("")
+        self._update_button()
+        if not self.why_not():
+            self._estimate_timer.start()
+
+    def spec_inputs(self) -> dict[str, Any]:
+        """The arguments of ``finetune_runs.spec_from_inputs`` for what the form shows."""
+        entry = self.base_entry()
+        assert entry is not None
+        return {"base": entry.name, **self.advanced.spec_inputs(self.paths), "name": self.name_edit.text().strip()}
+
+    def _estimate(self) -> None:
+        if self.why_not():
+            return
+        inputs, scan = self.spec_inputs(), self.scan
+
+        def work() -> runs.CostEstimate:
+            return runs.estimate_cost(inputs, scan)
+
+        serial = self._scan_serial
+        Op(work).on_success(lambda est: self._show_estimate(serial, est)).on_failure(
+            lambda exc: self.estimate_label.setText(error_text(exc))).run(self.pool)
+
+    def _show_estimate(self, serial: int, est: runs.CostEstimate | None) -> None:
+        if serial != self._scan_serial:
+            return
+        self.estimate = est
+        self.estimate_label.setText(estimate_text(est))
+        self._update_button()
+
+    def set_palette(self, p: Palette) -> None:
+        self.palette_ = p
+        self.drop_zone.setStyleSheet(
+            f"QFrame#dropZone {{ border: 2px dashed {p.border}; border-radius: 10px; background: {p.surface}; }}"
+            f"QFrame#dropZone[hover=\"true\"] {{ border-color: {p.accent}; }}")
+        if self.scan is not None:
+            self._show_scan(self._scan_serial, self.scan)
+
+    def set_drop_hover(self, hover: bool) -> None:
+        self.drop_zone.setProperty("hover", "true" if hover else "false")
+        self.drop_zone.style().unpolish(self.drop_zone)
+        self.drop_zone.style().polish(self.drop_zone)
+
+
+class AdvancedPanel(QFrame):
+    """Method, objective, the method's options and the job's, all built from their metadata."""
+
+    changed = Signal()
+
+    def __init__(self, library: LibraryTableModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("card")
+        self.library = library
+        col = QVBoxLayout(self)
+        col.setContentsMargins(16, 14, 16, 14)
+        col.setSpacing(10)
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(8)
+        grid.addWidget(QLabel("Method"), 0, 0)
+        self.method_combo = QComboBox()
+        for m in all_methods():
+            self.method_combo.addItem(m.title, m.name)
+            self.method_combo.setItemData(self.method_combo.count() - 1, m.summary, Qt.ItemDataRole.ToolTipRole)
+        self.method_combo.currentIndexChanged.connect(lambda _i: self._method_changed())
+        grid.addWidget(self.method_combo, 0, 1)
+        self.method_summary = muted("")
+        grid.addWidget(self.method_summary, 1, 1)
+        grid.addWidget(QLabel("Goal"), 2, 0)
+        self.objective_combo = QComboBox()
+        for key, text, tip in OBJECTIVES:
+            self.objective_combo.addItem(text, key)
+            self.objective_combo.setItemData(self.objective_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.objective_combo.currentIndexChanged.connect(lambda _i: self._objective_changed())
+        grid.addWidget(self.objective_combo, 2, 1)
+        self.objective_note = muted("")
+        grid.addWidget(self.objective_note, 3, 1)
+        self.qa_label = QLabel("Question writer")
+        self.qa_combo = QComboBox()
+        self.qa_combo.currentIndexChanged.connect(lambda _i: self.changed.emit())
+        grid.addWidget(self.qa_label, 4, 0)
+        grid.addWidget(self.qa_combo, 4, 1)
+        self.data_label = QLabel("JSONL file")
+        data_row = QHBoxLayout()
+        self.data_edit = QLineEdit()
+        self.data_edit.setPlaceholderText("a .jsonl file, one example a line")
+        self.data_edit.textChanged.connect(lambda _t: self.changed.emit())
+        data_row.addWidget(self.data_edit, 1)
+        data_row.addWidget(button("Choose…", self._choose_data))
+        self.data_box = QWidget()
+        self.data_box.setLayout(data_row)
+        data_row.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(self.data_label, 5, 0)
+        grid.addWidget(self.data_box, 5, 1)
+        self.dpo_box = QCheckBox("The file holds preference pairs (prompt, chosen, rejected): learn the preferences (DPO)")
+        self.dpo_box.toggled.connect(lambda _b: self.changed.emit())
+        grid.addWidget(self.dpo_box, 6, 1)
+        grid.setColumnStretch(1, 1)
+        col.addLayout(grid)
+        col.addWidget(title("Method options", "sectionTitle"))
+        self.method_holder = QVBoxLayout()
+        col.addLayout(self.method_holder)
+        self.method_form = OptionsForm([])
+        col.addWidget(title("Training options", "sectionTitle"))
+        col.addWidget(muted("Left on auto, Hearth picks them from your documents and this computer's memory."))
+        self.job_form = OptionsForm(job_options())
+        self.job_form.changed.connect(self.changed.emit)
+        col.addWidget(self.job_form)
+        library.modelReset.connect(self._fill_qa)
+        self._fill_qa()
+        self._method_changed()
+        self._objective_changed()
+
+    def refresh_methods(self) -> None:
+        """Re-read the method registry (a method registered after the page was built appears)."""
+        current = self.method_name()
+        self.method_combo.blockSignals(True)
+        self.method_combo.clear()
+        for m in all_methods():
+            self.method_combo.addItem(m.title, m.name)
+            self.method_combo.setItemData(self.method_combo.count() - 1, m.summary, Qt.ItemDataRole.ToolTipRole)
+        self.method_combo.blockSignals(False)
+        self.select_method(current)
+        self._method_changed()
+
+    def select_method(self, name: str) -> None:
+        index = self.method_combo.findData(name)
+        self.method_combo.setCurrentIndex(max(0, index))
+
+    def method_name(self) -> str:
+        return str(self.method_combo.currentData() or "lora")
+
+    def _method_changed(self) -> None:
+        method = get_method(self.method_name())
+        self.method_summary.setText(method.summary)
+        self.method_form.setParent(None)
+        self.method_form.deleteLater()
+        self.method_form = OptionsForm(options(method.config_cls))
+        self.method_form.setObjectName(f"methodForm_{method.name}")
+        self.method_form.changed.connect(self.changed.emit)
+        self.method_holder.addWidget(self.method_form)
+        self.changed.emit()
+
+    def objective(self) -> str:
+        return str(self.objective_combo.currentData())
+
+    def select_objective(self, key: str) -> None:
+        self.objective_combo.setCurrentIndex(max(0, self.objective_combo.findData(key)))
+
+    def _objective_changed(self) -> None:
+        key = self.objective()
+        self.objective_note.setText(next(tip for k, _t, tip in OBJECTIVES if k == key))
+        for w in (self.qa_label, self.qa_combo):
+            w.setVisible(key == "qa")
+        for w in (self.data_label, self.data_box, self.dpo_box):
+            w.setVisible(key == "jsonl")
+        self.changed.emit()
+
+    def _fill_qa(self) -> None:
+        current = self.qa_combo.currentText()
+        self.qa_combo.clear()
+        for entry in self.library.entries():
+            self.qa_combo.addItem(entry.name)
+        if current:
+            self.qa_combo.setCurrentIndex(max(0, self.qa_combo.findText(current)))
+
+    def qa_model(self) -> str | None:
+        return self.qa_combo.currentText() or None
+
+    def data_path(self) -> str:
+        return self.data_edit.text().strip()
+
+    def _choose_data(self) -> None:
+        dialog = QFileDialog(self, "Pick a JSONL dataset", "", "JSON lines (*.jsonl *.json)")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.fileSelected.connect(self.data_edit.setText)
+        dialog.open()
+
+    def spec_inputs(self, docs: list[str]) -> dict[str, Any]:
+        key = self.objective()
+        job = dict(self.job_form.values())
+        out: dict[str, Any] = {"method": self.method_name(), "method_options": self.method_form.values()}
+        if key == "jsonl":
+            out["data"] = self.data_path()
+            if self.dpo_box.isChecked():
+                job["objective"] = "dpo"
+        else:
+            out["docs"] = list(docs)
+            job["objective"] = "sft" if key == "qa" else "pretrain"
+            if key == "qa":
+                job["qa_model"] = self.qa_model()
+        known = {f.name for f in dataclasses.fields(FinetuneSpec)}
+        out.update({k: v for k, v in job.items() if k in known})
+        return out
+
+
+def estimate_text(est: runs.CostEstimate | None) -> str:
+    """The estimate in a sentence: memory, time, disk."""
+    if est is None:
+        return "Hearth sizes the run to this computer's memory when it starts."
+    parts = []
+    if est.peak_memory:
+        have = f" ({human_size(est.available_memory)} available)" if est.available_memory else ""
+        parts.append(f"needs about {human_size(est.peak_memory)} of memory{have}")
+    seconds = est.total_seconds
+    if seconds:
+        minutes = seconds / 60
+        parts.append("about " + (f"{max(1, round(minutes))} min" if minutes >= 1 else "a minute")
+                     + " on this machine (estimated)")
+    if est.disk_needed:
+        free = f" ({human_size(est.disk_free)} free)" if est.disk_free else ""
+        parts.append(f"{human_size(est.disk_needed)} of disk{free}")
+    text = ("This run " + ", ".join(parts) + ".") if parts else ""
+    if est.problems:
+        text += " " + " ".join(est.problems)
+    return html.unescape(text.strip())
+
+
+def _short_path(path: str, roots: list[str]) -> str:
+    for root in roots:
+        r = Path(root)
+        if r.is_dir():
+            try:
+                return str(Path(path).relative_to(r.parent))
+            except ValueError:
+                continue
+    return Path(path).name

@@ -1,0 +1,222 @@
+"""What a finished fine-tune shows: the knowledge check, the improvement, samples before vs after, next steps.
+
+Also the error panel of a run that failed or whose process died: one sentence, what to do, details
+(the core's detail and the log path) behind "Show details"; never a traceback on the page itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.finetune.run_state import RunState
+from desktop.views.widgets import button, muted, title
+
+
+def knowledge_sentence(state: RunState) -> str:
+    before, after, total = state.knowledge_before, state.knowledge_after, state.knowledge_total
+    if total and before is not None and after is not None:
+        return (f"Answered {before} of {total} questions about your documents before, "
+                f"{after} of {total} after.")
+    return ""
+
+
+def improvement_sentence(state: RunState) -> str:
+    ratio = state.perplexity_ratio
+    if ratio is None:
+        return ""
+    if ratio >= 1.1:
+        return f"The model now predicts your documents' text {ratio:,.1f}× better."
+    if ratio > 0.95:
+        return "The model predicts your documents' text about as well as before: try more steps or more text."
+    return "The model predicts your documents' text worse than before: try a lower learning rate."
+
+
+class ResultView(QWidget):
+    """The finished run; its buttons emit what the page should do next."""
+
+    chat_requested = Signal()
+    standalone_requested = Signal()
+    ollama_requested = Signal()
+    another_requested = Signal()
+    export_cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(10)
+        self.heading = title("Done")
+        col.addWidget(self.heading)
+        self.where = muted("")
+        col.addWidget(self.where)
+        card = QFrame()
+        card.setObjectName("card")
+        inner = QVBoxLayout(card)
+        inner.setContentsMargins(16, 14, 16, 14)
+        inner.setSpacing(6)
+        self.knowledge_label = QLabel("")
+        self.knowledge_label.setObjectName("sectionTitle")
+        self.knowledge_label.setWordWrap(True)
+        self.improvement_label = QLabel("")
+        self.improvement_label.setWordWrap(True)
+        self.numbers_label = muted("")
+        for w in (self.knowledge_label, self.improvement_label, self.numbers_label):
+            inner.addWidget(w)
+        col.addWidget(card)
+        self.samples_title = title("Before and after", "sectionTitle")
+        col.addWidget(self.samples_title)
+        self.samples = QGridLayout()
+        self.samples.setHorizontalSpacing(12)
+        self.samples.setVerticalSpacing(8)
+        col.addLayout(self.samples)
+        col.addSpacing(6)
+        row = QHBoxLayout()
+        self.chat_button = button("Chat with it", self.chat_requested.emit, kind="primary",
+                                  tip="Open a new chat with the base model and this adapter")
+        self.standalone_button = button("Make a standalone model", self.standalone_requested.emit,
+                                        tip="Merge the adapter into the model: one .gguf file in My Models")
+        self.ollama_button = button("Export for Ollama", self.ollama_requested.emit,
+                                    tip="A standalone model plus a Modelfile for 'ollama create'")
+        self.another_button = button("Teach another", self.another_requested.emit)
+        for b in (self.chat_button, self.standalone_button, self.ollama_button):
+            row.addWidget(b)
+        row.addStretch(1)
+        row.addWidget(self.another_button)
+        col.addLayout(row)
+        export_row = QHBoxLayout()
+        self.export_label = muted("")
+        self.export_bar = QProgressBar()
+        self.export_bar.setFixedWidth(220)
+        self.export_cancel = button("Cancel", self.export_cancel_requested.emit)
+        export_row.addWidget(self.export_label, 1)
+        export_row.addWidget(self.export_bar)
+        export_row.addWidget(self.export_cancel)
+        col.addLayout(export_row)
+        col.addStretch(1)
+        self.show_export(None)
+
+    def show_state(self, state: RunState) -> None:
+        name = str(state.result.get("name") or state.name)
+        self.heading.setText(f"“{name}” is ready")
+        self.where.setText(f"Saved in {state.result.get('path', '')}")
+        self.knowledge_label.setText(knowledge_sentence(state) or "Training finished.")
+        self.improvement_label.setText(improvement_sentence(state))
+        metrics = state.result.get("metrics") or {}
+        before, after = metrics.get("before") or {}, metrics.get("after") or {}
+        if before and after:
+            self.numbers_label.setText(
+                f"Loss on your documents {float(before['eval_loss']):.3f} → {float(after['eval_loss']):.3f}, "
+                f"perplexity {float(before['perplexity']):,.2f} → {float(after['perplexity']):,.2f}.")
+        self._show_samples(list(metrics.get("samples") or []))
+
+    def _show_samples(self, samples: list[dict[str, Any]]) -> None:
+        while self.samples.count():
+            item = self.samples.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self.samples_title.setVisible(bool(samples))
+        if not samples:
+            return
+        for c, text in enumerate(("Prompt", "Before", "After")):
+            head = muted(text)
+            head.setStyleSheet("font-weight: 600;")
+            self.samples.addWidget(head, 0, c)
+        for r, sample in enumerate(samples[:3], start=1):
+            for c, key in enumerate(("prompt", "before", "after")):
+                box = QLabel(_clip(str(sample.get(key, "")).strip() or "(nothing)"))
+                box.setObjectName("sampleText")
+                box.setWordWrap(True)
+                box.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+                box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                box.setToolTip(str(sample.get(key, "")))
+                self.samples.addWidget(box, r, c)
+        for c in range(3):
+            self.samples.setColumnStretch(c, 1)
+
+    def show_export(self, text: str | None, fraction: float | None = None, *, busy: bool = False) -> None:
+        """An export's progress (``busy``), its outcome (``text`` only), or nothing (``None``)."""
+        self.export_label.setVisible(text is not None)
+        self.export_label.setText(text or "")
+        self.export_bar.setVisible(busy)
+        self.export_cancel.setVisible(busy)
+        if fraction is None:
+            self.export_bar.setRange(0, 0)
+        else:
+            self.export_bar.setRange(0, 1000)
+            self.export_bar.setValue(int(fraction * 1000))
+        for b in (self.standalone_button, self.ollama_button):
+            b.setEnabled(not busy)
+
+
+class ErrorPanel(QFrame):
+    """A failed run in one sentence, with the details one click away."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("banner")
+        col = QVBoxLayout(self)
+        col.setContentsMargins(14, 10, 14, 10)
+        col.setSpacing(6)
+        self.sentence = QLabel("")
+        self.sentence.setWordWrap(True)
+        self.sentence.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        col.addWidget(self.sentence)
+        self.toggle = QToolButton()
+        self.toggle.setObjectName("flat")
+        self.toggle.setCheckable(True)
+        self.toggle.setText("▸ Show details")
+        self.toggle.toggled.connect(self._toggle)
+        col.addWidget(self.toggle, 0, Qt.AlignmentFlag.AlignLeft)
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.hide()
+        col.addWidget(self.details)
+        self.hide()
+
+    def _toggle(self, shown: bool) -> None:
+        self.details.setVisible(shown)
+        self.toggle.setText(("▾" if shown else "▸") + " Show details")
+
+    def show_error(self, state: RunState, log_path: str, resumable: bool) -> None:
+        e = state.error
+        keep = (" Your progress up to the last checkpoint is kept: press Resume to continue."
+                if resumable else " Nothing was kept: fix the cause and start again.")
+        if e.get("kind") == "died":
+            text = ("The training process stopped unexpectedly (it may have run out of memory, or been closed)."
+                    + keep)
+        else:
+            message = str(e.get("message") or "The training stopped with an error.").strip()
+            if e.get("kind") == "InternalError":
+                message = "Training stopped because of a problem in Hearth."
+            text = message + (keep if resumable or e.get("kind") == "InternalError" else "")
+        self.sentence.setText(text)
+        if e.get("kind") == "died":
+            lines = ["The job's process ended without a last message: it was killed, ran out of memory, "
+                     "or crashed inside a native library.", str(e.get("message") or "")]
+        else:
+            lines = [f"{e.get('kind', 'Error')}: {e.get('message', '')}"]
+        if e.get("detail"):
+            lines.append(str(e["detail"]))
+        lines.append(f"Log: {log_path or e.get('log') or 'none'}")
+        text = "\n".join(x for x in lines if x)
+        self.details.setPlainText(text)
+        self.details.setFixedHeight(min(160, 24 + 18 * (text.count("\n") + 1)))
+        self.toggle.setChecked(False)
+        self.show()
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
