@@ -551,5 +551,13 @@ class ChatPage(QWidget):
         )
 
     def _adapter_failed(self, message: str) -> None:
+        # The engine keeps what it had: the picker goes back to that.
         self.banner.show_message(message)
-        self.active_label.setText("")
+        active = self.controller.active_adapter()
+        self.adapter_picker.setCurrentIndex(max(0, self.adapter_picker.findData(active.name)))
+        self.scale_slider.blockSignals(True)
+        self.scale_slider.setValue(round(active.scale / SCALE_STEP))
+        self.scale_slider.blockSignals(False)
+        self._show_scale()
+        self._save_adapter()
+        self._adapter_applied(active)

@@ -129,12 +129,13 @@ def test_the_picker_applies_the_adapter_and_the_scale_without_reloading_and_the_
 def test_chat_with_it_opens_a_chat_whose_answer_uses_the_adapter(
     make_window: WindowFactory, qtbot: object, train_root: Path, hearth_home: Path  # noqa: F811
 ) -> None:
-    install_adapter(train_root, hearth_home)
+    install_adapter(train_root, hearth_home, ADAPTER, "broken")
+    (hearth_home / "data" / "adapters" / "broken" / "adapter_model.safetensors").write_bytes(b"not safetensors")
     window = _window(make_window, qtbot)
     _greedy(window.chat)
     window.show_page("models")
     view = window.models.adapters
-    wait_until(qtbot, lambda: view.model.rowCount() == 1 and view.model.row(0).base is not None, 20, "the adapter")
+    wait_until(qtbot, lambda: view.model.rowCount() == 2 and view.model.row(0).base is not None, 20, "the adapters")
     view.select(ADAPTER)
     view.chat_button.click()  # the window wires it to ChatPage.start_chat_with_adapter
     page = window.chat
@@ -150,3 +151,10 @@ def test_chat_with_it_opens_a_chat_whose_answer_uses_the_adapter(
     assert [m.role for m in messages] == ["user", "assistant"]
     assert messages[1].model == str(Library().get(BASE).path)
     assert len(_loras(page)) == 1 and window.store.get(conv_id).title == f"Chat with {ADAPTER}"
+
+    # An adapter that cannot be applied says why in place; the one in use stays on.
+    assert page.set_adapter("broken")
+    wait_until(qtbot, lambda: bool(page.banner.text), 30, "the adapter error")
+    assert page.current_adapter() == (ADAPTER, 1.0) and window.store.get(conv_id).adapter == ADAPTER
+    assert len(_loras(page)) == 1 and Path(_loras(page)[0][0]).parent.name == ADAPTER
+    assert page.active_label.text() == f"{BASE} + {ADAPTER} (×1)"
