@@ -230,3 +230,23 @@ def test_combine_with_another_adapter_of_the_same_base_makes_a_new_adapter(
     view.combine("other-notes", (1.0, 1.0), "mixed")  # the name is taken: said in place
     _wait_idle(qtbot, view, 60)
     assert "already exists" in view.banner.text
+
+
+def test_a_knowledge_check_is_the_score_shown_first(qapp: object, tmp_path: Path) -> None:
+    from core.finetune.adapters import AdapterEntry
+    from desktop.models.adapters import AdapterTableModel
+    from desktop.views.adapters_view import StandaloneDialog, details_html
+
+    manifest = {"base": {"name": "gemma-3-270m-q4_k_m", "sha256": "ab" * 32}, "method": {"name": "lora"},
+                "objective": "pretrain", "data": {"data": "/data/notes.jsonl"}, "created_at": 1_700_000_000,
+                "metrics": {"before": {"eval_loss": 2.5}, "after": {"eval_loss": 1.25},
+                            "knowledge": {"before": 3, "after": 9, "total": 12, "items": []}}}
+    model = AdapterTableModel()
+    model.set_adapters([(AdapterEntry("facts", tmp_path, manifest), 2048)])
+    assert [model.index(0, c).data() for c in range(model.columnCount())][1:] == [
+        "⚠ missing: gemma-3-270m-q4_k_m", "lora", "notes.jsonl", "2023-11-14", "2.0 KB", "3 → 9 of 12"]
+    row = model.row(0)
+    html = details_html(row)
+    assert html.index(">Knowledge check<") < html.index(">Base<") and "answered 3 of 12 before, 9 of 12 after" in html
+    assert "Base model missing: gemma-3-270m-q4_k_m — import it again or locate the file." in html
+    assert StandaloneDialog(row).quant() == "Q4_K_M"  # the default when the base's type is not known
