@@ -446,6 +446,7 @@ class ChatPage(QWidget):
         self.adapter_picker.setCurrentIndex(max(0, self.adapter_picker.findData(chosen)))
         self.adapter_picker.blockSignals(False)
         self.adapter_picker.setEnabled(bool(mine))
+        self.adapter_picker.setVisible(bool(mine))  # a model with no adapters keeps the header plain
         self._show_scale()
         if chosen and chosen not in self._adapters:
             self._apply_adapter()  # its model was switched or it was deleted: take it off
@@ -522,6 +523,8 @@ class ChatPage(QWidget):
     def _show_scale(self) -> None:
         on = bool(self.adapter_picker.currentData())
         self.scale_slider.setEnabled(on)
+        self.scale_slider.setVisible(on)
+        self.scale_label.setVisible(on)
         self.scale_label.setText(f"×{self.scale_slider.value() * SCALE_STEP:.2f}")
 
     def _apply_adapter(self) -> None:

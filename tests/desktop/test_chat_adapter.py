@@ -71,13 +71,16 @@ def test_the_picker_applies_the_adapter_and_the_scale_without_reloading_and_the_
                                                if window.library_model.entry(r).name != BASE)).name
     page.select_model(starter)
     assert _picker_names(page) == ["No adapter"] and not page.adapter_picker.isEnabled()
+    assert not page.adapter_picker.isVisibleTo(page) and not page.scale_slider.isVisibleTo(page)
     _pick_model(page, BASE)
     _greedy(page)  # after the pick: picking a model sets its parameters
     assert _picker_names(page) == ["No adapter", ADAPTER]
     wait_until(qtbot, lambda: page.controller.engine.status is not None and not page.controller.loading, 60, "the model")
+    assert page.adapter_picker.isVisibleTo(page) and not page.scale_slider.isVisibleTo(page)
     assert not page.scale_slider.isEnabled() and page.active_label.text() == ""
 
     assert page.set_adapter(ADAPTER)
+    assert page.scale_slider.isVisibleTo(page) and page.scale_label.text() == "×1.00"
     _wait_scale(qtbot, page, 1.0)
     lora = Path(_loras(page)[0][0])
     assert lora.parent == hearth_home / "data" / "adapters" / ADAPTER and lora.name.endswith(".gguf")  # exported on first use
