@@ -162,6 +162,7 @@ class TeachForm(QWidget):
         col.addWidget(self.advanced)
 
         self.estimate_label = muted("")
+        self.estimate_label.hide()
         col.addWidget(self.estimate_label)
         start_row = QHBoxLayout()
         self.start_button = button("Teach it my documents", self.start_requested.emit, kind="primary")
@@ -374,6 +375,7 @@ class TeachForm(QWidget):
         self._mark_bases()
         self.estimate = None
         self.estimate_label.setText("")
+        self.estimate_label.hide()
         self._update_button()
         if not self.why_not():
             self._estimate_timer.start()
@@ -394,13 +396,14 @@ class TeachForm(QWidget):
 
         serial = self._scan_serial
         Op(work).on_success(lambda est: self._show_estimate(serial, est)).on_failure(
-            lambda exc: self.estimate_label.setText(error_text(exc))).run(self.pool)
+            lambda exc: (self.estimate_label.setText(error_text(exc)), self.estimate_label.show())).run(self.pool)
 
     def _show_estimate(self, serial: int, est: runs.CostEstimate | None) -> None:
         if serial != self._scan_serial:
             return
         self.estimate = est
         self.estimate_label.setText(estimate_text(est))
+        self.estimate_label.show()
         self._update_button()
 
     def set_palette(self, p: Palette) -> None:

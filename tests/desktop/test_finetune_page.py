@@ -322,3 +322,51 @@ def test_the_window_has_the_page_between_my_models_and_settings(make_window: Win
                         raising=False)
     window.finetune.chat_requested.emit("tiny-chat", "notes")
     assert window.current_page() == "chat" and calls == [("tiny-chat", "notes")]
+
+
+def test_events_drive_the_run_view_and_the_result(qtbot: Any, make_page: Callable[[], FinetunePage]) -> None:
+    """The views draw what a RunState holds, whatever feeds it (here: events written by hand)."""
+    from core.finetune.run_state import RunState
+    from desktop import finetune_runs as runs
+
+    page = make_page()
+    state = RunState(name="notes")
+    page.state, page.run_info = state, runs.RunInfo("notes", "running", 1, None, Path("x"), spec={"base": "tiny-chat"})
+    state.subscribe(page._state_changed)
+    page.run_view.watch(state)
+    page.stack.setCurrentIndex(1)
+    events: list[dict[str, Any]] = [
+        {"event": "job_did_start", "pid": 1}, {"event": "stage", "stage": "check", "message": "checking"},
+        {"event": "stage", "stage": "eval", "message": "measuring the base model"},
+        {"event": "knowledge", "phase": "before", "correct": 3, "total": 12},
+        {"event": "settings", "method": "lora", "objective": "pretrain", "total_steps": 8, "estimated_train_s": 240},
+        {"event": "stage", "stage": "train", "message": "training 8 steps"},
+        *({"event": "step", "step": s, "total_steps": 8, "loss": 3.0 - s * 0.2, "lr": 1e-3, "tokens_per_s": 900.0,
+           "eta_s": 8 - s, "elapsed_s": s} for s in range(1, 6)),
+        {"event": "cancelled", "step": 5, "message": "Stopped at step 5"}, {"event": "job_did_end", "code": 130},
+        {"event": "job_did_start", "pid": 2, "resumed": True}, {"event": "resumed", "step": 4, "total_steps": 8},
+        *({"event": "step", "step": s, "total_steps": 8, "loss": 2.0 - s * 0.1, "lr": 1e-3, "tokens_per_s": 950.0,
+           "eta_s": 8 - s, "elapsed_s": s} for s in range(5, 9)),
+        {"event": "eval", "step": 8, "eval_loss": 1.5, "perplexity": 4.48},
+        {"event": "warning", "message": "The held-out loss was lowest at step 6: the model started memorising."},
+    ]
+    for event in events:
+        state.apply(event)
+    page.run_view._redraw()
+    chart = page.run_view.chart
+    assert [s for s, _ in chart.train_points()] == [1, 2, 3, 4, 5, 6, 7, 8]  # step 5 once: trained again
+    assert chart.eval_points() == [(8, 1.5)]
+    assert page.run_view.warning.isVisible() and "memorising" in page.run_view.warning.text()
+    assert page.run_view.numbers.text().startswith("Step 8 of 8 · 950 tokens/s")
+    assert "●  Training" in page_text(page)
+    state.apply({"event": "knowledge", "phase": "after", "correct": 9, "total": 12})
+    state.apply({"event": "done", "name": "notes", "path": "/adapters/notes", "metrics": {
+        "before": {"eval_loss": 2.6, "perplexity": 13.5}, "after": {"eval_loss": 1.4, "perplexity": 4.0},
+        "knowledge": {"before": 3, "after": 9, "total": 12, "items": []},
+        "samples": [{"prompt": "The keeper", "before": "of the", "after": "paints the lamp room blue"}]}})
+    page._show_outcome(state)
+    assert page.view() == "result"
+    result = page.result_view
+    assert result.knowledge_label.text() == "Answered 3 of 12 questions about your documents before, 9 of 12 after."
+    assert result.improvement_label.text() == "The model now predicts your documents' text 3.4× better."
+    assert "paints the lamp room blue" in page_text(page)
