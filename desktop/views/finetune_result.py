@@ -192,16 +192,16 @@ class ErrorPanel(QFrame):
 
     def show_error(self, state: RunState, log_path: str, resumable: bool) -> None:
         e = state.error
-        keep = (" Your progress up to the last checkpoint is kept: press Resume to continue."
-                if resumable else " Nothing was kept: fix the cause and start again.")
-        if e.get("kind") == "died":
+        keep = " Your progress up to the last checkpoint is kept: press Resume to continue." if resumable else ""
+        kind = e.get("kind")
+        if kind == "died":
             text = ("The training process stopped unexpectedly (it may have run out of memory, or been closed)."
-                    + keep)
-        else:
-            message = str(e.get("message") or "The training stopped with an error.").strip()
-            if e.get("kind") == "InternalError":
-                message = "Training stopped because of a problem in Hearth."
-            text = message + (keep if resumable or e.get("kind") == "InternalError" else "")
+                    + (keep or " It stopped before its first checkpoint: start it again from the form."))
+        elif kind == "InternalError":
+            text = ("Training stopped because of a problem in Hearth." + keep
+                    + ("" if keep else " Start it again; if it happens again, the details below help a bug report."))
+        else:  # Hearth's own errors say what to do
+            text = str(e.get("message") or "The training stopped with an error.").strip() + keep
         self.sentence.setText(text)
         if e.get("kind") == "died":
             lines = ["The job's process ended without a last message: it was killed, ran out of memory, "

@@ -370,3 +370,57 @@ def test_events_drive_the_run_view_and_the_result(qtbot: Any, make_page: Callabl
     assert result.knowledge_label.text() == "Answered 3 of 12 questions about your documents before, 9 of 12 after."
     assert result.improvement_label.text() == "The model now predicts your documents' text 3.4× better."
     assert "paints the lamp room blue" in page_text(page)
+
+
+def test_replace_removes_the_old_adapter_then_starts(qtbot: Any, make_page: Callable[[], FinetunePage], docs: Path,
+                                                     hearth_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = make_page()
+    ready(qtbot, page, docs)
+    taken = hearth_home / "data" / "adapters" / "lighthouse-notes"
+    taken.mkdir(parents=True)
+    (taken / "manifest.json").write_text("{}", encoding="utf-8")
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(page, "_start", started.append)
+    page.form.start_button.click()
+    next(b for b in page.replace_box.buttons() if b.text() == "Replace").click()
+    wait_until(qtbot, lambda: bool(started), 10, "the start after the removal")
+    assert not taken.exists() and started[0]["name"] == "lighthouse-notes"
+
+
+def test_an_untrainable_base_is_disabled_with_its_reason(qtbot: Any, make_page: Callable[[], FinetunePage],
+                                                         docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.errors import TrainingError
+    from desktop import finetune_runs as runs
+
+    def check(path: str) -> None:
+        if "tiny-chat" in Path(path).name:
+            raise TrainingError("tiny-chat is a 'llama' model that this test says cannot be trained.")
+
+    monkeypatch.setattr(runs, "check_base", check)
+    page = make_page()
+    drop(page, docs)
+    wait_until(qtbot, lambda: "cannot be trained" in page.form.reason_label.text(), 20, "the base check")
+    combo = page.form.base_combo
+    item = combo.model().item(combo.currentIndex())  # type: ignore[attr-defined]
+    assert not item.isEnabled() and "cannot be trained" in item.toolTip()
+    assert not page.form.start_button.isEnabled() and "cannot be trained" in page.form.base_note.text()
+
+
+def test_a_failed_job_says_what_happened_in_one_sentence(qtbot: Any, make_page: Callable[[], FinetunePage]) -> None:
+    from core.finetune.run_state import RunState
+    from desktop import finetune_runs as runs
+
+    page = make_page()
+    state = RunState(name="notes")
+    page.state, page.run_info = state, runs.RunInfo("notes", "failed", 1, None, Path("x"), spec={"base": "tiny-chat"})
+    page.run_view.watch(state)
+    page.stack.setCurrentIndex(1)
+    state.apply({"event": "error", "kind": "InternalError", "message": "RuntimeError: boom",
+                 "detail": "Traceback (most recent call last):\n  File \"trainer.py\", line 1\nRuntimeError: boom"})
+    page._show_outcome(state)
+    panel = page.run_view.error_panel
+    assert panel.isVisible() and panel.sentence.text().startswith("Training stopped because of a problem in Hearth.")
+    assert "Traceback" not in page_text(page)
+    assert not page.run_view.resume_button.isVisible()  # no checkpoint was left
+    panel.toggle.click()
+    assert "Traceback" in panel.details.toPlainText() and "Log:" in panel.details.toPlainText()
