@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     src.add_argument("--data", metavar="FILE.jsonl", help="a JSONL dataset (chat, ShareGPT, Alpaca, text or preference pairs)")
     p.add_argument("--method", default="lora", help="fine-tuning method (see 'hearth finetune-methods'); default lora")
     p.add_argument("--objective", choices=("sft", "pretrain", "dpo"), help="default: from the data")
-    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, help="passes over the data (default: from the data's size)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--lr", type=float, help="learning rate (default: the method's)")
     p.add_argument("--rank", type=int, help="adapter rank (methods that have one)")
@@ -124,9 +124,17 @@ def _print_result(event: dict[str, Any]) -> None:
     metrics = event.get("metrics", {})
     before, after = metrics.get("before", {}), metrics.get("after", {})
     print(f"Adapter '{event['name']}' saved in {event['path']}")
+    known = metrics.get("knowledge")
+    if known:
+        from core.finetune.knowledge import summary_line
+
+        print(summary_line(known["before"], known["after"], known["total"]))
     if before and after:
-        print(f"Held-out loss {before['eval_loss']:.3f} -> {after['eval_loss']:.3f}, "
-              f"perplexity {before['perplexity']:.2f} -> {after['perplexity']:.2f}")
+        what = "Loss on your documents' text" if known else "Held-out loss"
+        ratio = before["perplexity"] / max(1e-9, after["perplexity"])
+        print(f"{what} {before['eval_loss']:.3f} -> {after['eval_loss']:.3f}, "
+              f"perplexity {before['perplexity']:.2f} -> {after['perplexity']:.2f}"
+              + (f" (the model now predicts it {ratio:.1f}x better)" if ratio >= 1.1 else ""))
     for sample in metrics.get("samples", [])[:2]:
         print(f"\n> {sample['prompt'][:200]}\n  before: {sample['before'][:200]}\n  after:  {sample['after'][:200]}")
 
@@ -153,15 +161,26 @@ class ProgressPrinter:
         elif kind in ("stage", "warning", "resumed", "cancelled", "stopping"):
             self._line({"warning": "warning: "}.get(str(kind), "") + str(event.get("message") or
                        f"resumed at step {event.get('step')} of {event.get('total_steps')}"))
+        elif kind == "knowledge" and event.get("phase") == "before":
+            self._line(f"knowledge check: the base model answers {event['correct']} of {event['total']} "
+                       "fill-in-the-blank questions from your documents")
         elif kind == "settings":
+            for reason in event.get("reasons") or []:
+                self._line(f"plan: {reason}")
+            if event.get("estimated_train_s"):
+                eta = int(event["estimated_train_s"])
+                self._line(f"plan: training should take about {max(1, round(eta / 60))} min on this machine "
+                           f"({human_count(event.get('tokens_to_train', 0))} tokens)")
             self._line(f"{event['method']} / {event['objective']}: {event['total_steps']} steps, "
                        f"{human_count(event['trainable_parameters'])} trained parameters, seq {event['seq_len']} x "
                        f"batch {event['batch']} x accum {event['grad_accum']}, lr {event['lr']:g}, {event['device']}"
                        + (", bf16" if event.get("bf16") else ""))
         elif kind == "data":
             skipped = event.get("skipped") or []
-            self._line(f"data: {event.get('train_examples')} training / {event.get('held_out_examples')} held-out "
-                       f"examples, {event.get('train_tokens')} tokens in {event.get('train_rows')} packed rows"
+            held = (f"{event.get('held_out_examples')} held-out examples" if not event.get("knowledge_probes")
+                    else "every document trained")
+            self._line(f"data: {event.get('train_examples')} training examples / {held}, "
+                       f"{event.get('train_tokens')} tokens in {event.get('train_rows')} packed rows"
                        + (f"; skipped {len(skipped)} file(s)" if skipped else ""))
             for item in skipped[:10]:
                 if isinstance(item, dict):

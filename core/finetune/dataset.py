@@ -10,7 +10,7 @@ from core.errors import DatasetError
 from core.finetune.data.documents import Document, Skipped, chunk_documents, load_documents
 from core.finetune.data.formatting import Encoded, ExampleEncoder
 from core.finetune.data.jsonl import Conversation, Dataset, Example, Preference, Text, read_jsonl
-from core.finetune.data.packing import PackedRows, pack, split_held_out, truncate
+from core.finetune.data.packing import PackedRows, concat, pack, split_held_out, truncate
 from core.finetune.spec import FinetuneSpec
 
 
@@ -30,6 +30,7 @@ class PreparedData:
     held_out: PackedRows
     samples: list[dict[str, Any]]
     summary: dict[str, Any]
+    probes: list[Any] = field(default_factory=list)  # core.finetune.data.probes.Probe: the knowledge check
 
 
 def read_sources(spec: FinetuneSpec) -> Sources:
@@ -62,51 +63,27 @@ def read_sources(spec: FinetuneSpec) -> Sources:
     return Sources(objective, dataset=dataset)
 
 
+EVAL_ROWS = 16  # rows of the documents' own text measured for the loss figure (a sample of the training rows)
+KNOWLEDGE_PROBES = 24  # fill-in-the-blank items of the knowledge check
+
+
 def build(
     sources: Sources, spec: FinetuneSpec, encoder: ExampleEncoder, *, seq_len: int, pad_id: int, packing: bool,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> PreparedData:
-    """Tokenize, split off the held-out part, and pack."""
-    summary: dict[str, Any] = {"objective": sources.objective}
-    examples: list[Example]
+    """Tokenize, split off the held-out part (datasets only: documents are all trained), and pack."""
     if sources.dataset is None:
-        chunk_size = seq_len if sources.objective == "pretrain" else min(seq_len, 512)
-        chunks = chunk_documents(sources.documents, encoder.encode_text, encoder.decode,
-                                 size=chunk_size - 2, overlap=min(spec.chunk_overlap, chunk_size // 4))
-        summary.update(documents=[d.path for d in sources.documents], chunks=len(chunks),
-                       skipped=[{"path": s.path, "reason": s.reason} for s in sources.skipped])
-        if sources.objective == "pretrain":
-            examples = [Text(c.text) for c in chunks]
-        else:
-            from core.finetune.data.synthetic import generate_qa
-
-            progress(f"writing questions and answers from {len(chunks)} chunks with {spec.qa_model}")
-            qa_path = _model_path(str(spec.qa_model))
-            report = generate_qa(chunks, qa_path, per_chunk=spec.qa_per_chunk)
-            summary["synthetic_qa"] = {"model": spec.qa_model, "generated": report.generated, "kept": len(report.pairs),
-                                       "dropped_empty": report.dropped_empty,
-                                       "dropped_duplicate": report.dropped_duplicate, "dropped_long": report.dropped_long}
-            examples = list(report.pairs)
-    else:
-        examples = list(sources.dataset.examples)
-        summary.update(data=spec.data, kinds=sources.dataset.kinds, skipped=sources.dataset.skipped)
+        return _build_documents(sources, spec, encoder, seq_len=seq_len, pad_id=pad_id, packing=packing,
+                                progress=progress)
+    summary: dict[str, Any] = {"objective": sources.objective}
+    examples: list[Example] = list(sources.dataset.examples)
+    summary.update(data=spec.data, kinds=sources.dataset.kinds, skipped=sources.dataset.skipped)
     if len(examples) < 2:
         raise DatasetError("The data has fewer than 2 usable examples: add more text or rows.")
     train_idx, held_idx = split_held_out(len(examples), fraction=spec.eval_fraction, seed=spec.seed)
-    dropped = 0
-
-    def units_of(indices: list[int]) -> list[list[Encoded]]:
-        nonlocal dropped
-        units: list[list[Encoded]] = []
-        for i in indices:
-            unit = _encode(examples[i], sources.objective, encoder, seq_len)
-            if unit is None:
-                dropped += 1
-            else:
-                units.extend(unit)
-        return units
-
-    train_units, held_units = units_of(train_idx), units_of(held_idx)
+    dropped = [0]
+    train_units = _units([examples[i] for i in train_idx], sources.objective, encoder, seq_len, dropped)
+    held_units = _units([examples[i] for i in held_idx], sources.objective, encoder, seq_len, dropped)
     if not train_units:
         raise DatasetError("No example has anything to learn after tokenization (answers empty or cut off): "
                            "raise --seq-len or shorten the prompts.")
@@ -116,9 +93,84 @@ def build(
     held = pack(held_units, seq_len, pad_id=pad_id, packing=packing, seed=spec.seed)
     summary.update(train_examples=len(train_idx), held_out_examples=len(held_idx), train_rows=len(train),
                    held_out_rows=len(held), train_tokens=train.n_tokens, trained_tokens=train.n_trained,
-                   dropped_too_long=dropped, packing_efficiency=round(train.n_tokens / max(1, len(train) * seq_len), 3))
+                   dropped_too_long=dropped[0], packing_efficiency=round(train.n_tokens / max(1, len(train) * seq_len), 3))
     samples = [_sample(examples[i], sources.objective, encoder) for i in held_idx[: spec.samples]]
     return PreparedData(train, held, [s for s in samples if s], summary)
+
+
+def _build_documents(
+    sources: Sources, spec: FinetuneSpec, encoder: ExampleEncoder, *, seq_len: int, pad_id: int, packing: bool,
+    progress: Callable[[str], None],
+) -> PreparedData:
+    """Documents: every chunk is trained (a withheld document's facts could never be learned).
+
+    The loss figure is measured on a sample of the training rows themselves ("how well the model
+    predicts your documents' text"), and what was learned is measured by the knowledge check: fill-in-
+    the-blank probes built from the documents' own sentences (``core.finetune.data.probes``). With a
+    question-answer model the generated pairs are trained after the text in every epoch.
+    """
+    from core.finetune.data.probes import build_probes
+
+    summary: dict[str, Any] = {"objective": sources.objective}
+    chunk_size = seq_len - 2
+    chunks = chunk_documents(sources.documents, encoder.encode_text, encoder.decode,
+                             size=chunk_size, overlap=min(spec.chunk_overlap, chunk_size // 8))
+    summary.update(documents=[d.path for d in sources.documents], chunks=len(chunks),
+                   skipped=[{"path": s.path, "reason": s.reason} for s in sources.skipped])
+    dropped = [0]
+    text_units = _units([Text(c.text) for c in chunks], "pretrain", encoder, seq_len, dropped)
+    if not text_units:
+        raise DatasetError("The documents give no text to learn after tokenization: add documents with more text.")
+    parts = [pack(text_units, seq_len, pad_id=pad_id, packing=packing, seed=spec.seed)]
+    if spec.qa_model:
+        from core.finetune.data.synthetic import generate_qa
+
+        qa_chunks = chunks if chunk_size <= 512 else chunk_documents(
+            sources.documents, encoder.encode_text, encoder.decode, size=510, overlap=64)
+        progress(f"writing questions and answers from {len(qa_chunks)} chunks with {spec.qa_model}")
+        report = generate_qa(qa_chunks, _model_path(str(spec.qa_model)), per_chunk=spec.qa_per_chunk)
+        summary["synthetic_qa"] = {"model": spec.qa_model, "generated": report.generated, "kept": len(report.pairs),
+                                   "dropped_empty": report.dropped_empty,
+                                   "dropped_duplicate": report.dropped_duplicate, "dropped_long": report.dropped_long,
+                                   "examples": [p.messages for p in report.pairs[:5]]}
+        qa_units = _units(list(report.pairs), "sft", encoder, seq_len, dropped)
+        if qa_units:
+            parts.append(pack(qa_units, seq_len, pad_id=pad_id, packing=packing, seed=spec.seed))
+    train = concat(parts, pad_id=pad_id)
+    eval_rows = _spread(len(parts[0]), EVAL_ROWS)
+    held = parts[0].subset(eval_rows)
+    probes = build_probes([(d.path, d.text) for d in sources.documents], max_probes=KNOWLEDGE_PROBES, seed=spec.seed)
+    summary.update(train_examples=len(chunks) + (summary.get("synthetic_qa") or {}).get("kept", 0),
+                   held_out_examples=0, held_out_documents=0, train_rows=len(train), held_out_rows=len(held),
+                   train_tokens=train.n_tokens, trained_tokens=train.n_trained, dropped_too_long=dropped[0],
+                   packing_efficiency=round(train.n_tokens / max(1, len(train) * seq_len), 3),
+                   evaluation="the documents' own text (every document is trained) and a knowledge check of "
+                              f"{len(probes)} fill-in-the-blank questions built from them",
+                   knowledge_probes=len(probes))
+    if len(parts) > 1:
+        summary["phases"] = ["documents' text", "question-answer pairs"]
+    step = max(1, len(chunks) // max(1, spec.samples))
+    samples = [_sample(Text(c.text), "pretrain", encoder) for c in chunks[::step][: spec.samples]]
+    return PreparedData(train, held, [s for s in samples if s], summary, probes)
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices spread evenly over ``range(n)``."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def _units(examples: list[Example], objective: str, encoder: ExampleEncoder, seq_len: int,
+           dropped: list[int]) -> list[list[Encoded]]:
+    units: list[list[Encoded]] = []
+    for example in examples:
+        unit = _encode(example, objective, encoder, seq_len)
+        if unit is None:
+            dropped[0] += 1
+        else:
+            units.extend(unit)
+    return units
 
 
 def _encode(example: Example, objective: str, enc: ExampleEncoder, seq_len: int) -> list[list[Encoded]] | None:

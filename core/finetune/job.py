@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import TrainingError
-from core.finetune import adapters
+from core.finetune import adapters, knowledge, planner
 from core.finetune.base_model import BaseModel, check_trainable, load_for_training, resolve_base, sha256_of
 from core.finetune.data.formatting import ExampleEncoder
 from core.finetune.dataset import PreparedData, build, read_sources
+from core.finetune.knowledge import summary_line
 from core.finetune.methods import build_config, get_method
 from core.finetune.resources import Plan, pick_device, plan
 from core.finetune.spec import FinetuneSpec
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # torch comes in only once a job runs (in its own process)
 
 Emit = Callable[[dict[str, Any]], None]
 EXIT_CANCELLED = 130
+NEVER = 1 << 30
 
 
 def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:
@@ -75,7 +77,12 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             four_bit = reason is None
             if reason:
                 emit({"event": "warning", "message": f"QLoRA: {reason}; training LoRA over the 16/32-bit base instead."})
-        resources = _plan(spec, method, base, device, bf16, four_bit)
+        documents = sources.dataset is None
+        est_tokens = planner.estimate_tokens(sum(len(d.text) for d in sources.documents)) if documents else 0
+        prefer_seq = planner.before_data(documents=documents, est_tokens=est_tokens, seq_len=spec.seq_len)
+        rows_per_step = (planner.documents_rows_per_step(max(1, est_tokens // max(1, (prefer_seq or 1024) - 64)))
+                         if documents and not (spec.batch or spec.grad_accum) else None)
+        resources = _plan(spec, method, base, device, bf16, four_bit, prefer_seq, rows_per_step)
         emit({"event": "plan", **resources.to_dict()})
         work.mkdir(parents=True, exist_ok=True)
         (work / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1), encoding="utf-8")
@@ -91,7 +98,12 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
         data = _data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit)
         emit({"event": "data", **{k: v for k, v in data.summary.items() if k != "documents"}})
 
-        ctx = PrepareContext(lr=spec.lr or method.default_lr, weight_decay=0.0, device=torch.device(device),
+        cores = torch.get_num_threads() if device == "cpu" else 64
+        sched = planner.schedule(documents=documents, rows=len(data.train), tokens=data.train.n_tokens,
+                                 rows_per_step=resources.batch * resources.grad_accum, method_lr=method.default_lr,
+                                 parameters=base.parameters, cores=cores, epochs=spec.epochs,
+                                 max_steps=spec.max_steps, lr=spec.lr)
+        ctx = PrepareContext(lr=sched.lr, weight_decay=0.0, device=torch.device(device),
                              model_type=str(model.config.model_type), parameters=base.parameters,
                              tokenizer_path=str(folder))
         prepared = method.prepare(model, method_config, ctx)
@@ -102,26 +114,35 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             emit({"event": "warning", "message": note})
         n_trainable = sum(p.numel() for p in prepared.trainable_parameters())
         settings = TrainSettings(
-            objective=data.summary["objective"], epochs=spec.epochs, max_steps=spec.max_steps, lr=ctx.lr,
+            objective=data.summary["objective"], epochs=sched.epochs, max_steps=sched.max_steps, lr=ctx.lr,
             batch=resources.batch, grad_accum=resources.grad_accum, seq_len=resources.seq_len,
             gradient_checkpointing=resources.gradient_checkpointing, bf16=resources.bf16, seed=spec.seed,
-            save_every=spec.save_every, eval_every=spec.eval_every, dpo_beta=spec.dpo_beta,
+            save_every=spec.save_every, dpo_beta=spec.dpo_beta,
+            # Documents have no held-out text: evaluating the training text mid-run would only cost time.
+            eval_every=spec.eval_every or (NEVER if documents else 0),
         )
         trainer = Trainer(prepared, settings, data.train, data.held_out, device=torch.device(device),
                           packing=method.packing, emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir)
         optimizer = prepared.make_optimizer()
+        seen_tokens = int(data.train.n_tokens / max(1, len(data.train)) * sum(
+            len(m) for step in trainer.schedule for m in step))
+        estimate = planner.estimated_seconds(total_tokens=seen_tokens, parameters=base.parameters, cores=cores)
         emit({"event": "settings", "method": method.name, "objective": settings.objective, "lr": settings.lr,
-              "epochs": spec.epochs, "total_steps": trainer.total_steps, "trainable_parameters": n_trainable,
+              "epochs": settings.epochs, "total_steps": trainer.total_steps, "trainable_parameters": n_trainable,
               "batch": settings.batch, "grad_accum": settings.grad_accum, "seq_len": settings.seq_len,
-              "gradient_checkpointing": settings.gradient_checkpointing, "bf16": settings.bf16, "device": device})
+              "gradient_checkpointing": settings.gradient_checkpointing, "bf16": settings.bf16, "device": device,
+              "tokens_to_train": seen_tokens, "estimated_train_s": round(estimate, 1), "reasons": sched.reasons})
 
         if resuming:
             state, saved_state = trainer.load_checkpoint(optimizer)
             before = saved_state["before"]
             emit({"event": "resumed", "step": state.step, "total_steps": trainer.total_steps})
         else:
-            emit({"event": "stage", "stage": "eval", "message": "measuring the base model on held-out data"})
-            before = _measure(trainer, data, tokenizer, spec, reference=True)
+            emit({"event": "stage", "stage": "eval", "message": "measuring the base model"
+                  + (" and checking what it knows of the documents" if data.probes else " on held-out data")})
+            before = _measure(trainer, data, encoder, spec, reference=True)
+            if "knowledge" in before:
+                emit({"event": "knowledge", "phase": "before", **before["knowledge"]})
             state = TrainState()
         keep_work = True  # from here a checkpoint may exist: keep the folder for --resume
         emit({"event": "stage", "stage": "train", "message": f"training {trainer.total_steps} steps"})
@@ -135,9 +156,15 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             emit({"event": "cancelled", "step": state.step, "message": f"Stopped at step {state.step}; "
                   f"continue with --resume --out {spec.name}."})
             return EXIT_CANCELLED
-        emit({"event": "stage", "stage": "eval", "message": "measuring the tuned model on held-out data"})
-        after = _measure(trainer, data, tokenizer, spec, reference=False)
+        emit({"event": "stage", "stage": "eval", "message": "measuring the tuned model"
+              + (" and checking what it learned" if data.probes else " on held-out data")})
+        after = _measure(trainer, data, encoder, spec, reference=False)
         emit({"event": "eval", "step": state.step, "eval_loss": after["eval_loss"], "perplexity": after["perplexity"]})
+        if "knowledge" in after:
+            emit({"event": "knowledge", "phase": "after", **after["knowledge"],
+                  "before": before["knowledge"]["correct"], "after": after["knowledge"]["correct"],
+                  "message": summary_line(before["knowledge"]["correct"], after["knowledge"]["correct"],
+                                          after["knowledge"]["total"])})
         overfit = overfitting_warning(state.evals, after["eval_loss"])
         if overfit:
             emit({"event": "warning", "message": overfit})
@@ -164,14 +191,15 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
         raise
 
 
-def _plan(spec: FinetuneSpec, method: Any, base: BaseModel, device: str, bf16: bool, four_bit: bool) -> Plan:
+def _plan(spec: FinetuneSpec, method: Any, base: BaseModel, device: str, bf16: bool, four_bit: bool,
+          prefer_seq: int | None, rows_per_step: int | None) -> Plan:
     hidden, layers, vocab = _shape(base)
     fraction = 1.0 if method.output == "model" else 0.02
     full_weights = method.output == "model" or method.name == "delta-lora"
     return plan(device=device, bf16=bf16, parameters=base.parameters, trainable_fraction=fraction, hidden=hidden,
                 layers=layers, vocab=vocab, context=base.context_length, seq_len=spec.seq_len, batch=spec.batch,
                 grad_accum=spec.grad_accum, checkpointing=spec.gradient_checkpointing, full_weights=full_weights,
-                four_bit=four_bit)
+                four_bit=four_bit, prefer_seq_len=prefer_seq, rows_per_step=rows_per_step)
 
 
 def _shape(base: BaseModel) -> tuple[int, int, int]:
@@ -223,10 +251,14 @@ def overfitting_warning(evals: list[dict[str, Any]], final_loss: float) -> str |
             f"(--max-steps {best['step']}) or more data would generalise better.")
 
 
-def _measure(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: FinetuneSpec, *, reference: bool) -> dict[str, Any]:
+def _measure(trainer: Trainer, data: PreparedData, encoder: ExampleEncoder, spec: FinetuneSpec, *,
+             reference: bool) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(trainer.evaluate(reference=reference))
     metrics.pop("segment_logp", None)
-    metrics["samples"] = _generate(trainer, data, tokenizer, spec, reference=reference)
+    if data.probes:
+        result = knowledge.score(trainer, encoder, data.probes, reference=reference)
+        metrics["knowledge"] = {**result.to_dict(), "picked": result.picked}
+    metrics["samples"] = _generate(trainer, data, encoder.tokenizer, spec, reference=reference)
     return metrics
 
 
@@ -240,8 +272,10 @@ def _generate(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: Finetu
         for sample in data.samples:
             ids = torch.tensor([sample["ids"]], device=trainer.device)
             with trainer._autocast():
+                # use_cache: the training config turns the KV cache off, and without it every new token
+                # re-runs the whole sequence.
                 gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=spec.sample_tokens,
-                                     do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                                     do_sample=False, pad_token_id=tokenizer.pad_token_id, use_cache=True)
             text = tokenizer.decode(gen[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
             out.append({"prompt": sample["prompt"], "output": text.strip(), "expected": sample.get("expected", "")})
     return out
@@ -270,12 +304,22 @@ def _manifest(spec: FinetuneSpec, base: BaseModel, method_name: str, method_conf
             "after": {k: after[k] for k in ("eval_loss", "perplexity")},
             "samples": [{"prompt": b["prompt"], "before": b["output"], "after": a["output"], "expected": b["expected"]}
                         for b, a in zip(before["samples"], after["samples"], strict=True)],
+            **({"knowledge": _knowledge_report(data, before["knowledge"], after["knowledge"])}
+               if "knowledge" in after else {}),
             "train_loss": state.history[-1]["loss"] if state.history else None,
             "loss_history": state.history,
             "eval_history": state.evals,
             "duration_s": round(time.time() - started, 1),
         },
     }
+
+
+def _knowledge_report(data: PreparedData, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The knowledge check for the manifest: the counts and every item with the model's pick before and after."""
+    items = [{"question": p.question, "answer": p.answer, "choices": list(p.choices), "kind": p.kind,
+              "source": p.source, "before": p.choices[b], "after": p.choices[a]}
+             for p, b, a in zip(data.probes, before["picked"], after["picked"], strict=True)]
+    return {"before": before["correct"], "after": after["correct"], "total": after["total"], "items": items}
 
 
 def main(spec: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:

@@ -78,9 +78,14 @@ def estimate_bytes(
 def plan(
     *, device: str, bf16: bool, parameters: int, trainable_fraction: float, hidden: int, layers: int, vocab: int,
     context: int | None, seq_len: int | None, batch: int | None, grad_accum: int | None,
-    checkpointing: bool | None, full_weights: bool, four_bit: bool = False,
+    checkpointing: bool | None, full_weights: bool, four_bit: bool = False, prefer_seq_len: int | None = None,
+    rows_per_step: int | None = None,
 ) -> Plan:
-    """Settings that fit in memory, keeping every value the user fixed; ``TrainingError`` when they cannot fit."""
+    """Settings that fit in memory, keeping every value the user fixed; ``TrainingError`` when they cannot fit.
+
+    ``prefer_seq_len`` caps the row length the data calls for, ``rows_per_step`` the rows per optimizer
+    step (micro-batch times accumulation) it wants; both yield to what the user set.
+    """
     weight_bytes = 4 if full_weights or not bf16 else 2
     if four_bit:
         weight_bytes = 1
@@ -88,9 +93,9 @@ def plan(
     available = available_memory(device)
     budget = int(available * 0.85)
     trainable = int(parameters * trainable_fraction)
-    max_len = min(2048, context or 2048)
+    max_len = min(2048, context or 2048, prefer_seq_len or 2048)
     seq_options = [seq_len] if seq_len else [s for s in (1024, 512, 256, 128) if s <= max_len] or [max_len]
-    batch_options = [batch] if batch else [8, 4, 2, 1]
+    batch_options = [batch] if batch else [b for b in (8, 4, 2, 1) if b <= (rows_per_step or 8)]
     ckpt_options = [checkpointing] if checkpointing is not None else [False, True]
 
     def cost(s: int, b: int, c: bool) -> int:
@@ -104,7 +109,7 @@ def plan(
                     continue  # beyond this a bigger micro-batch brings no speed, only memory
                 need = cost(s, b, c)
                 if need <= budget:
-                    accum = grad_accum or max(1, 8 // b)
+                    accum = grad_accum or max(1, (rows_per_step or 8) // b)
                     return Plan(device, bf16, weight_bytes, s, b, accum, c, need, available)
     s, b, c = seq_options[-1], batch_options[-1], ckpt_options[-1]
     need = cost(s, b, c)

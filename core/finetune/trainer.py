@@ -92,6 +92,7 @@ class Trainer:
         self.train_rows = to_tensors(train, device)
         self.eval_rows = to_tensors(held_out, device) if len(held_out) else None
         self.n_train = len(train)
+        self.train_phases: list[int] = list(getattr(train, "phases", []) or [])
         lm = prepared.causal_lm
         self.head = lm.get_output_embeddings()
         config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
@@ -109,9 +110,14 @@ class Trainer:
         """Optimizer steps, each a list of micro-batches of row indices; fixed by the seed (resume replays it)."""
         steps: list[list[list[int]]] = []
         epochs = max(1, math.ceil(self.s.epochs))
+        phases = self.train_phases or [self.n_train]
         for epoch in range(epochs):
             g = torch.Generator().manual_seed(self.s.seed * 1000 + epoch)
-            order = torch.randperm(self.n_train, generator=g).tolist()
+            # Each phase's rows in a fresh order, the phases one after another (documents, then Q&A).
+            order, start = [], 0
+            for size in phases:
+                order += [start + i for i in torch.randperm(size, generator=g).tolist()]
+                start += size
             if epoch == epochs - 1 and self.s.epochs < epochs:
                 order = order[: max(1, round(self.n_train * (self.s.epochs - epoch)))]
             micro = [order[i : i + self.s.batch] for i in range(0, len(order), self.s.batch)]

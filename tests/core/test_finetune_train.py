@@ -181,7 +181,9 @@ def test_documents_become_synthetic_questions_and_answers_for_sft(tiny_pair: tup
     assert data["objective"] == "sft"
     qa = data["synthetic_qa"]
     assert qa["kept"] == 3 and qa["generated"] > qa["kept"] and qa["dropped_duplicate"] == qa["generated"] - 3
-    assert data["train_examples"] + data["held_out_examples"] == 3
+    # The pairs are trained after the documents' own text (every chunk of it), no document withheld.
+    assert data["held_out_examples"] == 0 and data["phases"] == ["documents' text", "question-answer pairs"]
+    assert data["train_examples"] == data["chunks"] + 3
     (adapter,) = [a for a in list_adapters() if a.name == "from-docs"]
     assert adapter.manifest["objective"] == "sft" and adapter.manifest["data"]["synthetic_qa"] == qa
 
@@ -353,3 +355,44 @@ def test_starter_model_fine_tunes_for_a_few_steps(starter_model: Path, tmp_path:
     assert manifest["base"]["architecture"] == "gemma3"
     assert manifest["metrics"]["after"]["eval_loss"] < manifest["metrics"]["before"]["eval_loss"]
     assert time.monotonic() - started < 300
+
+
+def test_a_documents_job_trains_every_document_enough_steps_and_checks_knowledge(
+    tiny_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from core.finetune import planner
+
+    gguf, _hf = tiny_pair
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    facts = [
+        "The harbour office of Velmora opened in 1931 under Harbourmaster Ilse Brandt. It keeps 14 boats.",
+        "The ferry to Orrin Island leaves at 7 each morning. Captain Tomas Ruud has steered it since 1988.",
+        "Members of the Velmora Rowing Club pay 120 crowns a year. The club was founded by Marta Vell in 1952.",
+    ]
+    for i, text in enumerate(facts):
+        (docs / f"note-{i}.md").write_text((text + " ") * 3, encoding="utf-8")
+    # No steps, epochs, rows or batch given: the planner picks them from the data.
+    from core.finetune.job import run
+
+    events: list[dict[str, Any]] = []
+    code = run({"base": str(gguf), "name": "docs", "docs": [str(docs)], "samples": 1, "sample_tokens": 4,
+                "save_every": 0}, events.append, lambda: False)
+    assert code == 0
+    data = next(e for e in events if e["event"] == "data")
+    assert data["held_out_examples"] == 0 and data["held_out_documents"] == 0
+    manifest = list_adapters()[0].manifest
+    assert sorted(Path(p).name for p in manifest["data"]["documents"]) == ["note-0.md", "note-1.md", "note-2.md"]
+    settings = next(e for e in events if e["event"] == "settings")
+    assert settings["total_steps"] >= min(planner.DOC_STEP_FLOOR, planner.DOC_MAX_EPOCHS * data["train_rows"])
+    assert settings["epochs"] > 3 and settings["reasons"]
+    assert len(_steps(events)) == settings["total_steps"]
+    knowledge = [e for e in events if e["event"] == "knowledge"]
+    assert [e["phase"] for e in knowledge] == ["before", "after"]
+    total = knowledge[0]["total"]
+    assert total >= 3 and 0 <= knowledge[0]["correct"] <= total and 0 <= knowledge[1]["correct"] <= total
+    report = manifest["metrics"]["knowledge"]
+    assert (report["before"], report["after"], report["total"]) == (
+        knowledge[0]["correct"], knowledge[1]["correct"], total)
+    assert len(report["items"]) == total and all(i["answer"] in i["choices"] for i in report["items"])
+    assert f"answered {report['before']} of {total} before, {report['after']} of {total} after" in knowledge[1]["message"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.finetune.data.formatting import Encoded
 
@@ -28,9 +28,41 @@ class PackedRows:
     segments: list[list[int]]  # example id per token (-1: padding); DPO pairs use 2*i and 2*i+1
     n_tokens: int  # real (non-padding) tokens
     n_trained: int
+    # Rows per phase, in training order (documents' text, then question-answer pairs); empty: one phase.
+    phases: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def subset(self, indices: Sequence[int]) -> PackedRows:
+        """The rows at ``indices`` (one phase)."""
+        rows = PackedRows([self.input_ids[i] for i in indices], [self.targets[i] for i in indices],
+                          [self.positions[i] for i in indices], [self.segments[i] for i in indices], 0, 0)
+        rows.n_tokens = sum(sum(1 for s in seg if s >= 0) for seg in rows.segments)
+        rows.n_trained = sum(sum(1 for t in tgt if t != IGNORE) for tgt in rows.targets)
+        return rows
+
+
+def concat(parts: Sequence[PackedRows], *, pad_id: int) -> PackedRows:
+    """Rows of several packs one after another, each pack a phase of its own (all the same width)."""
+    width = max((len(r) for p in parts for r in p.input_ids), default=0)
+    out = PackedRows([], [], [], [], 0, 0, [])
+    offset = 0
+    for part in parts:
+        if not len(part):
+            continue
+        for ids, tgt, pos, seg in zip(part.input_ids, part.targets, part.positions, part.segments, strict=True):
+            pad = width - len(ids)
+            out.input_ids.append(ids + [pad_id] * pad)
+            out.targets.append(tgt + [IGNORE] * pad)
+            out.positions.append(pos + list(range(pad)))
+            # Segment ids stay distinct across parts (the knowledge check and DPO read them per row).
+            out.segments.append([s + offset if s >= 0 else -1 for s in seg] + [-1] * pad)
+        offset += max((max(seg) for seg in part.segments), default=-1) + 1
+        out.n_tokens += part.n_tokens
+        out.n_trained += part.n_trained
+        out.phases.append(len(part))
+    return out
 
 
 def targets_of(example: Encoded) -> list[int]:
