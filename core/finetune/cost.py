@@ -28,8 +28,8 @@ METHOD_OF_ESTIMATE = "calibrated formula"
 # tokenizer, measuring the base and the tuned model (loss, knowledge check, sample answers), saving the
 # adapter and hashing the base. Measured at 20-50 s for Gemma 3 270M on 2 cores; rounded up.
 OVERHEAD_S = 60.0
-# The first fine-tune of a GGUF base dequantizes it into the cache (base_model: "takes a minute").
-CONVERSION_S = 60.0
+# The first fine-tune of a GGUF base dequantizes it into the cache: 75-95 s for the 270M starter.
+CONVERSION_S = 80.0
 MEMORY_BUDGET = 0.85  # the share of the free memory a plan may use (as resources.plan)
 ADAPTER_FRACTION = 0.02  # the trainable share an adapter method is planned with (as the job's _plan)
 GPU_CORES = 64  # what the planner's CPU speed formula is given for a GPU (as the job does)
@@ -159,7 +159,7 @@ def estimate_cost(spec: FinetuneSpec, scan: DocumentScan | None = None) -> CostE
     steps, rows_seen = _steps(rows, sched.epochs, sched.max_steps, batch, accum)
     tokens_seen = int(row_tokens / max(1, rows) * rows_seen)
     train_s = planner.estimated_seconds(total_tokens=tokens_seen, parameters=base.parameters,
-                                        cores=_cores(target.device))
+                                        cores=_cores(target.device), documents=documents)
 
     adapter_bytes = trainable * 4 * 3  # the weights, and the checkpoint's copy with Adam's state
     conversion_bytes = 0

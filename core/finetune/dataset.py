@@ -63,7 +63,7 @@ def read_sources(spec: FinetuneSpec) -> Sources:
     return Sources(objective, dataset=dataset)
 
 
-EVAL_ROWS = 16  # rows of the documents' own text measured for the loss figure (a sample of the training rows)
+EVAL_ROWS = 4  # rows of the documents' own text measured for the loss figure (a sample of the training rows)
 KNOWLEDGE_PROBES = 24  # fill-in-the-blank items of the knowledge check
 
 

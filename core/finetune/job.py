@@ -119,14 +119,15 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             gradient_checkpointing=resources.gradient_checkpointing, bf16=resources.bf16, seed=spec.seed,
             save_every=spec.save_every, dpo_beta=spec.dpo_beta,
             # Documents have no held-out text: evaluating the training text mid-run would only cost time.
-            eval_every=spec.eval_every or (NEVER if documents else 0),
+            eval_every=spec.eval_every or (NEVER if documents else 0), schedule=sched.lr_schedule,
         )
         trainer = Trainer(prepared, settings, data.train, data.held_out, device=torch.device(device),
                           packing=method.packing, emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir)
         optimizer = prepared.make_optimizer()
         seen_tokens = int(data.train.n_tokens / max(1, len(data.train)) * sum(
             len(m) for step in trainer.schedule for m in step))
-        estimate = planner.estimated_seconds(total_tokens=seen_tokens, parameters=base.parameters, cores=cores)
+        estimate = planner.estimated_seconds(total_tokens=seen_tokens, parameters=base.parameters, cores=cores,
+                                             documents=documents)
         emit({"event": "settings", "method": method.name, "objective": settings.objective, "lr": settings.lr,
               "epochs": settings.epochs, "total_steps": trainer.total_steps, "trainable_parameters": n_trainable,
               "batch": settings.batch, "grad_accum": settings.grad_accum, "seq_len": settings.seq_len,

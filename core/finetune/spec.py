@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import TrainingError
-from core.finetune.methods.registry import OptionSpec
+from core.finetune.methods.registry import OptionSpec, opt
 
 OBJECTIVES = ("sft", "pretrain", "dpo")
 GROUPS = ("job", "advanced", "expert")
@@ -22,14 +22,7 @@ _NOT_AN_OPTION: dict[str, Any] = {"form": False}
 
 def _opt(default: Any, label: str, help: str, *, group: str = "job", min: float | None = None,
          max: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
-    meta: dict[str, Any] = {"label": label, "help": help, "group": group}
-    if min is not None:
-        meta["min"] = min
-    if max is not None:
-        meta["max"] = max
-    if choices is not None:
-        meta["choices"] = choices
-    return field(default=default, metadata=meta)
+    return opt(default, help, min=min, max=max, choices=choices, label=label, group=group)
 
 
 @dataclass(frozen=True)
@@ -101,9 +94,9 @@ class FinetuneSpec:
     dpo_beta: float = _opt(
         0.1, "DPO strength", "For 'dpo': how far the model may move from the base to prefer the chosen "
         "answers. Higher keeps it closer to the base.", group="expert", min=0.001, max=10.0)
-    samples: int = _opt(3, "Sample answers", "How many prompts to answer before and after training, to "
+    samples: int = _opt(2, "Sample answers", "How many prompts to answer before and after training, to "
                         "compare.", group="expert", min=0, max=50)
-    sample_tokens: int = _opt(48, "Sample length (tokens)", "How long each sample answer is.", group="expert",
+    sample_tokens: int = _opt(32, "Sample length (tokens)", "How long each sample answer is.", group="expert",
                               min=1, max=4096)
     device: str = _opt("auto", "Train on", "Where training runs: 'auto' uses a supported GPU when there is "
                        "one, else the CPU.", group="advanced", choices=("auto", "cpu", "cuda", "mps"))

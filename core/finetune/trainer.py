@@ -47,6 +47,7 @@ class TrainSettings:
     save_every: int = 50
     eval_every: int = 0  # 0: a few times per run
     dpo_beta: float = 0.1
+    schedule: str = "cosine"  # after warm-up: "cosine" (to a tenth) or "constant"
 
 
 @dataclass
@@ -132,6 +133,8 @@ class Trainer:
         warmup = max(1, round(self.total_steps * self.s.warmup_ratio))
         if step < warmup:
             return (step + 1) / warmup
+        if self.s.schedule == "constant":
+            return 1.0
         progress = (step - warmup) / max(1, self.total_steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 

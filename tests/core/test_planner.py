@@ -47,7 +47,8 @@ def test_datasets_keep_three_epochs_and_the_methods_rate() -> None:
 
 
 def test_rows_get_shorter_and_steps_smaller_for_little_text() -> None:
-    assert planner.documents_row_length(1_500) == 256
+    assert planner.documents_row_length(1_500) == 128
+    assert planner.documents_row_length(20_000) == 256
     assert planner.documents_row_length(100_000) == 512
     assert planner.documents_row_length(1_000_000) == 1024
     assert planner.documents_rows_per_step(7) == 1

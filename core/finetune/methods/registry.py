@@ -141,9 +141,9 @@ def _convert(method: str, spec: OptionSpec, raw: Any) -> Any:
 
 
 def opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-        choices: tuple[Any, ...] | None = None) -> Any:
-    """A config field with the metadata forms and the command line read."""
-    meta: dict[str, Any] = {"help": help}
+        choices: tuple[Any, ...] | None = None, **more: Any) -> Any:
+    """A config field with the metadata forms and the command line read (``more``: e.g. label, group)."""
+    meta: dict[str, Any] = {"help": help, **more}
     if min is not None:
         meta["min"] = min
     if max is not None:
