@@ -206,7 +206,7 @@ def run_baseline(starter: Path) -> list[dict[str, Any]]:
 
 # -- main ----------------------------------------------------------------------------------------------
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)  # "--method X" is for the child, not "--methods"
     parser.add_argument("--methods", action="store_true", help="also run each other method")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-default", action="store_true")
