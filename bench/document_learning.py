@@ -263,7 +263,7 @@ def main() -> None:
             load = next((t for label, t in result["breakdown"] if label.startswith("model:")), 0.0)
             rows.append((f"hearth --method {method}", acc, result["wall_s"], result["peak_mb"],
                          f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
-            print(f"{method}: {acc:.0%} in {result['wall_s']:.0f} s (loading {load:.0f} s, warm), peak "
+            print(f"{method}: {acc:.0%} in {result['wall_s']:.0f} s (loading {load:.0f} s), peak "
                   f"{result['peak_mb']:.0f} MB, {result['settings']['total_steps']} steps, knowledge {rows[-1][4]}",
                   flush=True)
     print(f"\n{'run':28} {'accuracy':>9} {'time s':>8} {'peak MB':>8}  knowledge check")
