@@ -63,8 +63,13 @@ lint: setup-dev
 typecheck: setup-dev
 	$(BIN)/mypy
 
+# The window's tests run one file per process, apart from the core tests (which train and load models
+# in-process): a full run in one process aborted in Qt's teardown once, and each file passes alone.
 test: lint typecheck
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests/core $(PYTEST_ARGS)
+	for f in tests/desktop/test_*.py; do \
+		QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $$f $(PYTEST_ARGS) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .hearth-test .pytest_cache .mypy_cache .ruff_cache
