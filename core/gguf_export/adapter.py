@@ -111,6 +111,15 @@ def load_adapter_tensors(folder: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
     out: dict[str, np.ndarray] = {}
+    try:
+        # numpy first: the window exports adapters and must not load torch (importing it on a worker
+        # thread beside Qt crashed the process); bf16 has no numpy type and needs torch.
+        with safe_open(str(weights), framework="numpy") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                out[key] = np.asarray(handle.get_tensor(key), dtype=np.float32)
+        return out
+    except Exception:  # any tensor numpy cannot hold: read them all with torch
+        out = {}
     with safe_open(str(weights), framework="pt") as handle:
         for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
             out[key] = handle.get_tensor(key).float().numpy()

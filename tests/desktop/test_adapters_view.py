@@ -3,7 +3,11 @@ export, standalone model, delete, a missing base and locating it; screenshots em
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,19 +29,21 @@ _TRAINED: dict[str, Path] = {}
 def trained_adapter(root: Path) -> tuple[Path, Path]:
     """(tiny base GGUF, adapter folder): a LoRA trained 2 steps on documents, once per test session."""
     if not _TRAINED:
-        from core.finetune.job import run
         from tests.fixtures.tiny_hf import write_tiny_chat_llama
 
         gguf = write_tiny_chat_llama(root / f"{BASE}.gguf")
         docs = root / "docs"
         docs.mkdir()
         (docs / "lighthouse.md").write_text("The lighthouse keeper rings the bell at dawn. " * 30, encoding="utf-8")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("HEARTH_HOME", str(root / "home"))
-            code = run({"base": str(gguf), "name": ADAPTER, "docs": [str(docs)], "max_steps": 2, "epochs": 3, "lr": 5e-3,
-                        "seq_len": 64, "batch": 2, "grad_accum": 1, "samples": 1, "sample_tokens": 4,
-                        "save_every": 0}, lambda _e: None, lambda: False)
-        assert code == 0
+        spec = root / "spec.json"
+        spec.write_text(json.dumps({
+            "base": str(gguf), "name": ADAPTER, "docs": [str(docs)], "max_steps": 2, "epochs": 3, "lr": 5e-3,
+            "seq_len": 64, "batch": 2, "grad_accum": 1, "samples": 1, "sample_tokens": 4, "save_every": 0}))
+        # Trained in a child process, as the app does: torch never enters this (Qt) test process, whose
+        # exit crashed with torch's threads loaded beside Qt's.
+        done = subprocess.run([sys.executable, "-m", "core.jobs", "finetune", str(spec)], cwd=ROOT,
+                              env={**os.environ, "HEARTH_HOME": str(root / "home")}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
         _TRAINED.update(gguf=gguf, folder=root / "home" / "data" / "adapters" / ADAPTER)
     return _TRAINED["gguf"], _TRAINED["folder"]
 
