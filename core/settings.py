@@ -63,12 +63,53 @@ class ChatParameters:
 
 
 @dataclass
+class ServerSettings:
+    """The local API server (Settings > Server; ``hearth serve`` reads the same defaults)."""
+
+    enabled: bool = False
+    port: int = 8765
+    allow_network: bool = False  # listen on every interface (0.0.0.0); needs an API key
+    api_key: str = ""  # "" = none (only allowed on loopback)
+    cors_origins: list[str] = field(default_factory=list)  # browser apps allowed to call the server
+    idle_minutes: int = 10  # a model loaded for the server is unloaded after this long unused (0 = never)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ServerSettings:
+        result = cls()
+        if not isinstance(data, dict):
+            return result
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            default = getattr(result, f.name)
+            value = data[f.name]
+            if isinstance(default, list):
+                if isinstance(value, list):
+                    setattr(result, f.name, [str(v) for v in value])
+            elif isinstance(default, bool):
+                if isinstance(value, bool):
+                    setattr(result, f.name, value)
+            else:
+                try:
+                    setattr(result, f.name, type(default)(value))
+                except (TypeError, ValueError):
+                    continue
+        if not 1 <= result.port <= 65535:
+            result.port = cls.port
+        return result
+
+
+@dataclass
 class Settings:
     theme: str = "system"
     defaults: ChatParameters = field(default_factory=ChatParameters)
     presets: dict[str, ChatParameters] = field(default_factory=dict)  # by library model name
     system_prompt: str = ""
     last_model: str | None = None
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     def parameters_for(self, model: str | None) -> ChatParameters:
         """The model's preset when it has one, else the default parameters."""
@@ -83,6 +124,7 @@ class Settings:
             "presets": {name: p.to_dict() for name, p in self.presets.items()},
             "system_prompt": self.system_prompt,
             "last_model": self.last_model,
+            "server": self.server.to_dict(),
         }
 
     @classmethod
@@ -97,6 +139,7 @@ class Settings:
             presets={str(k): ChatParameters.from_dict(v) for k, v in presets.items() if isinstance(v, dict)},
             system_prompt=str(data.get("system_prompt") or ""),
             last_model=str(last) if isinstance(last, str) else None,
+            server=ServerSettings.from_dict(data.get("server")),
         )
 
 
