@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.engine.client import Engine
 from core.engine.params import (
     Completion,
+    EmbedResult,
     GenerationStats,
     LoadOptions,
     ModelStatus,
@@ -12,4 +13,13 @@ from core.engine.params import (
     TextChunk,
 )
 
-__all__ = ["Completion", "Engine", "GenerationStats", "LoadOptions", "ModelStatus", "SamplingParams", "TextChunk"]
+__all__ = [
+    "Completion",
+    "EmbedResult",
+    "Engine",
+    "GenerationStats",
+    "LoadOptions",
+    "ModelStatus",
+    "SamplingParams",
+    "TextChunk",
+]

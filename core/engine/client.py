@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from core.engine.crash import describe_exit, oom_kills
 from core.engine.params import (
     Completion,
+    EmbedResult,
     GenerationStats,
     LoadOptions,
     ModelStatus,
@@ -224,21 +225,54 @@ class Engine:
             self._cancel.value = 1
 
     def stream_chat(
-        self, messages: Sequence[dict[str, str]], params: SamplingParams | None = None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        params: SamplingParams | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> Iterator[TextChunk | Completion]:
-        """Answer a conversation: yields ``TextChunk``s as they come, then one ``Completion``."""
-        request = {"op": "chat", "messages": [dict(m) for m in messages], "params": (params or SamplingParams()).to_dict()}
+        """Answer a conversation: yields ``TextChunk``s as they come, then one ``Completion``.
+
+        Messages are OpenAI-style dicts: ``role`` and ``content``, an assistant's ``tool_calls``
+        (``function.arguments`` a JSON string or a dict), a ``tool`` message's ``tool_call_id``/``name``.
+        ``tools`` (OpenAI function schemas) reach the chat template; ``status.supports_tools`` says
+        whether the model's template reads them. Stopping to read the stream cancels the answer.
+        """
+        request = {
+            "op": "chat",
+            "messages": [dict(m) for m in messages],
+            "params": (params or SamplingParams()).to_dict(),
+            "tools": [dict(t) for t in tools] if tools else None,
+        }
         return self._stream(request)
 
     def stream_complete(self, prompt: str, params: SamplingParams | None = None) -> Iterator[TextChunk | Completion]:
         """Continue raw text (no chat template)."""
         return self._stream({"op": "complete", "prompt": prompt, "params": (params or SamplingParams()).to_dict()})
 
-    def chat(self, messages: Sequence[dict[str, str]], params: SamplingParams | None = None) -> Completion:
-        return _last(self.stream_chat(messages, params))
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        params: SamplingParams | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Completion:
+        return _last(self.stream_chat(messages, params, tools))
 
     def complete(self, prompt: str, params: SamplingParams | None = None) -> Completion:
         return _last(self.stream_complete(prompt, params))
+
+    def embed(self, texts: Sequence[str]) -> EmbedResult:
+        """One L2-normalised embedding per text; the model must be loaded with ``LoadOptions(embedding=True)``.
+
+        Embedding models (bert, nomic-bert...) pool as the model says; causal LMs average over the tokens.
+        A text longer than the context raises ``ContextOverflowError``.
+        """
+        texts = [str(t) for t in texts]
+        if not texts:
+            return EmbedResult([], 0)
+        with self._lock:
+            self._need_model()
+            answer = self._request({"op": "embed", "texts": texts})
+            return EmbedResult([list(v) for v in answer["vectors"]], int(answer["prompt_tokens"]))
 
     def _stream(self, request: dict[str, Any]) -> Iterator[TextChunk | Completion]:
         with self._lock:
@@ -256,10 +290,13 @@ class Engine:
                     message = self._receive()
                     kind = message["type"]
                     if kind == "chunk":
-                        yield TextChunk(message["text"], message["n"])
+                        yield TextChunk(message["text"], message["n"], message.get("logprobs"))
                     elif kind == "done":
                         finished = True
-                        yield Completion(message["text"], message["finish_reason"], GenerationStats(**message["stats"]))
+                        yield Completion(
+                            message["text"], message["finish_reason"], GenerationStats(**message["stats"]),
+                            message.get("logprobs"),
+                        )
                         return
                     elif kind == "error":
                         finished = True

@@ -18,6 +18,7 @@ class LoadOptions:
     use_mmap: bool = True
     flash_attn: bool | None = None  # None: llama.cpp decides (on where the backend supports it)
     loras: list[tuple[str, float]] = field(default_factory=list)  # (GGUF LoRA path, scale)
+    embedding: bool = False  # a context that computes embeddings (for Engine.embed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,6 +38,11 @@ class SamplingParams:
     max_tokens: int = 512
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
+    presence_penalty: float = 0.0  # OpenAI's: subtracted once from the logit of every token already written
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence (both over the last repeat_last_n tokens)
+    grammar: str | None = None  # GBNF text (root rule "root") the answer must match
+    logprobs: bool = False  # report each token's log-probability (TextChunk.logprobs, Completion.logprobs)
+    top_logprobs: int = 0  # with logprobs: the most likely alternatives per token (0..20)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +67,10 @@ class ModelStatus:
     chat_format_description: str
     load_seconds: float
     loras: list[tuple[str, float]] = field(default_factory=list)
+    supports_tools: bool = False  # the model's own chat template reads ``tools``
+    embedding: bool = False  # loaded with LoadOptions.embedding (Engine.embed works)
+    n_embd: int = 0  # the length of an embedding vector
+    has_decoder: bool = True  # False for encoder-only models (bert): no chat or completion
 
 
 @dataclass
@@ -92,6 +102,9 @@ class Completion:
     text: str
     finish_reason: str
     stats: GenerationStats
+    # With SamplingParams.logprobs: one dict per token written, in OpenAI's shape:
+    # {"token": str, "logprob": float, "bytes": list[int], "top_logprobs": [{"token", "logprob", "bytes"}, ...]}
+    logprobs: list[dict[str, Any]] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -104,3 +117,12 @@ class TextChunk:
 
     text: str
     n_tokens: int
+    logprobs: list[dict[str, Any]] | None = None  # with SamplingParams.logprobs: one dict per token (as Completion)
+
+
+@dataclass
+class EmbedResult:
+    """``Engine.embed``'s answer: one L2-normalised vector per text, and the tokens they took."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
