@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import json
 import os
 import signal
 import time
@@ -58,6 +59,9 @@ class Worker:
         self.piece_buf = ctypes.create_string_buffer(256)
         self.batch: Any = None
         self._eog_ids: list[int] | None = None
+        self.embedding = False  # the context computes embeddings (LoadOptions.embedding)
+        self.model_pooling = False  # the model pools its embeddings itself (bert...); else the worker averages
+        self.generative = True  # False for encoder-only models (bert): no chat, completion or scoring
 
     # -- loop ----------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -150,11 +154,24 @@ class Worker:
         self.model = model
         self.vocab = L.llama_model_get_vocab(model)
         n_ctx_train = int(L.llama_model_n_ctx_train(model))
+        arch = self._meta("general.architecture") or ""
+        # Encoder-only models (bert and kin) attend both ways and have no language-model head.
+        self.generative = bool(L.llama_model_has_decoder(model)) and self._meta(f"{arch}.attention.causal") != "false"
+        pooling = self._meta(f"{arch}.pooling_type")
+        self.model_pooling = pooling not in (None, "", "0")
+        self.embedding = opts.embedding or not self.generative
         threads = opts.n_threads or _physical_cores()
         cparams = L.llama_context_default_params()
         cparams.n_ctx = min(opts.n_ctx, n_ctx_train) if opts.n_ctx > 0 else n_ctx_train
-        cparams.n_batch = opts.n_batch
-        cparams.n_ubatch = opts.n_batch
+        n_batch = opts.n_batch
+        if self.embedding and self.model_pooling:
+            n_batch = max(n_batch, cparams.n_ctx)  # a pooled text must be evaluated in one batch
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        if self.embedding:
+            cparams.embeddings = True
+            if not self.model_pooling:
+                cparams.pooling_type = L.LLAMA_POOLING_TYPE_NONE  # per-token vectors, averaged here
         cparams.n_threads = threads
         cparams.n_threads_batch = opts.n_threads_batch or threads
         # A full-size sliding-window cache lets the cache roll back to any shared prefix
@@ -173,17 +190,16 @@ class Worker:
                 f"Could not create a context of {cparams.n_ctx} tokens: {reason}. Try a smaller context length.",
             )
         self.ctx = ctx
-        self.batch = L.llama_batch_init(opts.n_batch, 0, 1)
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
         self.mem = L.llama_get_memory(ctx)
         self.n_ctx = int(L.llama_n_ctx(ctx))
-        self.n_batch = opts.n_batch
+        self.n_batch = n_batch
         self.path = path
         self._eog_ids = None
         self.bos_text = self._token_text(L.llama_vocab_bos(self.vocab))
         self.eos_text = self._token_text(L.llama_vocab_eos(self.vocab))
         template_ptr = L.llama_model_chat_template(model, None)
         template = template_ptr.decode("utf-8", errors="replace") if template_ptr else None
-        arch = self._meta("general.architecture") or ""
         self.fmt = choose_format(arch, template, self._is_special_token)
         self._apply_loras([(str(p), float(s)) for p, s in opts.loras])
         self.conn.send(
@@ -200,6 +216,10 @@ class Worker:
                     "chat_format_description": self.fmt.description,
                     "load_seconds": time.perf_counter() - started,
                     "loras": self.active_loras,
+                    "supports_tools": self.fmt.source == "gguf" and "tools" in (self.fmt.template or ""),
+                    "embedding": self.embedding,
+                    "n_embd": int(L.llama_model_n_embd(model)),
+                    "has_decoder": self.generative,
                 },
             }
         )
@@ -212,6 +232,18 @@ class Worker:
     def _require_model(self) -> None:
         if self.ctx is None:
             raise RequestError("no_model", "No model is loaded: load one first.")
+
+    def _require_generative(self) -> None:
+        """Chat, completion and scoring need a model that writes text, with the context in its text mode."""
+        self._require_model()
+        if not self.generative:
+            raise RequestError(
+                "not_generative",
+                f"{os.path.basename(self.path)} is an embedding model: it turns text into vectors and cannot "
+                "write text. Use it for embeddings, and pick a chat model to chat.",
+            )
+        if self.embedding:
+            L.llama_set_embeddings(self.ctx, False)
 
     # -- adapters ------------------------------------------------------------------------------
     def _load_adapter(self, path: str) -> Any:
@@ -289,7 +321,9 @@ class Worker:
         )
         return self.tokenize(text, add_bos)
 
-    def _chat_prompt(self, messages: list[dict[str, str]], reserve: int) -> tuple[list[int], int]:
+    def _chat_prompt(
+        self, messages: list[dict[str, Any]], reserve: int, tools: list[dict[str, Any]] | None = None
+    ) -> tuple[list[int], int]:
         """Prompt tokens for ``messages``, dropping the oldest turns until ``reserve`` tokens fit after it.
 
         Rule: the system prompt and the newest user message are always kept; older messages are
@@ -299,7 +333,7 @@ class Worker:
         turns = messages[len(system) :]
         dropped = 0
         while True:
-            text = render(self.fmt, system + turns, bos_token=self.bos_text, eos_token=self.eos_text)
+            text = render(self.fmt, system + turns, bos_token=self.bos_text, eos_token=self.eos_text, tools=tools)
             tokens = self._prompt_tokens(text)
             if len(tokens) + reserve <= self.n_ctx:
                 return tokens, dropped
@@ -323,7 +357,7 @@ class Worker:
         tokens end (so a word that the tokenizer fuses across the boundary counts for the continuation);
         the shared context is evaluated once and reused from the cache.
         """
-        self._require_model()
+        self._require_generative()
         import numpy as np
 
         context = str(request["context"])
@@ -439,9 +473,28 @@ class Worker:
                 biases[i].token = t  # type: ignore[assignment]
                 biases[i].bias = float("-inf")
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(ids), biases))
-        if params.repeat_penalty != 1.0 and params.repeat_last_n != 0:
+        if params.grammar:
+            # First in the chain: every later step only ever sees tokens the grammar allows.
+            self.log.lines.clear()
+            grammar = L.llama_sampler_init_grammar(self.vocab, params.grammar.encode(), b"root")
+            if not grammar:
+                L.llama_sampler_free(chain)
+                reason = self.log.reason() or "it does not parse"
+                raise RequestError(
+                    "bad_request",
+                    f"The grammar is not valid GBNF ({reason}): fix it (its start rule must be named 'root').",
+                )
+            L.llama_sampler_chain_add(chain, grammar)
+        repeat = params.repeat_penalty if params.repeat_last_n != 0 else 1.0
+        last_n = self.n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
+        if params.presence_penalty or params.frequency_penalty:
+            last_n = last_n or self.n_ctx  # OpenAI's penalties count the whole answer
+        if repeat != 1.0 or params.presence_penalty or params.frequency_penalty:
             L.llama_sampler_chain_add(
-                chain, L.llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0)
+                chain,
+                L.llama_sampler_init_penalties(
+                    n_vocab, last_n, repeat, params.frequency_penalty, params.presence_penalty
+                ),
             )
         if params.temperature <= 0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
@@ -458,15 +511,18 @@ class Worker:
         return chain
 
     def op_chat(self, request: dict[str, Any]) -> None:
-        self._require_model()
+        self._require_generative()
         params = SamplingParams.from_dict(request["params"])
+        _check_params(params)
         reserve = min(max(params.max_tokens, 1), max(self.n_ctx // 4, 1))
-        tokens, dropped = self._chat_prompt(request["messages"], reserve)
+        messages = [_template_message(m) for m in request["messages"]]
+        tokens, dropped = self._chat_prompt(messages, reserve, request.get("tools") or None)
         self._generate(tokens, params, dropped, stop=self.fmt.stop + params.stop)
 
     def op_complete(self, request: dict[str, Any]) -> None:
-        self._require_model()
+        self._require_generative()
         params = SamplingParams.from_dict(request["params"])
+        _check_params(params)
         tokens = self._prompt_tokens(request["prompt"])
         if len(tokens) >= self.n_ctx:
             raise RequestError(
@@ -493,6 +549,10 @@ class Worker:
         vocab, ctx = self.vocab, self.ctx
         self._fill_batch([0])  # sequence ids and flags for the one-token steps below
         batch = self.batch
+        logprobs: list[dict[str, Any]] | None = [] if params.logprobs else None
+        pending_logprobs: list[dict[str, Any]] = []
+        top_n = max(0, min(int(params.top_logprobs), 20))
+        n_vocab = int(L.llama_vocab_n_tokens(vocab))
         try:
             for _ in range(max(params.max_tokens, 0)):
                 if self.cancel.value:
@@ -503,7 +563,12 @@ class Worker:
                     finish = "stop"
                     break
                 stats.completion_tokens += 1
-                text += decoder.decode(self._piece(token))
+                piece = self._piece(token)
+                if logprobs is not None:
+                    entry = self._token_logprobs(token, piece, top_n, n_vocab)
+                    logprobs.append(entry)
+                    pending_logprobs.append(entry)
+                text += decoder.decode(piece)
                 if stats.completion_tokens == 1:
                     stats.time_to_first_token = time.perf_counter() - started
                 safe = len(text)
@@ -513,14 +578,20 @@ class Worker:
                     if hit >= 0:
                         text = text[:hit]
                         finish = "stop"
+                        if logprobs is not None:  # the stop string's tokens are not part of the answer
+                            keep = _tokens_within(pending_logprobs, len(text) - sent)
+                            del logprobs[len(logprobs) - len(pending_logprobs) + keep :]
+                            pending_logprobs = pending_logprobs[:keep]
                         break
                     safe = len(text) - _partial_stop(text, stop)
                 pending_tokens += 1
                 now = time.perf_counter()
                 if safe > sent and (stats.completion_tokens == 1 or pending_tokens >= FLUSH_TOKENS
                                     or now - last_flush >= FLUSH_SECONDS):
-                    self.conn.send({"type": "chunk", "text": text[sent:safe], "n": pending_tokens})
+                    self.conn.send({"type": "chunk", "text": text[sent:safe], "n": pending_tokens,
+                                    **({"logprobs": pending_logprobs} if logprobs is not None else {})})
                     sent, pending_tokens, last_flush = safe, 0, now
+                    pending_logprobs = []
                 if len(self.kv_tokens) >= self.n_ctx:
                     finish = "context"
                     break
@@ -535,11 +606,119 @@ class Worker:
         finally:
             L.llama_sampler_free(chain)
         text += decoder.decode(b"", final=True)
-        if len(text) > sent:
-            self.conn.send({"type": "chunk", "text": text[sent:], "n": pending_tokens})
+        if len(text) > sent or pending_logprobs:
+            self.conn.send({"type": "chunk", "text": text[sent:], "n": pending_tokens,
+                            **({"logprobs": pending_logprobs} if logprobs is not None else {})})
         stats.generation_seconds = time.perf_counter() - gen_started
         stats.context_used = len(self.kv_tokens)
-        self.conn.send({"type": "done", "text": text, "finish_reason": finish, "stats": stats.__dict__})
+        self.conn.send({"type": "done", "text": text, "finish_reason": finish, "stats": stats.__dict__,
+                        "logprobs": logprobs})
+
+    def _token_logprobs(self, token: int, piece: bytes, top_n: int, n_vocab: int) -> dict[str, Any]:
+        """OpenAI's logprobs entry for ``token``: the log-softmax of the raw logits it was sampled from."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1), shape=(n_vocab,)).astype(np.float64)
+        top = float(logits.max())
+        logsoftmax = logits - (top + float(np.log(np.exp(logits - top).sum())))
+        entry: dict[str, Any] = {**_token_entry(piece, float(logsoftmax[token])), "top_logprobs": []}
+        if top_n:
+            best = np.argpartition(-logsoftmax, min(top_n, n_vocab) - 1)[:top_n]
+            best = best[np.argsort(-logsoftmax[best], kind="stable")]
+            entry["top_logprobs"] = [_token_entry(self._piece(int(t)), float(logsoftmax[t])) for t in best]
+        return entry
+
+    # -- embeddings ----------------------------------------------------------------------------
+    def op_embed(self, request: dict[str, Any]) -> None:
+        """One L2-normalised vector per text: the model's own pooling, or the mean of the token vectors."""
+        self._require_model()
+        if not self.embedding:
+            raise RequestError(
+                "not_embedding",
+                "The model was loaded for chat: load it with embeddings on (LoadOptions(embedding=True)) to embed.",
+            )
+        import numpy as np
+
+        L.llama_set_embeddings(self.ctx, True)
+        n_embd = int(L.llama_model_n_embd(self.model))
+        limit = min(self.n_ctx, self.n_batch) if self.model_pooling else self.n_ctx
+        vectors, total = [], 0
+        for index, text in enumerate(request["texts"]):
+            tokens = self.tokenize(str(text), add_bos=True)
+            if not tokens:
+                raise RequestError("bad_request", f"Text {index + 1} gives no tokens to embed: give it some text.")
+            if len(tokens) > limit:
+                raise RequestError(
+                    "context_overflow",
+                    f"Text {index + 1} needs {len(tokens)} tokens, more than the {limit} this model embeds at "
+                    "once: split it into shorter pieces, or reload with a larger context.",
+                )
+            total += len(tokens)
+            self._reset_cache()
+            rows = []
+            for start in range(0, len(tokens), self.n_batch):
+                chunk = tokens[start : start + self.n_batch]
+                self._fill_batch(chunk)
+                for i in range(len(chunk)):
+                    self.batch.logits[i] = True  # every token's output: pooled, or averaged below
+                if L.llama_decode(self.ctx, self.batch) != 0:
+                    self._reset_cache()
+                    raise RequestError("decode_failed", "llama.cpp could not evaluate the text to embed.")
+                self.kv_tokens.extend(chunk)
+                if not self.model_pooling:
+                    for i in range(len(chunk)):
+                        ptr = L.llama_get_embeddings_ith(self.ctx, i)
+                        rows.append(np.ctypeslib.as_array(ptr, shape=(n_embd,)).astype(np.float64))
+            if self.model_pooling:
+                ptr = L.llama_get_embeddings_seq(self.ctx, 0)
+                if not ptr:
+                    raise RequestError("internal", "llama.cpp gave no pooled embedding for the text.")
+                vector = np.ctypeslib.as_array(ptr, shape=(n_embd,)).astype(np.float64)
+            else:
+                vector = np.mean(rows, axis=0)
+            norm = float(np.linalg.norm(vector))
+            vectors.append((vector / norm if norm > 0 else vector).tolist())
+        self._reset_cache()  # the cache holds an embedding pass, not a conversation
+        self.conn.send({"type": "embeddings", "vectors": vectors, "prompt_tokens": total})
+
+
+def _check_params(params: SamplingParams) -> None:
+    if params.logprobs and not 0 <= params.top_logprobs <= 20:
+        raise RequestError("bad_request", f"top_logprobs must be between 0 and 20, not {params.top_logprobs}.")
+
+
+def _token_entry(piece: bytes, logprob: float) -> dict[str, Any]:
+    return {"token": piece.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(piece)}
+
+
+def _tokens_within(entries: list[dict[str, Any]], n_chars: int) -> int:
+    """How many of ``entries`` (token logprobs, in order) the first ``n_chars`` characters of their text hold."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    length = 0
+    for i, entry in enumerate(entries):
+        length += len(decoder.decode(bytes(entry["bytes"])))
+        if length > n_chars:
+            return i
+    return len(entries)
+
+
+def _template_message(message: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI-style message as chat templates read it: tool-call arguments as a dict, not JSON text."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    fixed = []
+    for call in calls:
+        call = dict(call)
+        function = call.get("function")
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            try:
+                arguments = json.loads(function["arguments"] or "{}")
+            except json.JSONDecodeError:
+                arguments = function["arguments"]  # not JSON: the template gets the text as it is
+            call["function"] = {**function, "arguments": arguments}
+        fixed.append(call)
+    return {**message, "tool_calls": fixed}
 
 
 def _error_kind(exc: HearthError) -> str:
