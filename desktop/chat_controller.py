@@ -4,6 +4,11 @@ Everything that touches ``core.engine.Engine`` runs on ``engine_executor`` (one 
 llama.cpp worker never sees two requests at once and the GUI thread never waits on it. Tokens come
 back to the GUI through ``Op`` progress reports (queued signals); ``stop()`` calls
 ``Engine.cancel()``, which is safe from any thread.
+
+The engine is shared with the local API server (``desktop.server_control``): each use of it here
+holds ``lock`` (a first-come-first-served ``FairLock``) as "window", and since a request from another
+app may have loaded another model or adapter meanwhile, what is loaded is checked again under the
+lock before every answer.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.chats import ChatStore
 from core.chats.session import ChatSession
 from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
+from core.engine.gate import FairLock
 from core.finetune.adapters import AdapterEntry, ensure_lora_gguf
 from core.library import ModelEntry
 from core.settings import ChatParameters
@@ -59,13 +65,26 @@ class ChatController(QObject):
     adapter_applying = Signal(str)  # adapter name ('' = removing it)
     adapter_applied = Signal(object)  # ActiveAdapter
     adapter_failed = Signal(str)  # message
+    serving_changed = Signal(bool)  # the engine is (or no longer is) answering another app's request
 
-    def __init__(self, store: ChatStore, engine_executor: Executor, engine: Engine | None = None) -> None:
+    HOLDER = "window"
+
+    def __init__(
+        self, store: ChatStore, engine_executor: Executor, engine: Engine | None = None, lock: FairLock | None = None
+    ) -> None:
         super().__init__()
         self.store = store
         self.executor = engine_executor
         self.engine = engine or Engine()
+        self.lock = lock or FairLock()
         self._loaded: _Loaded | None = None
+        self._status: ModelStatus | None = None  # the engine's status object from our own load
+        self._stop_asked = False
+        self.serving = False
+        self._watch = QTimer(self)
+        self._watch.setInterval(250)  # cheap: two attribute reads
+        self._watch.timeout.connect(self._check_serving)
+        self._watch.start()
         self.streaming = False
         self.loading = False
         # The adapter wanted on the loaded model: (name, GGUF LoRA path, scale). Written on the engine
@@ -78,26 +97,29 @@ class ChatController(QObject):
         if self._needs_load(entry, params):
             self.loading = True
             self.model_loading.emit(entry.name)
-            Op(lambda report: self._load_blocking(entry, params, report)).on_progress(
+            Op(lambda report: self._locked(lambda: self._load_blocking(entry, params, report))).on_progress(
                 self._on_progress
             ).on_success(self._did_load).on_failure(self._load_failed).run(self.executor)
 
     def _needs_load(self, entry: ModelEntry, params: ChatParameters) -> bool:
         wanted = _Loaded(str(Path(entry.path)), params.load_options())
-        return self._loaded != wanted or self.engine.status is None
+        return self._loaded != wanted or self.engine.status is None or self.engine.status is not self._status
 
     def _load_blocking(
         self, entry: ModelEntry, params: ChatParameters, report: Callable[[Any], None]
     ) -> ModelStatus:
-        # Runs on the engine thread, so _loaded is only written there (and read for a hint here).
-        # Load progress goes out through ``report`` as floats (answers' text goes as str).
+        # Runs on the engine thread holding the lock, so _loaded is only written there (and read for a
+        # hint here). Load progress goes out through ``report`` as floats (answers' text goes as str).
+        # ``engine.status`` is a new object after every load, whoever asked for it: if it is not the
+        # one our load returned, the server loaded another model (or unloaded ours) meanwhile.
         wanted = _Loaded(str(Path(entry.path)), params.load_options())
-        if self._loaded == wanted and self.engine.status is not None and self.engine.alive:
+        status = self.engine.status
+        if self._loaded == wanted and status is not None and status is self._status and self.engine.alive:
             self._sync_adapter()
-            return self.engine.status
-        self._loaded = None
+            return status
+        self._loaded = self._status = None
         status = self.engine.load(entry.path, params.load_options(), progress=report)
-        self._loaded = wanted
+        self._loaded, self._status = wanted, status
         self._sync_adapter()
         return status
 
@@ -117,7 +139,8 @@ class ChatController(QObject):
             else:
                 path = ensure_lora_gguf(adapter, base.path if base else None)
                 self._adapter = (adapter.name, str(path), float(scale))
-            self._sync_adapter()
+            with self.lock(self.HOLDER):
+                self._sync_adapter()
             return self.active_adapter()
 
         Op(work).on_success(self.adapter_applied.emit).on_failure(
@@ -159,9 +182,11 @@ class ChatController(QObject):
         self._stream(entry, params, lambda s: s.edit_and_rerun(message_id, text, params.sampling()), conversation_id)
 
     def stop(self) -> None:
-        """Stop the answer being generated (it is kept, marked as stopped)."""
+        """Stop the answer being generated (it is kept, marked as stopped), or not start one still waiting."""
         if self.streaming:
-            self.engine.cancel()
+            self._stop_asked = True
+            if self.lock.holder == self.HOLDER:  # never cancel another app's answer
+                self.engine.cancel()
 
     def _stream(
         self,
@@ -173,27 +198,45 @@ class ChatController(QObject):
         if self.streaming:
             return
         self.streaming = True
+        self._stop_asked = False
         if self._needs_load(entry, params):
             self.loading = True
             self.model_loading.emit(entry.name)
         self.stream_started.emit()
 
         def work(report: Callable[[Any], None]) -> Completion | None:
-            status = self._load_blocking(entry, params, report)
-            report(status)
-            self.store.update(conversation_id, model=entry.name)
-            session = ChatSession(self.store, self.engine, conversation_id)
-            stream = start(session)
-            report(Committed())
-            completion: Completion | None = None
-            for item in stream:
-                if isinstance(item, TextChunk):
-                    report(item.text)
-                else:
-                    completion = item
-            return completion
+            with self.lock(self.HOLDER):
+                if self._stop_asked:  # stopped while waiting for another app's answer
+                    return None
+                status = self._load_blocking(entry, params, report)
+                report(status)
+                self.store.update(conversation_id, model=entry.name)
+                session = ChatSession(self.store, self.engine, conversation_id)
+                stream = start(session)
+                report(Committed())
+                completion: Completion | None = None
+                cancelled = False
+                for item in stream:
+                    if self._stop_asked and not cancelled:  # asked while the lock was changing hands
+                        cancelled = True
+                        self.engine.cancel()
+                    if isinstance(item, TextChunk):
+                        report(item.text)
+                    else:
+                        completion = item
+                return completion
 
         Op(work).on_progress(self._on_progress).on_success(self._finished).on_failure(self._failed).run(self.executor)
+
+    def _locked(self, fn: Callable[[], ModelStatus]) -> ModelStatus:
+        with self.lock(self.HOLDER):
+            return fn()
+
+    def _check_serving(self) -> None:
+        serving = self.lock.busy and self.lock.holder not in ("", self.HOLDER)
+        if serving != self.serving:
+            self.serving = serving
+            self.serving_changed.emit(serving)
 
     def _on_progress(self, item: object) -> None:
         if isinstance(item, str):
@@ -208,6 +251,12 @@ class ChatController(QObject):
 
     def _finished(self, completion: Completion | None) -> None:
         self.streaming = False
+        if self.loading:  # stopped while waiting for the engine, before the model was (re)loaded
+            self.loading = False
+            if self.engine.status is not None:
+                self.model_loaded.emit(self.engine.status)
+            else:
+                self.model_failed.emit("Stopped before the model was loaded: send again to load it.")
         self.stream_finished.emit(completion)
         self.history_changed.emit()
 
@@ -220,7 +269,9 @@ class ChatController(QObject):
 
     # -- shutdown ------------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Stop any answer, wait for the engine thread, stop the worker process."""
+        """Stop any answer, wait for the engine thread, stop the worker process (stop the server first)."""
+        self._watch.stop()
+        self._stop_asked = True
         self.engine.cancel()
         self.executor.shutdown(wait=True)
         self.engine.close()

@@ -147,6 +147,10 @@ class ChatPage(QWidget):
         status_row.addWidget(self.active_label)
         status_row.addWidget(self.load_bar)
         status_row.addWidget(self.load_label, 1)
+        # The engine is shared with the local API server (Settings > Server): say when it is busy there.
+        self.serving_label = muted("Answering a request from another app…")
+        self.serving_label.hide()
+        status_row.addWidget(self.serving_label)
         col.addLayout(status_row)
         self.banner = Banner()
         banner_row = QHBoxLayout()
@@ -204,6 +208,7 @@ class ChatPage(QWidget):
         controller.stream_failed.connect(self._stream_failed)
         controller.adapter_applied.connect(self._adapter_applied)
         controller.adapter_failed.connect(self._adapter_failed)
+        controller.serving_changed.connect(self._serving_changed)
         library.modelReset.connect(self._library_changed)
         self.conversations.refresh()
         self.refresh_adapters()
@@ -400,7 +405,13 @@ class ChatPage(QWidget):
         self.load_label.setText("Not loaded")
         self.banner.show_message(message)
 
+    def _serving_changed(self, serving: bool) -> None:
+        waiting = " Your answer is next." if self.controller.streaming else ""
+        self.serving_label.setText(f"Answering a request from another app…{waiting}")
+        self.serving_label.setVisible(serving)
+
     def _stream_started(self) -> None:
+        self._serving_changed(self.controller.serving)
         self.composer.send_button.hide()
         self.composer.stop_button.show()
         self.conversations.new_button.setEnabled(True)
@@ -417,6 +428,7 @@ class ChatPage(QWidget):
             self.transcript.append(text)
 
     def _stream_finished(self, _completion: Completion | None) -> None:
+        self._serving_changed(self.controller.serving)
         self.composer.stop_button.hide()
         self.composer.send_button.show()
 

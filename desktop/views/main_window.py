@@ -9,19 +9,24 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QButtonGroup,
     QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMenu,
+    QMessageBox,
     QProgressBar,
     QStackedWidget,
+    QSystemTrayIcon,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from core.chats import ChatStore
+from core.engine.gate import FairLock
 from core.events import Progress
 from core.library import Library, ModelEntry
 from core.paths import get_paths
@@ -30,6 +35,7 @@ from desktop.chat_controller import ChatController
 from desktop.models.downloads import DownloadQueueModel
 from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
+from desktop.server_control import ServerControl
 from desktop.theme import Palette, apply_theme, icon_path
 from desktop.views.chat_page import ChatPage
 from desktop.views.discover_page import DiscoverPage
@@ -69,7 +75,12 @@ class MainWindow(QMainWindow):
         if download_manager is not None:
             self._unsubscribe = download_manager.subscribe(self.download_progress.emit)
         self.download_progress.connect(self._download_progress)
-        self.controller = ChatController(self.store, self.engine_thread)
+        # One engine for the window and the API server, taken in turns (first come, first served).
+        self.engine_lock = FairLock()
+        self.controller = ChatController(self.store, self.engine_thread, lock=self.engine_lock)
+        self.server = ServerControl(self.controller.engine, self.engine_lock)
+        self._quitting = False  # closing for good: no "keep serving?" question
+        self._tray: QSystemTrayIcon | None = None
         self.library_model = LibraryTableModel()
         self.queue_model = DownloadQueueModel()
         self.palette_: Palette = apply_theme(self.settings.theme)
@@ -93,7 +104,7 @@ class MainWindow(QMainWindow):
         self.finetune = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
         self.finetune.chat_requested.connect(self.chat_with_adapter)
         self.finetune.library_changed.connect(self.refresh_library)
-        self.settings_page = SettingsPage(self.settings, self.pool)
+        self.settings_page = SettingsPage(self.settings, self.pool, server=self.server, save=self.save_settings)
         self.settings_page.theme_changed.connect(self.set_theme)
         self.settings_page.defaults_saved.connect(self.save_settings)
 
@@ -164,6 +175,7 @@ class MainWindow(QMainWindow):
         self.chat.set_palette(p)
         self.downloads_page.set_palette(p.border, p.accent)
         self.finetune.set_palette(p)
+        self.settings_page.set_palette(p)
 
     def show_page(self, name: str) -> None:
         self.stack.setCurrentWidget(self.pages[name])
@@ -225,6 +237,8 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self.refresh_library()
+        if self.settings.server.enabled:
+            self.server.apply(self.settings.server)
         # Reopen the conversation that was open at the last close, else the most recent one.
         last = int(str(self.state.value("conversation", -1)))
         ids = [c.id for c in self.store.list()]
@@ -244,8 +258,75 @@ class MainWindow(QMainWindow):
         self.refresh_library()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if self.server.serving and not self._quitting:
+            event.ignore()
+            self.ask_keep_serving()
+            return
         self.shutdown()
         super().closeEvent(event)
+
+    # -- serving in the background -------------------------------------------------------------
+    def ask_keep_serving(self) -> QMessageBox:
+        """Closing while serving: keep serving with the window out of the way, or stop and quit."""
+        tray = QSystemTrayIcon.isSystemTrayAvailable()
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Hearth")
+        box.setText("Keep serving in the background?")
+        where = ("the window goes to the system tray (its icon brings it back)" if tray else
+                 "there is no system tray here, so the window is minimised to the task bar instead")
+        box.setInformativeText(
+            f"Other apps may be using your models at {self.server.url}. Keep serving: {where}, and the server "
+            "keeps answering. Stop and quit: the server stops and Hearth closes."
+        )
+        keep = box.addButton("Keep serving", QMessageBox.ButtonRole.AcceptRole)
+        stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def done(_result: int) -> None:
+            if box.clickedButton() is keep:
+                self.keep_serving()
+            elif box.clickedButton() is stop:
+                self.quit_for_good()
+
+        box.finished.connect(done)
+        box.open()
+        return box
+
+    def keep_serving(self) -> None:
+        self._save_state()
+        if QSystemTrayIcon.isSystemTrayAvailable():
+            if self._tray is None:
+                self._tray = QSystemTrayIcon(self.windowIcon(), self)
+                self._tray.setToolTip("Hearth: serving your models to other apps")
+                menu = QMenu(self)
+                menu.addAction("Open Hearth", self.bring_back)
+                menu.addAction("Stop serving and quit", self.quit_for_good)
+                self._tray.setContextMenu(menu)
+                self._tray.activated.connect(lambda _reason: self.bring_back())
+            self._tray.show()
+            self.hide()
+        else:
+            self.showMinimized()
+        self.show_status(f"Serving in the background at {self.server.url}")
+
+    def bring_back(self) -> None:
+        if self._tray is not None:
+            self._tray.hide()
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    def quit_for_good(self) -> None:
+        self._quitting = True
+        if self._tray is not None:
+            self._tray.hide()
+        self.close()
+        app = QApplication.instance()
+        if app is not None and not self.isVisible():
+            app.quit()
 
     def shutdown(self) -> None:
         """Save the layout, stop the engine and downloads, close the store (idempotent)."""
@@ -255,6 +336,7 @@ class MainWindow(QMainWindow):
         self._save_state()
         self._unsubscribe()
         self.finetune.shutdown()
+        self.server.shutdown()  # before the engine: a request in flight ends first
         if self._downloads is not None:
             self._downloads.pause_all()
         self.controller.blockSignals(True)  # answers still queued must not reach the closed store

@@ -1,8 +1,9 @@
-"""Settings and System: detected hardware, data folders, default parameters, theme."""
+"""Settings and System: detected hardware, data folders, default parameters, theme, the API server."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -20,13 +21,17 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from shiboken6 import isValid
 
 from core.hardware import Hardware, detect_hardware
 from core.paths import get_paths
 from core.settings import Settings
 from core.units import human_size
 from desktop.ops import Executor, Op, error_text
+from desktop.server_control import ServerControl
+from desktop.theme import Palette
 from desktop.views.params_panel import ParamsForm
+from desktop.views.server_section import ServerSection
 from desktop.views.widgets import button, flat_button, muted, title
 
 
@@ -49,12 +54,19 @@ class SettingsPage(QWidget):
     theme_changed = Signal(str)
     defaults_saved = Signal()
 
-    def __init__(self, settings: Settings, pool: Executor, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Executor,
+        server: ServerControl | None = None,
+        save: Callable[[], None] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setObjectName("page")
         self.settings = settings
         self.pool = pool
-        scroll = QScrollArea()
+        self.scroll_area = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         inner = QWidget()
         inner.setObjectName("page")
@@ -122,21 +134,33 @@ class SettingsPage(QWidget):
         row.addWidget(self.saved_note)
         row.addWidget(button("Save defaults", self.save_defaults, kind="primary"))
         params_layout.addLayout(row)
-        grid.addWidget(params, 1, 0, 1, 2)
+        self.server: ServerSection | None = None
+        if server is not None:
+            self.server = ServerSection(settings, server, save or (lambda: None))
+            grid.addWidget(self.server, 1, 0, 1, 2)
+        grid.addWidget(params, 2, 0, 1, 2)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         layout.addLayout(grid)
         layout.addStretch(1)
         self._detected = False
 
+    def set_palette(self, palette: Palette) -> None:
+        if self.server is not None:
+            self.server.set_palette(palette)
+
     def ensure_detected(self) -> None:
         if not self._detected:
             self._detected = True
-            Op(detect_hardware).on_success(self._show_hardware).on_failure(
-                lambda exc: self.hardware_label.setText(error_text(exc))
-            ).run(self.pool)
+            Op(detect_hardware).on_success(self._show_hardware).on_failure(self._detect_failed).run(self.pool)
+
+    def _detect_failed(self, exc: BaseException) -> None:
+        if isValid(self.hardware_label):  # the window may have closed while detecting
+            self.hardware_label.setText(error_text(exc))
 
     def _show_hardware(self, hw: Hardware) -> None:
+        if not isValid(self.hardware_label):  # the window closed while detecting
+            return
         cores = f"{hw.cpu.physical_cores or '?'} cores / {hw.cpu.logical_cores or '?'} threads"
         lines = [
             f"<b>System</b>: {html.escape(hw.os)}",
