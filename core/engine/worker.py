@@ -29,6 +29,7 @@ from core.errors import ContextOverflowError, HearthError, InvalidModelError
 
 FLUSH_SECONDS = 0.03  # stream batching: send text at least this often while generating
 FLUSH_TOKENS = 16
+EMBED_STEP = 32  # tokens per evaluation when averaging a causal model's token vectors
 
 
 class RequestError(Exception):
@@ -473,18 +474,6 @@ class Worker:
                 biases[i].token = t  # type: ignore[assignment]
                 biases[i].bias = float("-inf")
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(n_vocab, len(ids), biases))
-        if params.grammar:
-            # First in the chain: every later step only ever sees tokens the grammar allows.
-            self.log.lines.clear()
-            grammar = L.llama_sampler_init_grammar(self.vocab, params.grammar.encode(), b"root")
-            if not grammar:
-                L.llama_sampler_free(chain)
-                reason = self.log.reason() or "it does not parse"
-                raise RequestError(
-                    "bad_request",
-                    f"The grammar is not valid GBNF ({reason}): fix it (its start rule must be named 'root').",
-                )
-            L.llama_sampler_chain_add(chain, grammar)
         repeat = params.repeat_penalty if params.repeat_last_n != 0 else 1.0
         last_n = self.n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
         if params.presence_penalty or params.frequency_penalty:
@@ -509,6 +498,20 @@ class Worker:
         seed = params.seed if params.seed >= 0 else int.from_bytes(os.urandom(4), "little")
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
         return chain
+
+    def _grammar(self, params: SamplingParams) -> Any:
+        """The grammar sampler of ``params.grammar`` (None without one); a grammar that does not parse is refused."""
+        if not params.grammar:
+            return None
+        self.log.lines.clear()
+        grammar = L.llama_sampler_init_grammar(self.vocab, params.grammar.encode(), b"root")
+        if not grammar:
+            reason = self.log.reason() or "it does not parse"
+            raise RequestError(
+                "bad_request",
+                f"The grammar is not valid GBNF ({reason}): fix it (its start rule must be named 'root').",
+            )
+        return grammar
 
     def op_chat(self, request: dict[str, Any]) -> None:
         self._require_generative()
@@ -537,7 +540,9 @@ class Worker:
         started = time.perf_counter()
         stats.cached_tokens = self._evaluate_prompt(prompt)
         stats.prompt_seconds = time.perf_counter() - started
+        grammar = self._grammar(params)
         chain = self._sampler(params)
+        constrained = _GrammarSampling(grammar, chain, int(L.llama_vocab_n_tokens(self.vocab))) if grammar else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
         sent = 0
@@ -558,7 +563,7 @@ class Worker:
                 if self.cancel.value:
                     finish = "cancelled"
                     break
-                token = L.llama_sampler_sample(chain, ctx, -1)
+                token = constrained.sample(ctx) if constrained else L.llama_sampler_sample(chain, ctx, -1)
                 if not params.ignore_eos and L.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
                     break
@@ -605,6 +610,8 @@ class Worker:
                 self.kv_tokens.append(token)
         finally:
             L.llama_sampler_free(chain)
+            if grammar:
+                L.llama_sampler_free(grammar)
         text += decoder.decode(b"", final=True)
         if len(text) > sent or pending_logprobs:
             self.conn.send({"type": "chunk", "text": text[sent:], "n": pending_tokens,
@@ -656,8 +663,11 @@ class Worker:
             total += len(tokens)
             self._reset_cache()
             rows = []
-            for start in range(0, len(tokens), self.n_batch):
-                chunk = tokens[start : start + self.n_batch]
+            # Averaging here needs every token's output, and llama.cpp keeps logits beside each: small
+            # steps keep that buffer small on a large vocabulary (a pooling model takes the text at once).
+            step = self.n_batch if self.model_pooling else min(self.n_batch, EMBED_STEP)
+            for start in range(0, len(tokens), step):
+                chunk = tokens[start : start + step]
                 self._fill_batch(chunk)
                 for i in range(len(chunk)):
                     self.batch.logits[i] = True  # every token's output: pooled, or averaged below
@@ -680,6 +690,51 @@ class Worker:
             vectors.append((vector / norm if norm > 0 else vector).tolist())
         self._reset_cache()  # the cache holds an embedding pass, not a conversation
         self.conn.send({"type": "embeddings", "vectors": vectors, "prompt_tokens": total})
+
+
+class _GrammarSampling:
+    """Sampling under a grammar as llama.cpp's own ``common_sampler`` does it.
+
+    The chain picks a token from the raw logits; the grammar checks that one token, and only when it
+    refuses it are all the logits passed through the grammar and the token picked again. Checking the
+    whole vocabulary against the grammar at every step costs several times the step itself on a
+    large vocabulary (Gemma's 262k tokens).
+    """
+
+    def __init__(self, grammar: Any, chain: Any, n_vocab: int) -> None:
+        import numpy as np
+
+        self.grammar, self.chain, self.n_vocab = grammar, chain, n_vocab
+        self.data = (L.llama_token_data * n_vocab)()
+        self.view = np.ctypeslib.as_array(self.data)  # the same memory, as a structured array
+        self.ids = np.arange(n_vocab, dtype=np.int32)
+        self.candidates = L.llama_token_data_array(self.data, n_vocab, -1, False)
+        self.one = (L.llama_token_data * 1)()
+        self.single = L.llama_token_data_array(self.one, 1, -1, False)
+
+    def _apply(self, logits: Any, *samplers: Any) -> int:
+        self.view["id"] = self.ids
+        self.view["logit"] = logits
+        self.view["p"] = 0.0
+        arr = self.candidates
+        arr.data, arr.size, arr.selected, arr.sorted = self.data, self.n_vocab, -1, False
+        for sampler in samplers:
+            L.llama_sampler_apply(sampler, ctypes.byref(arr))
+        return int(arr.data[arr.selected].id)
+
+    def sample(self, ctx: Any) -> int:
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(self.n_vocab,))
+        token = self._apply(logits, self.chain)
+        self.one[0].id, self.one[0].logit, self.one[0].p = token, float(logits[token]), 0.0  # type: ignore[assignment]
+        self.single.data, self.single.size, self.single.selected, self.single.sorted = self.one, 1, -1, False
+        L.llama_sampler_apply(self.grammar, ctypes.byref(self.single))
+        if self.one[0].logit == float("-inf"):  # refused: pick among the tokens the grammar allows
+            token = self._apply(logits, self.grammar, self.chain)
+        L.llama_sampler_accept(self.grammar, token)
+        L.llama_sampler_accept(self.chain, token)
+        return token
 
 
 def _check_params(params: SamplingParams) -> None:
