@@ -65,11 +65,10 @@ typecheck: setup-dev
 
 # The window's tests run one file per process, apart from the core tests (which train and load models
 # in-process): a full run in one process aborted in Qt's teardown once, and each file passes alone.
+# A file whose process dies of a signal is shown with its crash and run once more (tests/run_each.py).
 test: lint typecheck
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests/core $(PYTEST_ARGS)
-	for f in tests/desktop/test_*.py; do \
-		QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $$f $(PYTEST_ARGS) || exit 1; \
-	done
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m tests.run_each tests/desktop/test_*.py -- $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .hearth-test .pytest_cache .mypy_cache .ruff_cache
