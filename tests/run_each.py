@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 
 def _run(path: str, args: list[str]) -> tuple[int, str]:
@@ -54,4 +53,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main([a for a in sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))
