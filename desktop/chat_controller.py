@@ -42,6 +42,13 @@ class Committed:
 
 
 @dataclass(frozen=True)
+class LoadStarting:
+    """The engine is ours now and ``name`` needs (re)loading (it waited for another app's request first)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ActiveAdapter:
     """The adapter applied to the loaded model (``name`` '' = none), as the engine reports it."""
 
@@ -199,7 +206,8 @@ class ChatController(QObject):
             return
         self.streaming = True
         self._stop_asked = False
-        if self._needs_load(entry, params):
+        # While another app holds the engine, "Loading…" would be wrong: it is said once the engine is ours.
+        if self._needs_load(entry, params) and not self.lock.busy:
             self.loading = True
             self.model_loading.emit(entry.name)
         self.stream_started.emit()
@@ -208,6 +216,8 @@ class ChatController(QObject):
             with self.lock(self.HOLDER):
                 if self._stop_asked:  # stopped while waiting for another app's answer
                     return None
+                if self._needs_load(entry, params):
+                    report(LoadStarting(entry.name))
                 status = self._load_blocking(entry, params, report)
                 report(status)
                 self.store.update(conversation_id, model=entry.name)
@@ -246,6 +256,10 @@ class ChatController(QObject):
         elif isinstance(item, ModelStatus):
             if self.loading:
                 self._did_load(item)
+        elif isinstance(item, LoadStarting):
+            if not self.loading:
+                self.loading = True
+                self.model_loading.emit(item.name)
         elif isinstance(item, Committed):
             self.history_changed.emit()
 

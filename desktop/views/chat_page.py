@@ -149,6 +149,7 @@ class ChatPage(QWidget):
         status_row.addWidget(self.load_label, 1)
         # The engine is shared with the local API server (Settings > Server): say when it is busy there.
         self.serving_label = muted("Answering a request from another app…")
+        self.serving_label.setWordWrap(False)
         self.serving_label.hide()
         status_row.addWidget(self.serving_label)
         col.addLayout(status_row)

@@ -307,6 +307,8 @@ class MainWindow(QMainWindow):
                 self._tray.setContextMenu(menu)
                 self._tray.activated.connect(lambda _reason: self.bring_back())
             self._tray.show()
+            # Hidden, the window is no longer "the last window": only the tray's Quit ends the app.
+            QApplication.setQuitOnLastWindowClosed(False)
             self.hide()
         else:
             self.showMinimized()
@@ -315,6 +317,7 @@ class MainWindow(QMainWindow):
     def bring_back(self) -> None:
         if self._tray is not None:
             self._tray.hide()
+        QApplication.setQuitOnLastWindowClosed(True)
         self.showNormal()
         self.raise_()
         self.activateWindow()
@@ -323,6 +326,7 @@ class MainWindow(QMainWindow):
         self._quitting = True
         if self._tray is not None:
             self._tray.hide()
+        QApplication.setQuitOnLastWindowClosed(True)
         self.close()
         app = QApplication.instance()
         if app is not None and not self.isVisible():

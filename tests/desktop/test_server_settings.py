@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import ollama
 import openai
 import pytest
 from PySide6.QtCore import Qt
@@ -100,6 +101,9 @@ def test_the_switch_serves_the_library_to_the_openai_client_and_logs_each_reques
     assert cells[1].startswith("127.0.0.1") and cells[2] == "POST /v1/chat/completions" and cells[3] == starter
     assert "→" in cells[4] and float(cells[5]) >= 0 and cells[6] == "200"
     assert "2 shown" in section.log_note.text()
+    tags = ollama.Client(host=section.ollama_url.text(), timeout=60).list()
+    assert starter in [m.model for m in tags.models]  # the Ollama address works as shown
+    wait_until(qtbot, lambda: log.rowCount() == 3 and log.record(0).path == "/api/tags", 10, "the Ollama request")
 
     _turn_off(qtbot, window)
     assert not load_settings().server.enabled
@@ -145,6 +149,26 @@ def test_the_network_needs_a_key_which_is_generated_masked_and_required(window: 
     wait_until(qtbot, lambda: window.server.state == "error", 10, "the refusal")
     assert section.status.text() == NEEDS_KEY and "API key" in NEEDS_KEY
     assert not window.server.serving
+
+    # With a key it listens on every interface, and every request must carry the key.
+    section.port.setValue(port := free_port())
+    section.key.setText(key := "hearth-test-key-0123456789abcdef")
+    section.apply_button.click()
+    wait_until(qtbot, lambda: window.server.state in ("serving", "error"), 30, "the network server")
+    assert window.server.state == "serving", window.server.message
+    saved = load_settings().server
+    assert saved.allow_network and saved.api_key == key
+    if window.server.network_url:
+        assert window.server.network_url in section.status.text() and window.server.network_url in \
+            section.network_note.text()
+    url = f"http://127.0.0.1:{port}/v1"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+    assert window.library_model.entry(0).name in [
+        m.id for m in openai.OpenAI(base_url=url, api_key=key, max_retries=0).models.list()
+    ]
+    wait_until(qtbot, lambda: window.server.log.rowCount() == 2, 10, "both requests logged")
+    assert [window.server.log.record(r).status for r in range(2)] == [200, 401]
     section.switch.setChecked(False)
     wait_until(qtbot, lambda: window.server.state == "stopped", 10, "stopped")
 
@@ -172,7 +196,14 @@ def test_a_window_chat_waits_its_turn_and_reloads_what_the_server_changed(window
     qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
     qtbot.wait(600)  # type: ignore[attr-defined]
     assert controller.streaming and not chunks and lock.waiting == 1  # queued behind the other app
+    assert not page.load_bar.isVisibleTo(page) and "Loading" not in page.load_label.text()
     assert page.serving_label.text().endswith("Your answer is next.")
+    SHOTS.mkdir(exist_ok=True)
+    for theme in ("light", "dark"):
+        window.set_theme(theme)
+        qtbot.wait(100)  # type: ignore[attr-defined]
+        assert window.grab().save(str(SHOTS / f"chat-waiting-for-server-{theme}.png"))
+    window.set_theme("system")
     controller.stop()  # stopped while waiting: nothing is sent, and the other app's answer goes on
     assert lock.holder == "server: 127.0.0.1"
     release.set()
@@ -186,15 +217,32 @@ def test_a_window_chat_waits_its_turn_and_reloads_what_the_server_changed(window
     wait_until(qtbot, lambda: not controller.streaming, 120, "the answer")
     assert chunks and controller.engine.status is not None
 
-    # The server unloaded the model meanwhile (idle unload): the next send loads it again.
-    with lock("server: idle unload"):
-        controller.engine.unload()
+    # The server unloads the model (idle unload) while a send waits: "Loading" shows once the engine is ours.
+    held.clear()
+    release.clear()
+
+    def idle_unload() -> None:
+        with lock("server: idle unload"):
+            controller.engine.unload()
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=idle_unload)
+    thread.start()
+    held.wait(5)
     loads: list[str] = []
     controller.model_loading.connect(loads.append)
+    controller.model_loading.connect(lambda _n: loads.append(page.load_label.text()))
     page.composer.edit.setPlainText("And another?")
     qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+    qtbot.wait(400)  # type: ignore[attr-defined]
+    assert not loads and controller.streaming
+    release.set()
+    thread.join(5)
     wait_until(qtbot, lambda: not controller.streaming, 120, "the second answer")
-    assert loads and controller.engine.status is not None and not page.banner.text
+    assert len(loads) == 2 and loads[1].startswith("Loading")
+    assert controller.engine.status is not None and not page.banner.text
+    assert page.load_label.text().startswith("Ready")
 
 
 def test_serving_starts_at_launch_and_closing_asks_to_keep_serving(make_window: WindowFactory, qtbot: object) -> None:
