@@ -82,12 +82,20 @@ def load_documents(inputs: Sequence[str | Path]) -> tuple[list[Document], list[S
 
 def extract_text(path: Path) -> str:
     """The text of one document; ``DatasetError`` with the reason when it cannot be read."""
+    return "\n\n".join(extract_pages(path))
+
+
+def extract_pages(path: Path) -> list[str]:
+    """The text of one document page by page (a PDF's pages; one "page" for other types).
+
+    ``DatasetError`` with the reason when it cannot be read. Retrieval cites pages, training joins them.
+    """
     suffix = path.suffix.lower()
     try:
         if suffix == ".pdf":
-            return _pdf_text(path)
+            return _pdf_pages(path)
         if suffix == ".docx":
-            return _docx_text(path)
+            return [_docx_text(path)]
         raw = path.read_bytes()
     except DatasetError:
         raise
@@ -95,8 +103,8 @@ def extract_text(path: Path) -> str:
         raise DatasetError(f"cannot be read ({type(exc).__name__}: {exc})") from exc
     text = _decode(raw)
     if suffix in (".html", ".htm"):
-        return _html_text(text)
-    return text
+        return [_html_text(text)]
+    return [text]
 
 
 def _decode(raw: bytes) -> str:
@@ -113,7 +121,7 @@ def _decode(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
-def _pdf_text(path: Path) -> str:
+def _pdf_pages(path: Path) -> list[str]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -124,7 +132,7 @@ def _pdf_text(path: Path) -> str:
                 reader.decrypt("")
             except Exception as exc:
                 raise DatasetError("is a password-protected PDF") from exc
-        return "\n\n".join((page.extract_text() or "") for page in reader.pages)
+        return [(page.extract_text() or "") for page in reader.pages]
     except PdfReadError as exc:
         raise DatasetError(f"is not a readable PDF ({exc})") from exc
 
