@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_finetune",
     "core.cli.cmd_adapters",
     "core.cli.cmd_export",
+    "core.cli.cmd_serve",
 ]
 
 

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.errors import HearthError
 from core.server import ollama_routes, openai_routes
 from core.server.config import RequestRecord, ServerConfig, is_loopback
 from core.server.errors import ApiError, from_exception
@@ -59,6 +60,10 @@ def create_app(config: ServerConfig, host: ModelHost,
         message = {404: f"There is no {request.url.path} endpoint: see /docs for the API.",
                    405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
         return error_response(request.url.path, ApiError(exc.status_code, message))
+
+    @app.exception_handler(HearthError)
+    async def hearth_error(request: Request, exc: HearthError) -> JSONResponse:
+        return error_response(request.url.path, from_exception(exc))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
@@ -111,12 +116,12 @@ class Guard:
             return
         started, arrived = time.perf_counter(), time.time()
         path: str = scope.get("path", "")
-        status = {"code": 500}
+        status = {"code": 500, "started": 0}
         scope.setdefault("state", {})
 
         async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = int(message["status"])
+                status["code"], status["started"] = int(message["status"]), 1
             await send(message)
 
         try:
@@ -127,6 +132,11 @@ class Guard:
                 await error_response(path, error)(scope, receive, send_logged)
             else:
                 await self.app(scope, _replay(body, receive), send_logged)
+        except Exception as exc:
+            # Starlette re-raises a bug after answering it with a 500; an error that escaped before any answer
+            # still gets one. Either way uvicorn sees a finished request and keeps the connection usable.
+            if not status["started"]:
+                await error_response(path, from_exception(exc))(scope, receive, send_logged)
         finally:
             self._log(scope, status["code"], arrived, time.perf_counter() - started)
 

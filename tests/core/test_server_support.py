@@ -42,6 +42,8 @@ def build_library(home: Path) -> None:
     write_text_model(models / "text-llama.gguf")
     write_tool_model(models / "tool-llama.gguf")
     write_scripted_chat_llama(models / "count-llama.gguf", COUNT_SCRIPT)
+    # Bigger, so that a long answer takes seconds (for the disconnect tests).
+    write_scripted_chat_llama(models / "slow-llama.gguf", COUNT_SCRIPT, n_embd=512, n_layer=4)
     write_tiny_bert(models / "tiny-bert.gguf")
     from core.library import Library
 
