@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.chats import ChatStore
 from core.chats.session import ChatSession
@@ -13,6 +16,9 @@ from core.engine import Completion, Engine, LoadOptions, SamplingParams, TextChu
 from core.errors import EngineCrashedError, HearthError, NotFoundError
 from core.library import Library
 from core.paths import get_paths
+
+if TYPE_CHECKING:
+    from core.docs import Collection, DocsTurn
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--continue", dest="continue_id", type=int, metavar="ID", help="continue a saved conversation")
     p.add_argument("--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
                    help="apply a GGUF LoRA adapter (a .gguf file or an adapter name); repeatable")
+    g = p.add_argument_group("documents (retrieval)")
+    g.add_argument("--docs", metavar="COLLECTION",
+                   help="answer from a document collection: the best passages go into the prompt, cited as [n]")
+    g.add_argument("--docs-k", type=int, default=5, metavar="N", help="passages to retrieve (default 5)")
+    g.add_argument("--docs-budget", type=int, default=1024, metavar="TOKENS",
+                   help="most tokens of passages in the prompt (default 1024; less when the context is smaller)")
     g = p.add_argument_group("model loading")
     g.add_argument("--ctx", type=int, default=4096, help="context length in tokens (0: the model's own)")
     g.add_argument("--threads", type=int, default=None)
@@ -100,7 +112,14 @@ def chat(args: argparse.Namespace) -> int:
     entry = library.get(model_ref)
     loras = [resolve_lora(spec) for spec in args.lora]
     params = _sampling(args)
-    with Engine() as engine:
+    collection = None
+    if args.docs:
+        from core.cli.cmd_docs import open_refreshed
+
+        collection = open_refreshed(args.docs, quiet=args.json)
+    with Engine() as engine, contextlib.ExitStack() as stack:
+        if collection is not None:
+            stack.callback(collection.close)
         shown = not args.json and sys.stderr.isatty()
 
         def loading(fraction: float) -> None:
@@ -117,14 +136,48 @@ def chat(args: argparse.Namespace) -> int:
             session = ChatSession.start(store, engine, model=entry.name, system_prompt=args.system, params=params)
         if not args.json:
             print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}]", file=sys.stderr)
+        ask = _docs_asker(collection, engine, status.n_ctx, args, session) if collection is not None else None
         if args.prompt is not None:
-            completion = _stream_answer(session.send(args.prompt, params), quiet=args.json)
+            message, turn = ask(args.prompt) if ask else (args.prompt, None)
+            completion = _stream_answer(session.send(message, params), quiet=args.json)
+            if turn is not None and not args.json:
+                _print_sources(turn)
             if args.json and completion:
+                extra = {"sources": [{"n": n, **p.to_dict()} for n, p in enumerate(turn.context.passages, 1)],
+                         "notes": turn.notes} if turn is not None else {}
                 print_json({"conversation_id": session.conversation_id, "text": completion.text,
                             "finish_reason": completion.finish_reason, "stats": completion.stats.__dict__,
-                            "chat_format": status.chat_format_source})
+                            "chat_format": status.chat_format_source, **extra})
             return 0
-        return _interactive(session, params)
+        return _interactive(session, params, ask)
+
+
+def _docs_asker(
+    collection: Collection, engine: Engine, n_ctx: int, args: argparse.Namespace, session: ChatSession
+) -> Callable[[str], tuple[str, DocsTurn]]:
+    """The question → (message with the collection's passages, the turn) step of a chat with --docs."""
+    from core.docs import prepare_question
+
+    def ask(question: str) -> tuple[str, DocsTurn]:
+        turn = prepare_question(collection, question, count_tokens=lambda t: len(engine.tokenize(t)), n_ctx=n_ctx,
+                                k=args.docs_k, budget_tokens=args.docs_budget, answer_tokens=args.max_tokens)
+        if not session.conversation.title:
+            session.store.rename(session.conversation_id, question.strip().splitlines()[0][:60])
+        for note in turn.notes:
+            if not args.json:
+                print(f"[{note}]", file=sys.stderr)
+        return turn.message, turn
+
+    return ask
+
+
+def _print_sources(turn: DocsTurn) -> None:
+    from core.docs import source_lines
+
+    if turn.context.passages:
+        print("Sources:")
+        for line in source_lines(turn.context):
+            print(f"  {line}")
 
 
 def _stream_answer(stream: object, quiet: bool = False) -> Completion | None:
@@ -156,7 +209,9 @@ def _stream_answer(stream: object, quiet: bool = False) -> Completion | None:
     return completion
 
 
-def _interactive(session: ChatSession, params: SamplingParams) -> int:
+def _interactive(
+    session: ChatSession, params: SamplingParams, ask: Callable[[str], tuple[str, DocsTurn]] | None = None
+) -> int:
     print(f"Conversation {session.conversation_id}. Type /exit or press Ctrl+D to leave; Ctrl+C stops an answer.",
           file=sys.stderr)
     while True:
@@ -173,7 +228,10 @@ def _interactive(session: ChatSession, params: SamplingParams) -> int:
         if not text.strip():
             continue
         try:
-            _stream_answer(session.send(text, params))
+            message, turn = ask(text) if ask else (text, None)
+            _stream_answer(session.send(message, params))
+            if turn is not None:
+                _print_sources(turn)
         except EngineCrashedError as exc:
             print(f"hearth: error: {exc}", file=sys.stderr)
             return 1

@@ -129,9 +129,11 @@ def _pdf_pages(path: Path) -> list[str]:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
             try:
-                reader.decrypt("")
+                opened = reader.decrypt("")  # owner-password-only PDFs open with an empty user password
             except Exception as exc:
                 raise DatasetError("is a password-protected PDF") from exc
+            if not opened:  # pypdf's PasswordType.NOT_DECRYPTED
+                raise DatasetError("is a password-protected PDF")
         return [(page.extract_text() or "") for page in reader.pages]
     except PdfReadError as exc:
         raise DatasetError(f"is not a readable PDF ({exc})") from exc
