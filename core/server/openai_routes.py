@@ -109,6 +109,7 @@ async def _chat(host: ModelHost, body: ChatCompletionRequest, request: Request) 
         max_param="max_completion_tokens" if body.max_completion_tokens else "max_tokens", stop=body.stop,
         temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
         repeat_penalty=body.repeat_penalty, seed=body.seed, presence_penalty=body.presence_penalty,
+        ignore_eos=body.ignore_eos,
         frequency_penalty=body.frequency_penalty, grammar=_grammar(body), logprobs=body.logprobs or None,
         top_logprobs=body.top_logprobs if body.logprobs else None,
     )
@@ -241,6 +242,7 @@ async def _complete(host: ModelHost, body: CompletionRequest, request: Request) 
         host, model, max_tokens=body.max_tokens if body.max_tokens is not None else 16, stop=body.stop,
         temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
         repeat_penalty=body.repeat_penalty, seed=body.seed, presence_penalty=body.presence_penalty,
+        ignore_eos=body.ignore_eos,
         frequency_penalty=body.frequency_penalty, logprobs=True if body.logprobs is not None else None,
         top_logprobs=body.logprobs or None,
     )

@@ -90,6 +90,7 @@ class SamplingFields(Lenient):
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    ignore_eos: bool | None = None  # llama.cpp server's extra: write max_tokens tokens (benchmarks)
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
