@@ -1,4 +1,4 @@
-"""``hearth docs``: document collections for retrieval (add, list, show, rm, search, embed)."""
+"""``hearth docs``: document collections for retrieval (add, list, show, rm, search, embed, compare)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("model", help="library name or .gguf path of an embedding model")
     e.add_argument("--replace", action="store_true", help="re-embed every chunk (e.g. with another model)")
     e.set_defaults(func=embed_command)
+
+    c = docs.add_parser("compare", help="which helps on these documents: retrieval, fine-tuning or both (measured)")
+    c.add_argument("name")
+    c.add_argument("--model", required=True, metavar="BASE", help="library name or .gguf path of the base model")
+    c.add_argument("--adapter", metavar="A", help="an adapter trained on BASE (e.g. on the same documents)")
+    c.add_argument("-k", type=int, default=3, help="passages per question (default 3)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=compare_command)
 
 
 def _progress(enabled: bool) -> IndexProgress | None:
@@ -198,6 +206,32 @@ def embed_command(args: argparse.Namespace) -> int:
             status_line()
         info = collection.info()
     print(f"Embedded {count} chunks of '{args.name}' with {info.embed_model} ({info.embed_dim}-long vectors).")
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from core.docs.compare import compare_collection
+
+    shown = not args.json and sys.stderr.isatty()
+
+    def show(message: str, fraction: float) -> None:
+        status_line(f"{fraction:4.0%} {message}"[:100])
+
+    try:
+        result = compare_collection(args.name, args.model, adapter=args.adapter, k=args.k,
+                                    progress=show if shown else None)
+    finally:
+        if shown:
+            status_line()
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print_table([(s.label, f"{s.right}/{s.total}", f"{s.percent:.0f}%") for s in result.setups],
+                ["SET-UP", "RIGHT", "%"])
+    for note in result.notes:
+        print(f"[{note}]", file=sys.stderr)
+    print()
+    print(result.recommendation)
     return 0
 
 
