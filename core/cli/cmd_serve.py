@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from core.server.config import RequestRecord
+from core.server.config import RequestRecord, ServerStartError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -65,6 +65,8 @@ def serve(args: argparse.Namespace) -> int:
         while server.running and not stop.wait(0.5):
             pass
         return 1 if server.error else 0
+    except ServerStartError as exc:
+        raise ServerStartError(str(exc).replace("in Settings > Server", "with --port")) from None
     except KeyboardInterrupt:
         print("\nStopping.", file=sys.stderr)
         return 0

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.errors import HearthError
 from core.server import ollama_routes, openai_routes
 from core.server.config import RequestRecord, ServerConfig, is_loopback
-from core.server.errors import ApiError, from_exception
+from core.server.errors import ApiError, ModelNotFound, from_exception
 from core.server.host import ModelHost
 
 log = logging.getLogger("hearth.server")
@@ -49,6 +49,8 @@ def create_app(config: ServerConfig, host: ModelHost,
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if isinstance(exc, ModelNotFound):
+            request.state.model = exc.name  # the log shows which name the other app asked for
         return error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)

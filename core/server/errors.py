@@ -43,6 +43,7 @@ class ModelNotFound(ApiError):  # named as the contract says
             404, f"The model '{name}' does not exist: use one of the names GET /v1/models lists ({names}).",
             param="model", code="model_not_found",
         )
+        self.name = name  # what the client asked for, for the request log
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:

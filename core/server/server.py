@@ -94,8 +94,7 @@ class ApiServer:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise ServerStartError(
-                    f"Port {port} is in use by another program: pick another port in Settings > Server "
-                    "(or --port)."
+                    f"Port {port} is in use by another program: pick another port in Settings > Server."
                 ) from exc
             if exc.errno == errno.EACCES:
                 raise ServerStartError(f"Not allowed to listen on port {port}: pick a port above 1024.") from exc

@@ -39,9 +39,11 @@ def _error(response: httpx.Response) -> dict[str, object]:
     return dict(body["error"])
 
 
-def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
+def test_unknown_model_is_not_found(client: openai.OpenAI, served: Served) -> None:  # noqa: F811
     with pytest.raises(openai.NotFoundError, match=r"does not exist.*text-llama"):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    logged = served.records[-1]
+    assert (logged.status, logged.model) == (404, "no-such-model")  # the log says what the app asked for
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="/etc/passwd", messages=[{"role": "user", "content": "hi"}])
 
