@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.chats import ChatStore
 from core.chats.session import ChatSession
+from core.docs import DocsLibrary, DocsTurn, prepare_question
 from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
 from core.engine.gate import FairLock
 from core.finetune.adapters import AdapterEntry, ensure_lora_gguf
@@ -73,14 +74,17 @@ class ChatController(QObject):
     adapter_applied = Signal(object)  # ActiveAdapter
     adapter_failed = Signal(str)  # message
     serving_changed = Signal(bool)  # the engine is (or no longer is) answering another app's request
+    docs_used = Signal(object)  # DocsTurn: the passages put in the question asked with documents
 
     HOLDER = "window"
 
     def __init__(
-        self, store: ChatStore, engine_executor: Executor, engine: Engine | None = None, lock: FairLock | None = None
+        self, store: ChatStore, engine_executor: Executor, engine: Engine | None = None, lock: FairLock | None = None,
+        docs: DocsLibrary | None = None,
     ) -> None:
         super().__init__()
         self.store = store
+        self.docs = docs or DocsLibrary()
         self.executor = engine_executor
         self.engine = engine or Engine()
         self.lock = lock or FairLock()
@@ -177,16 +181,42 @@ class ChatController(QObject):
         self.model_failed.emit(error_text(exc))
 
     # -- answers -------------------------------------------------------------------------------
-    def send(self, conversation_id: int, text: str, entry: ModelEntry, params: ChatParameters) -> None:
-        self._stream(entry, params, lambda s: s.send(text, params.sampling()), conversation_id)
+    def send(
+        self, conversation_id: int, text: str, entry: ModelEntry, params: ChatParameters, docs: str = ""
+    ) -> None:
+        """Answer ``text``; with ``docs`` (a collection's name) the question carries its best passages."""
+        self._stream(entry, params, lambda s: s.send(self._question(s, text, docs, params), params.sampling()),
+                     conversation_id)
 
     def regenerate(self, conversation_id: int, entry: ModelEntry, params: ChatParameters) -> None:
         self._stream(entry, params, lambda s: s.regenerate(params.sampling()), conversation_id)
 
     def edit_and_rerun(
-        self, conversation_id: int, message_id: int, text: str, entry: ModelEntry, params: ChatParameters
+        self, conversation_id: int, message_id: int, text: str, entry: ModelEntry, params: ChatParameters,
+        docs: str = "",
     ) -> None:
-        self._stream(entry, params, lambda s: s.edit_and_rerun(message_id, text, params.sampling()), conversation_id)
+        self._stream(entry, params, lambda s: s.edit_and_rerun(
+            message_id, self._question(s, text, docs, params), params.sampling()), conversation_id)
+
+    def _question(self, session: ChatSession, text: str, docs: str, params: ChatParameters) -> str:
+        """The message to send: ``text``, or with ``docs`` the question with the collection's passages.
+
+        Runs on the engine thread under the lock, after the load, the way ``hearth chat --docs`` asks
+        (``core.docs.prepare_question``): the passages fit a budget of the loaded context.
+        """
+        if not docs:
+            return text
+        status = self.engine.status
+        n_ctx = status.n_ctx if status is not None else params.n_ctx
+        with self.docs.open(docs) as collection:
+            turn: DocsTurn = prepare_question(
+                collection, text, count_tokens=lambda t: len(self.engine.tokenize(t)), n_ctx=n_ctx,
+                answer_tokens=params.max_tokens)
+        if not session.conversation.title:  # the question names the chat, not the instructions before it
+            line = " ".join(text.split())
+            self.store.rename(session.conversation_id, line if len(line) <= 60 else line[:59].rstrip() + "…")
+        self.docs_used.emit(turn)  # queued to the GUI thread
+        return turn.message
 
     def stop(self) -> None:
         """Stop the answer being generated (it is kept, marked as stopped), or not start one still waiting."""

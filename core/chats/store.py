@@ -54,6 +54,7 @@ CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id,
 ADDED_COLUMNS = (
     ("conversations", "adapter", "TEXT NOT NULL DEFAULT ''"),
     ("conversations", "adapter_scale", "REAL NOT NULL DEFAULT 1.0"),
+    ("conversations", "docs", "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -88,6 +89,7 @@ class Conversation:
     message_count: int = 0
     adapter: str = ""  # name of the fine-tuned adapter applied to ``model`` ('' = none)
     adapter_scale: float = 1.0
+    docs: str = ""  # the document collection attached to the chat ('' = none)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -185,7 +187,7 @@ class ChatStore:
         return [self._conversation(r) for r in rows]
 
     def update(self, conversation_id: int, **changes: Any) -> Conversation:
-        allowed = {"title", "model", "system_prompt", "params", "adapter", "adapter_scale"}
+        allowed = {"title", "model", "system_prompt", "params", "adapter", "adapter_scale", "docs"}
         bad = set(changes) - allowed
         if bad:
             raise ValueError(f"cannot update {bad}")
@@ -290,6 +292,7 @@ class ChatStore:
             message_count=row["n"],
             adapter=row["adapter"] or "",
             adapter_scale=float(row["adapter_scale"] if row["adapter_scale"] is not None else 1.0),
+            docs=row["docs"] or "",
         )
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
@@ -19,14 +20,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.chats import ChatStore
+from core.chats import ChatStore, Message
 from core.engine import Completion, ModelStatus
 from core.finetune.adapters import AdapterEntry, find_base, list_adapters
 from core.library import ModelEntry
 from core.settings import ChatParameters, Settings
 from desktop.chat_controller import ActiveAdapter, ChatController
+from desktop.docs_turn import Source, read_docs_message
 from desktop.models.library import LibraryTableModel
 from desktop.theme import Palette
+from desktop.views.chat_docs import DocsToggle, SourcesStrip
 from desktop.views.conversation_panel import ConversationPanel
 from desktop.views.params_panel import ParamsPanel
 from desktop.views.transcript import TranscriptView
@@ -172,9 +175,14 @@ class ChatPage(QWidget):
         self.composer = Composer()
         self.composer.submitted.connect(self.send)
         self.composer.stop_button.clicked.connect(self.stop)
-        composer_row = QHBoxLayout()
+        composer_row = QVBoxLayout()
         composer_row.setContentsMargins(16, 0, 16, 0)
+        composer_row.setSpacing(4)
         composer_row.addWidget(self.composer)
+        # Retrieval (Knowledge): the question goes with a collection's passages; saved with the chat.
+        self.docs_toggle = DocsToggle()
+        self.docs_toggle.changed.connect(self._save_docs)
+        composer_row.addWidget(self.docs_toggle)
         col.addLayout(composer_row)
 
         self.params = ParamsPanel()
@@ -210,6 +218,7 @@ class ChatPage(QWidget):
         controller.adapter_applied.connect(self._adapter_applied)
         controller.adapter_failed.connect(self._adapter_failed)
         controller.serving_changed.connect(self._serving_changed)
+        controller.docs_used.connect(self._docs_used)
         library.modelReset.connect(self._library_changed)
         self.conversations.refresh()
         self.refresh_adapters()
@@ -225,6 +234,9 @@ class ChatPage(QWidget):
 
     def set_palette(self, palette: Palette) -> None:
         self.transcript.set_palette(palette)
+        self.transcript.setStyleSheet(
+            f"QLabel#passage {{ background: {palette.surface}; border: 1px solid {palette.border}; "
+            f"border-radius: 8px; padding: 8px; }}")
         if not self.controller.streaming:
             self.reload_messages()
 
@@ -290,6 +302,7 @@ class ChatPage(QWidget):
     def new_chat(self) -> None:
         """A blank conversation; it is saved when the first message is sent."""
         self.cancel_edit()
+        self.docs_toggle.note.setText("")
         self.conversations.select(None, emit=False)
         self.params.system_prompt.setPlainText(self.settings.system_prompt)
         self.transcript.set_messages([])
@@ -303,6 +316,7 @@ class ChatPage(QWidget):
         if conv.model and self.library.row_of(conv.model) >= 0:
             self.select_model(conv.model)
         self._restore_adapter(conv.adapter, conv.adapter_scale)
+        self.docs_toggle.set_collection(conv.docs)
         self.reload_messages()
         if self.controller.streaming and self._streaming_conversation == conversation_id:
             self.transcript.begin_answer()
@@ -314,8 +328,33 @@ class ChatPage(QWidget):
     def reload_messages(self) -> None:
         if self.current_id is None:
             self.transcript.set_messages([])
-        else:
-            self.transcript.set_messages(self.store.messages(self.current_id))
+            return
+        # A question asked with documents is stored as the model saw it (passages first): show the
+        # question, and its passages as the sources of the answer that follows.
+        shown: list[Message] = []
+        sources: dict[int, list[Source]] = {}
+        pending: list[Source] | None = None
+        for m in self.store.messages(self.current_id):
+            parsed = read_docs_message(m.content) if m.role == "user" else None
+            if parsed is not None:
+                m = dataclasses.replace(m, content=parsed.question)
+                pending = parsed.sources
+            elif m.role == "user":
+                pending = None
+            elif m.role == "assistant" and pending:
+                sources[len(shown)] = pending
+                pending = None
+            shown.append(m)
+        self.transcript.set_messages(shown)
+        visible = [i for i, m in enumerate(shown) if m.role != "system"]
+        for bubble, index in zip(self.transcript.bubbles, visible, strict=False):
+            if index in sources:
+                layout = bubble.layout()
+                assert isinstance(layout, QVBoxLayout)
+                layout.insertWidget(2, SourcesStrip(sources[index]))
+            elif index + 1 in sources:
+                count = len(sources[index + 1])
+                bubble.stats.setText(f"Asked with {count} passage{'s' if count != 1 else ''} from your documents")
 
     # -- sending -------------------------------------------------------------------------------
     def _ready(self) -> tuple[int, ModelEntry, ChatParameters] | None:
@@ -337,6 +376,7 @@ class ChatPage(QWidget):
             conv = self.store.get(self.current_id)
             if (conv.system_prompt, conv.adapter, conv.adapter_scale) != (system_prompt, adapter, scale):
                 self.store.update(self.current_id, system_prompt=system_prompt, adapter=adapter, adapter_scale=scale)
+        self._save_docs()
         assert self.current_id is not None
         self._streaming_conversation = self.current_id
         return self.current_id, entry, self.params.form.values()
@@ -353,9 +393,9 @@ class ChatPage(QWidget):
         if self.editing_id is not None:
             message_id, self.editing_id = self.editing_id, None
             self.edit_bar.hide()
-            self.controller.edit_and_rerun(conv_id, message_id, text, entry, params)
+            self.controller.edit_and_rerun(conv_id, message_id, text, entry, params, docs=self.docs_toggle.collection())
         else:
-            self.controller.send(conv_id, text, entry, params)
+            self.controller.send(conv_id, text, entry, params, docs=self.docs_toggle.collection())
 
     def regenerate(self) -> None:
         ready = self._ready()
@@ -370,7 +410,8 @@ class ChatPage(QWidget):
         if message is None:
             return
         self.editing_id = message_id
-        self.composer.edit.setPlainText(message.content)
+        parsed = read_docs_message(message.content)
+        self.composer.edit.setPlainText(parsed.question if parsed else message.content)
         self.edit_bar.show()
         self.composer.edit.setFocus()
 
@@ -577,3 +618,20 @@ class ChatPage(QWidget):
         self._show_scale()
         self._save_adapter()
         self._adapter_applied(active)
+
+    # -- documents -----------------------------------------------------------------------------
+    def set_collections(self, names: list[str]) -> None:
+        """The Knowledge page's collections, for the "Use my documents" picker."""
+        self.docs_toggle.set_collections(names)
+        if self.current_id is not None and not self.docs_toggle.collection():
+            self.docs_toggle.set_collection(self.store.get(self.current_id).docs)
+
+    def _save_docs(self) -> None:
+        if self.current_id is not None:
+            docs = self.docs_toggle.collection()
+            if self.store.get(self.current_id).docs != docs:
+                self.store.update(self.current_id, docs=docs)
+
+    def _docs_used(self, turn: object) -> None:
+        notes = list(getattr(turn, "notes", []))
+        self.docs_toggle.note.setText("; ".join(notes).capitalize() if notes else "")

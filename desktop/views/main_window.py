@@ -41,14 +41,16 @@ from desktop.views.chat_page import ChatPage
 from desktop.views.discover_page import DiscoverPage
 from desktop.views.downloads_page import DownloadsPage
 from desktop.views.finetune_page import FinetunePage
+from desktop.views.knowledge_page import KnowledgePage
 from desktop.views.models_page import ModelsPage
 from desktop.views.settings_page import SettingsPage
 
 if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: loaded on the first download instead
     from core.hub import DownloadManager, DownloadProgress, QuantGroup
 
-PAGES = ("chat", "discover", "downloads", "models", "finetune", "settings")
+PAGES = ("chat", "discover", "downloads", "models", "knowledge", "finetune", "settings")
 PAGE_LABELS = {"chat": "Chat", "discover": "Discover", "downloads": "Downloads", "models": "My Models",
+               "knowledge": "Knowledge",
                "finetune": "Fine-tune", "settings": "Settings"}
 
 
@@ -101,6 +103,8 @@ class MainWindow(QMainWindow):
         self.models.adapters.chat_requested.connect(lambda base, name: (self.show_page("chat"), self.chat.start_chat_with_adapter(base, name)))
         self.models.adapters.library_edited.connect(self.refresh_library)
         self.models.adapters.adapters_changed.connect(self.chat.refresh_adapters)
+        self.knowledge = KnowledgePage(self.library_model, self.pool)
+        self.knowledge.collections_changed.connect(self.chat.set_collections)
         self.finetune = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
         self.finetune.chat_requested.connect(self.chat_with_adapter)
         self.finetune.library_changed.connect(self.refresh_library)
@@ -111,7 +115,7 @@ class MainWindow(QMainWindow):
         self.stack = QStackedWidget()
         self.pages: dict[str, QWidget] = {
             "chat": self.chat, "discover": self.discover, "downloads": self.downloads_page,
-            "models": self.models, "finetune": self.finetune, "settings": self.settings_page,
+            "models": self.models, "knowledge": self.knowledge, "finetune": self.finetune, "settings": self.settings_page,
         }
         for widget in self.pages.values():
             self.stack.addWidget(widget)
@@ -175,6 +179,7 @@ class MainWindow(QMainWindow):
         self.chat.set_palette(p)
         self.downloads_page.set_palette(p.border, p.accent)
         self.finetune.set_palette(p)
+        self.knowledge.set_palette(p)
         self.settings_page.set_palette(p)
 
     def show_page(self, name: str) -> None:
@@ -340,6 +345,7 @@ class MainWindow(QMainWindow):
         self._save_state()
         self._unsubscribe()
         self.finetune.shutdown()
+        self.knowledge.shutdown()
         self.server.shutdown()  # before the engine: a request in flight ends first
         if self._downloads is not None:
             self._downloads.pause_all()

@@ -315,7 +315,9 @@ def test_an_existing_name_asks_replace_or_rename(qtbot: Any, make_page: Callable
 
 def test_the_window_has_the_page_between_my_models_and_settings(make_window: WindowFactory,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    assert PAGES.index("finetune") == PAGES.index("models") + 1 == PAGES.index("settings") - 1
+    # Knowledge (retrieval) sits between My Models and Fine-tune.
+    assert PAGES.index("finetune") == PAGES.index("knowledge") + 1 == PAGES.index("settings") - 1
+    assert PAGES.index("knowledge") == PAGES.index("models") + 1
     window: MainWindow = make_window()
     assert window.nav_buttons["finetune"].text() == "Fine-tune"
     window.show_page("finetune")
