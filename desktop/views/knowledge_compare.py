@@ -173,7 +173,9 @@ class ComparisonView(QWidget):
         self.progress_label.setText(f"Loading {entry.name} and writing questions from the documents…")
 
         def work(report: Callable[[Any], None]) -> Any:
-            return compare(name, entry.name, adapter=adapter, progress=report, cancel=cancel)
+            # compare_collection reports progress(message, fraction).
+            return compare(name, entry.name, adapter=adapter, cancel=cancel,
+                           progress=lambda message, fraction: report((str(message), float(fraction))))
 
         Op(work).on_progress(self._progress).on_success(self._done).on_failure(self._failed).run(self.pool)
 
@@ -184,6 +186,12 @@ class ComparisonView(QWidget):
             self.progress_label.setText("Stopping after the current question…")
 
     def _progress(self, p: Any) -> None:
+        if isinstance(p, tuple):
+            message, fraction = p
+            self.bar.setRange(0, 1000)
+            self.bar.setValue(round(fraction * 1000))
+            self.progress_label.setText(f"{message} ({fraction:.0%})")
+            return
         fraction = getattr(p, "fraction", None)
         if fraction is not None:
             self.bar.setRange(0, 1000)

@@ -171,7 +171,7 @@ class KnowledgePage(QWidget):
         self.list_view.setModel(self.collections)
         self._table_style(self.list_view)
         self.list_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.list_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.list_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.list_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_changed())
         lcol.addWidget(self.list_view, 1)
         new_row = QHBoxLayout()
@@ -224,7 +224,7 @@ class KnowledgePage(QWidget):
         split.addWidget(right)
         split.setStretchFactor(0, 2)
         split.setStretchFactor(1, 5)
-        split.setSizes([330, 820])
+        split.setSizes([440, 720])
         return split
 
     def _table_style(self, view: QTableView) -> None:
@@ -359,6 +359,7 @@ class KnowledgePage(QWidget):
         self.current = info.name
         self._show_info(info)
         self._load_files()
+        self.compare.set_collection(info.name)
         if opened:
             self._opened()
 

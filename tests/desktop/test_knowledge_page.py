@@ -251,6 +251,7 @@ def test_which_helps_here_runs_the_comparison_end_to_end(
     view.run()
     wait_until(qtbot, lambda: view._cancel is None, 300, "the comparison")
     assert view.banner.text == "", view.banner.text
+    assert view.result is not None, (view.progress_label.text(), view.collection, view.base_picker.currentText())
     assert view.result is not None and view.table.rowCount() >= 2
     assert view.recommendation.text()
     shot(page, "compare", page.set_palette)
