@@ -60,7 +60,7 @@ class CollectionsTableModel(ColumnsTableModel):
             if col == 0:
                 return info.name
             if col == 1:
-                return f"{info.indexed}" + (f" (+{info.skipped} skipped)" if info.skipped else "")
+                return f"{info.indexed}" + (f" · {info.skipped} skipped" if info.skipped else "")
             if col == 2:
                 return f"{info.chunks:,}"
             if col == 3:

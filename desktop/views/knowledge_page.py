@@ -114,6 +114,7 @@ class KnowledgePage(QWidget):
         self.current = ""  # the open collection's name
         self._job: threading.Event | None = None  # the running job's cancel
         self._listed = False
+        self._listing = 0  # collection listings in flight
         self._search_serial = 0
         self._pending_embed: str = ""
 
@@ -171,7 +172,13 @@ class KnowledgePage(QWidget):
         self.list_view.setModel(self.collections)
         self._table_style(self.list_view)
         self.list_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.list_view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        # The narrow list shows name, files and age; chunks and the kind of search are in the summary line.
+        header = self.list_view.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 4):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        for column in (2, 3):
+            self.list_view.setColumnHidden(column, True)
         self.list_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_changed())
         lcol.addWidget(self.list_view, 1)
         new_row = QHBoxLayout()
@@ -333,10 +340,17 @@ class KnowledgePage(QWidget):
     def refresh(self, select: str = "") -> None:
         """List the collections again (in the background), then open ``select`` (or keep the open one)."""
         self._listed = True
+        self._listing += 1
+
+        def failed(exc: BaseException) -> None:
+            self._listing -= 1
+            self.banner.show_message(error_text(exc))
+
         Op(self.docs.list).on_success(lambda infos: self._listed_infos(infos, select or self.current)).on_failure(
-            lambda exc: self.banner.show_message(error_text(exc))).run(self.pool)
+            failed).run(self.pool)
 
     def _listed_infos(self, infos: list[Any], select: str) -> None:
+        self._listing -= 1
         before = [i.name for i in self.collections.infos]
         self.collections.set_infos(infos)
         names = [i.name for i in infos]
@@ -580,7 +594,8 @@ class KnowledgePage(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._job is not None
+        """Listing, indexing or searching in the background (opening a collection re-indexes it)."""
+        return self._job is not None or self._listing > 0
 
     # -- removing and deleting -------------------------------------------------------------------
     def remove_selected(self) -> None:

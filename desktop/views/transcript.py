@@ -237,6 +237,7 @@ class TranscriptView(QScrollArea):
                 child = row.takeAt(0)
                 widget = child.widget() if child is not None else None
                 if widget is not None:
+                    widget.hide()  # at once: deleteLater waits for the event loop, and it would still paint
                     widget.deleteLater()
             row.deleteLater()
 
