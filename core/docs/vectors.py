@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from core.errors import ContextOverflowError, HearthError
+from core.errors import HearthError
 
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -58,22 +58,24 @@ class EngineEmbedder:
         return self._dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        try:
-            vectors = self.engine.embed(list(texts)).vectors
-        except ContextOverflowError:
-            # One text is longer than the model embeds at once: embed each, shortening the long ones.
-            vectors = [self._embed_fitting(text) for text in texts]
+        vectors = self.engine.embed([self._fitting(text) for text in texts]).vectors
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self._dim)
 
-    def _embed_fitting(self, text: str) -> list[float]:
+    def _fitting(self, text: str) -> str:
+        """The text, or as many of its first words as the model embeds at once (the start stands for a chunk).
+
+        The limit is the smaller of the context and the training context: llama.cpp pads a small context
+        up (to 256), past the position embeddings of a model trained on fewer tokens.
+        """
+        status = self.engine.status
+        limit = min(status.n_ctx, status.n_ctx_train or status.n_ctx) if status else 0
         words = text.split()
-        while True:
-            try:
-                return self.engine.embed([" ".join(words)]).vectors[0]
-            except ContextOverflowError:
-                if len(words) <= 1:
-                    raise
-                words = words[: len(words) // 2]  # the start of a chunk stands for it; rare with real models
+        while limit and len(words) > 1:
+            n_tokens = len(self.engine.tokenize(" ".join(words), add_bos=True))
+            if n_tokens <= limit:
+                break
+            words = words[: max(1, min(len(words) - 1, int(len(words) * limit / n_tokens * 0.95)))]
+        return " ".join(words) if len(words) != len(text.split()) else text
 
 
 @contextmanager

@@ -160,3 +160,12 @@ def test_a_budget_larger_than_the_context_is_trimmed_with_a_note() -> None:
     assert retrieval_budget(4096, 1024, 600) == (1024, "")
     budget, note = retrieval_budget(2048, 4000, 600)
     assert budget == 1448 and "more than the 2048-token context" in note and "using 1448" in note
+
+
+def test_a_chunk_longer_than_the_embedding_context_is_embedded_from_its_start(tmp_path: Path) -> None:
+    long_file = tmp_path / "long.txt"
+    long_file.write_text(" ".join(f"word{i}" for i in range(240)) + "\n")  # ~1,400 tokens for the tiny bert
+    with DocsLibrary().create("kb") as collection, tiny_bert_embedder(tmp_path, n_ctx=128) as short:
+        collection.add([long_file, write_handbook(tmp_path / "handbook")], embedder=short)
+        assert collection.info().vectors == collection.info().chunks == 13
+        assert search(collection, "word3 word4", 1, embedder=short)[0].file == str(long_file)

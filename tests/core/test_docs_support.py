@@ -62,11 +62,13 @@ def encrypted_pdf_bytes() -> bytes:
 
 
 @contextmanager
-def tiny_bert_embedder(folder: Path, *, n_embd: int = 32, seed: int = 0, name: str = "tiny-bert") -> Iterator[EngineEmbedder]:
+def tiny_bert_embedder(
+    folder: Path, *, n_embd: int = 32, seed: int = 0, name: str = "tiny-bert", n_ctx: int = 1024
+) -> Iterator[EngineEmbedder]:
     """A real llama.cpp embedding model (random tiny bert) behind the retrieval ``Embedder`` interface."""
     from core.engine import Engine, LoadOptions
 
-    path = write_tiny_bert(folder / f"{name}-{n_embd}.gguf", n_embd=n_embd, n_ctx=1024, seed=seed, name=name)
+    path = write_tiny_bert(folder / f"{name}-{n_embd}-{n_ctx}.gguf", n_embd=n_embd, n_ctx=n_ctx, seed=seed, name=name)
     with Engine() as engine:
         engine.load(path, LoadOptions(embedding=True, n_ctx=0))
         yield EngineEmbedder(engine, name)
