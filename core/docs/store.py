@@ -34,6 +34,7 @@ from core.paths import get_paths
 SCHEMA_VERSION = 1
 DB_NAME = "index.sqlite3"
 EMBED_BATCH = 16
+LOCK_WAIT_S = 30.0  # how long a change waits for another process's change to the same collection
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # A progress callback may return False to cancel (None or True: go on).
@@ -215,7 +216,7 @@ class Collection:
     def __init__(self, name: str, folder: Path) -> None:
         self.name = name
         self.folder = folder
-        self.conn = sqlite3.connect(folder / DB_NAME, isolation_level=None, timeout=30)
+        self.conn = sqlite3.connect(folder / DB_NAME, isolation_level=None, timeout=LOCK_WAIT_S)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -257,7 +258,13 @@ class Collection:
 
     def _transaction(self, work: Callable[[], None]) -> None:
         """Run ``work`` in one write transaction; anything raised (a cancel too) rolls all of it back."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            raise HearthError(f"Collection '{self.name}' is being changed by another Hearth (the window or a "
+                              "command): try again when that finishes.") from exc
         try:
             work()
             self._set_meta("generation", self.generation + 1)

@@ -246,3 +246,39 @@ def test_files_deleted_or_changed_while_indexing(tmp_path: Path, monkeypatch: py
         monkeypatch.setattr(store, "read_pages", real)
         assert [Path(p).name for p in collection.refresh().updated] == ["plants.txt"]
         assert search(collection, "edit made while", 1)[0].file.endswith("plants.txt")
+
+
+def test_ten_thousand_files_report_progress_and_cancel_quickly(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    for sub in range(10):
+        (folder / f"part{sub}").mkdir(parents=True)
+        for i in range(1000):
+            (folder / f"part{sub}" / f"n{i:04}.txt").write_text(f"Short note {sub}-{i} about topic{i % 37}.\n")
+    reports: list[Progress] = []
+
+    def until_2000(report: Progress) -> bool:
+        reports.append(report)
+        return report.done < 2000
+
+    with DocsLibrary().create("many") as collection:
+        with pytest.raises(CancelledError):
+            collection.add([folder], progress=until_2000)
+        assert reports[0].total == 10_000 and [r.done for r in reports[:3]] == [0, 1, 2]
+        assert collection.info().files == 0
+
+
+def test_a_change_while_another_process_writes_waits_then_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.docs.store as store
+
+    folder = write_handbook(tmp_path / "handbook")
+    library = DocsLibrary()
+    library.create("kb").close()
+    monkeypatch.setattr(store, "LOCK_WAIT_S", 0.2)
+    with library.open("kb") as writer, library.open("kb") as other:
+        writer.conn.execute("BEGIN IMMEDIATE")  # as a long add in another process holds the write lock
+        try:
+            with pytest.raises(HearthError, match="being changed by another Hearth"):
+                other.add([folder])
+            assert other.info().files == 0 and search(other, "kettle", 1) == []  # reading still works
+        finally:
+            writer.conn.execute("ROLLBACK")
