@@ -50,6 +50,7 @@ class Worker:
         self.mem: Any = None
         self.path = ""
         self.n_ctx = 0
+        self.n_ctx_train = 0
         self.n_batch = 512
         self.kv_tokens: list[int] = []  # tokens whose keys/values are in the cache, in order
         self.fmt = ChatFormat("plain", "plain", None)
@@ -194,6 +195,7 @@ class Worker:
         self.batch = L.llama_batch_init(n_batch, 0, 1)
         self.mem = L.llama_get_memory(ctx)
         self.n_ctx = int(L.llama_n_ctx(ctx))
+        self.n_ctx_train = n_ctx_train
         self.n_batch = n_batch
         self.path = path
         self._eog_ids = None
@@ -649,6 +651,9 @@ class Worker:
         L.llama_set_embeddings(self.ctx, True)
         n_embd = int(L.llama_model_n_embd(self.model))
         limit = min(self.n_ctx, self.n_batch) if self.model_pooling else self.n_ctx
+        # llama.cpp pads the context to a multiple of 256, past what a model with learned positions (BERT)
+        # has embeddings for: a longer text would abort the worker in ggml, so the training context caps it.
+        limit = min(limit, self.n_ctx_train or limit)
         vectors, total = [], 0
         for index, text in enumerate(request["texts"]):
             tokens = self.tokenize(str(text), add_bos=True)

@@ -224,6 +224,10 @@ def test_an_embedding_model_refuses_to_chat_and_long_texts(engine: Engine, model
         engine.complete("hi", GREEDY)
     with pytest.raises(ContextOverflowError, match="tokens"):
         engine.embed(["the cat " * 200])
+    # Past the model's 128 trained positions but inside llama.cpp's padded 256-token context: refused too
+    # (this length aborted the worker in ggml once).
+    with pytest.raises(ContextOverflowError, match="more than the 128"):
+        engine.embed(["the cat " * 80])
     assert len(engine.embed(["dog"]).vectors) == 1  # still serving
 
 
