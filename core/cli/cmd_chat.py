@@ -18,7 +18,7 @@ from core.library import Library
 from core.paths import get_paths
 
 if TYPE_CHECKING:
-    from core.docs import Collection, DocsTurn
+    from core.docs import Collection, DocsTurn, Embedder
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -136,7 +136,8 @@ def chat(args: argparse.Namespace) -> int:
             session = ChatSession.start(store, engine, model=entry.name, system_prompt=args.system, params=params)
         if not args.json:
             print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}]", file=sys.stderr)
-        ask = _docs_asker(collection, engine, status.n_ctx, args, session) if collection is not None else None
+        embedder = _collection_embedder(collection, stack, quiet=args.json) if collection is not None else None
+        ask = _docs_asker(collection, engine, status.n_ctx, args, session, embedder) if collection is not None else None
         if args.prompt is not None:
             message, turn = ask(args.prompt) if ask else (args.prompt, None)
             completion = _stream_answer(session.send(message, params), quiet=args.json)
@@ -152,15 +153,36 @@ def chat(args: argparse.Namespace) -> int:
         return _interactive(session, params, ask)
 
 
+def _collection_embedder(collection: Collection, stack: contextlib.ExitStack, *, quiet: bool) -> Embedder | None:
+    """The collection's embedding model, loaded for the chat (hybrid ranking), or None: keywords only.
+
+    A collection embedded with a model that is no longer in the library is still searched, by keywords,
+    with a note that says so.
+    """
+    from core.docs import load_embedder
+
+    if not collection.embed_model:
+        return None
+    try:
+        return stack.enter_context(load_embedder(collection.embed_model))
+    except HearthError as exc:
+        if not quiet:
+            print(f"[searching by keywords only: the embedding model {collection.embed_model} is not usable ({exc})]",
+                  file=sys.stderr)
+        return None
+
+
 def _docs_asker(
-    collection: Collection, engine: Engine, n_ctx: int, args: argparse.Namespace, session: ChatSession
+    collection: Collection, engine: Engine, n_ctx: int, args: argparse.Namespace, session: ChatSession,
+    embedder: Embedder | None = None,
 ) -> Callable[[str], tuple[str, DocsTurn]]:
     """The question → (message with the collection's passages, the turn) step of a chat with --docs."""
     from core.docs import prepare_question
 
     def ask(question: str) -> tuple[str, DocsTurn]:
         turn = prepare_question(collection, question, count_tokens=lambda t: len(engine.tokenize(t)), n_ctx=n_ctx,
-                                k=args.docs_k, budget_tokens=args.docs_budget, answer_tokens=args.max_tokens)
+                                k=args.docs_k, budget_tokens=args.docs_budget, answer_tokens=args.max_tokens,
+                                embedder=embedder)
         if not session.conversation.title:
             session.store.rename(session.conversation_id, question.strip().splitlines()[0][:60])
         for note in turn.notes:

@@ -118,3 +118,19 @@ def test_chat_with_docs_puts_numbered_passages_in_the_prompt_and_lists_the_sourc
     assert data["text"].strip() == "Descale it monthly [1]"
 
     _one_line_error(hearth("chat", str(model), "--docs", "nothing", "-p", "hi"), "No collection 'nothing'")
+
+
+def test_chat_with_an_embedded_collection_ranks_by_keywords_and_vectors(tmp_path: Path) -> None:
+    from core.library import Library
+
+    folder = write_handbook(tmp_path / "handbook")
+    model = write_scripted_chat_llama(tmp_path / "scripted.gguf", SCRIPT)
+    bert = Library().import_file(write_tiny_bert(tmp_path / "tiny-bert.gguf", n_ctx=1024), mode="copy")
+    assert hearth("docs", "add", "kb", str(folder), "--embed", bert.name).returncode == 0
+    ask = ("chat", str(model), "--docs", "kb", "-p", "kettle descaled", "--json", "--max-tokens", "2")
+    data = json.loads(hearth(*ask).stdout)
+    assert set(data["sources"][0]["sources"]) == {"bm25", "vector"}  # hybrid: the collection's own model
+
+    Library().remove(bert.name)
+    gone = hearth("chat", str(model), "--docs", "kb", "-p", "kettle descaled", "--max-tokens", "2")
+    assert gone.returncode == 0 and "searching by keywords only: the embedding model tiny-bert" in gone.stderr
