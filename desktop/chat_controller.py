@@ -22,11 +22,12 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.chats import ChatStore
 from core.chats.session import ChatSession
-from core.docs import DocsLibrary, DocsTurn, prepare_question
+from core.docs import DocsLibrary, DocsTurn, Embedder, EngineEmbedder, prepare_question
 from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
 from core.engine.gate import FairLock
+from core.errors import HearthError
 from core.finetune.adapters import AdapterEntry, ensure_lora_gguf
-from core.library import ModelEntry
+from core.library import Library, ModelEntry
 from core.settings import ChatParameters
 from desktop.ops import Executor, Op, error_text
 
@@ -85,6 +86,7 @@ class ChatController(QObject):
         super().__init__()
         self.store = store
         self.docs = docs or DocsLibrary()
+        self._embedder: EngineEmbedder | None = None  # a documents collection's embedding model, engine thread
         self.executor = engine_executor
         self.engine = engine or Engine()
         self.lock = lock or FairLock()
@@ -209,14 +211,46 @@ class ChatController(QObject):
         status = self.engine.status
         n_ctx = status.n_ctx if status is not None else params.n_ctx
         with self.docs.open(docs) as collection:
+            embedder, note = self._embedder_for(collection.embed_model)
             turn: DocsTurn = prepare_question(
                 collection, text, count_tokens=lambda t: len(self.engine.tokenize(t)), n_ctx=n_ctx,
-                answer_tokens=params.max_tokens)
+                answer_tokens=params.max_tokens, embedder=embedder)
+        if note:
+            turn.notes.append(note)
         if not session.conversation.title:  # the question names the chat, not the instructions before it
             line = " ".join(text.split())
             self.store.rename(session.conversation_id, line if len(line) <= 60 else line[:59].rstrip() + "…")
         self.docs_used.emit(turn)  # queued to the GUI thread
         return turn.message
+
+    def _embedder_for(self, model: str) -> tuple[Embedder | None, str]:
+        """The collection's embedding model in an engine of its own (kept for the next question), or why not.
+
+        Engine thread. A collection without vectors, or whose model left the library, is searched by
+        keywords only (the note says so).
+        """
+        if not model:
+            return None, ""
+        if self._embedder is not None and self._embedder.model_name == model:
+            return self._embedder, ""
+        self._close_embedder()
+        try:
+            entry = Library().get(model)
+            engine = Engine()
+            try:
+                engine.load(entry.path, LoadOptions(embedding=True, n_ctx=0))
+            except BaseException:
+                engine.close()
+                raise
+        except HearthError as exc:
+            return None, f"searched by keywords only: the embedding model {model} is not usable ({exc})"
+        self._embedder = EngineEmbedder(engine, entry.name)
+        return self._embedder, ""
+
+    def _close_embedder(self) -> None:
+        if self._embedder is not None:
+            self._embedder.engine.close()
+            self._embedder = None
 
     def stop(self) -> None:
         """Stop the answer being generated (it is kept, marked as stopped), or not start one still waiting."""
@@ -318,4 +352,5 @@ class ChatController(QObject):
         self._stop_asked = True
         self.engine.cancel()
         self.executor.shutdown(wait=True)
+        self._close_embedder()
         self.engine.close()

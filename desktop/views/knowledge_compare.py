@@ -23,23 +23,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.docs.compare import compare_collection
 from core.finetune.adapters import find_base, list_adapters
 from core.library import ModelEntry
 from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.theme import LIGHT, Palette
 from desktop.views.widgets import Banner, button, muted
-
-CompareFn = Callable[..., Any]
-
-
-def compare_function() -> CompareFn | None:
-    """``core.docs.compare.compare_collection`` when this Hearth has it (it is built beside this view)."""
-    try:
-        from core.docs.compare import compare_collection
-    except ImportError:
-        return None
-    return compare_collection  # type: ignore[no-any-return]
 
 
 class ComparisonView(QWidget):
@@ -111,10 +101,6 @@ class ComparisonView(QWidget):
         self.results.hide()
         col.addWidget(self.results, 1)
         col.addStretch(0)
-        self.available = compare_function() is not None
-        if not self.available:
-            self.run_button.setEnabled(False)
-            self.progress_label.setText("The comparison is not part of this version of Hearth yet.")
         library.modelReset.connect(self.refresh_models)
         self.refresh_models()
         self.set_palette(LIGHT)
@@ -153,9 +139,8 @@ class ComparisonView(QWidget):
 
     # -- running ---------------------------------------------------------------------------------
     def run(self) -> None:
-        compare = compare_function()
         entry = self._entry()
-        if compare is None or not self.collection or self._cancel is not None:
+        if not self.collection or self._cancel is not None:
             return
         if entry is None:
             self.banner.show_message("Pick a model to answer the questions (import one in My Models).")
@@ -174,8 +159,8 @@ class ComparisonView(QWidget):
 
         def work(report: Callable[[Any], None]) -> Any:
             # compare_collection reports progress(message, fraction).
-            return compare(name, entry.name, adapter=adapter, cancel=cancel,
-                           progress=lambda message, fraction: report((str(message), float(fraction))))
+            return compare_collection(name, entry.name, adapter=adapter, cancel=cancel,
+                                      progress=lambda message, fraction: report((str(message), float(fraction))))
 
         Op(work).on_progress(self._progress).on_success(self._done).on_failure(self._failed).run(self.pool)
 

@@ -15,18 +15,18 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from core.docs import DocsLibrary
+from core.docs import DocsLibrary, DocsTurn, load_embedder
 from core.library import Library
 from desktop.docs_turn import read_docs_message
 from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor
 from desktop.theme import apply_theme
 from desktop.views.chat_docs import SourcesStrip
-from desktop.views.knowledge_compare import compare_function
 from desktop.views.knowledge_page import KnowledgePage
 from desktop.views.main_window import MainWindow
 from tests.desktop.conftest import WindowFactory, wait_until
 from tests.fixtures.scripted_model import write_scripted_chat_llama
+from tests.fixtures.tiny_embed import write_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / ".screenshots"
@@ -234,8 +234,22 @@ def test_a_chat_with_my_documents_puts_passages_in_the_prompt_and_shows_sources(
     page.open_conversation(conv_id)
     assert page.docs_toggle.collection() == "lighthouse"
 
+    # Embedded with a library model, the collection is searched by keywords and vectors (hybrid).
+    bert = Library(discover_hf_cache=False).import_file(write_tiny_bert(hearth_home / "tiny-bert.gguf", n_ctx=1024),
+                                                        mode="link", name="tiny-bert")
+    with DocsLibrary().open("lighthouse") as c, load_embedder(bert.name) as embedder:
+        c.embed(embedder)
+    turns: list[DocsTurn] = []
+    page.controller.docs_used.connect(turns.append)
+    page.new_chat()
+    page.docs_toggle.check.setChecked(True)
+    page.composer.edit.setPlainText("When was the lighthouse built?")
+    page.send()
+    wait_until(qtbot, lambda: bool(turns) and not page.controller.streaming, 90, "the hybrid answer")
+    assert "vector" in turns[0].context.passages[0].sources
+    assert not any("keywords only" in note for note in turns[0].notes)
 
-@pytest.mark.skipif(compare_function() is None, reason="core.docs.compare is not there yet")
+
 def test_which_helps_here_runs_the_comparison_end_to_end(
     make_page: Callable[[], KnowledgePage], notes: Path, hearth_home: Path, qtbot: Any
 ) -> None:
