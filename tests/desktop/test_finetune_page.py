@@ -429,3 +429,39 @@ def test_a_failed_job_says_what_happened_in_one_sentence(qtbot: Any, make_page: 
     assert not page.run_view.resume_button.isVisible()  # no checkpoint was left
     panel.toggle.click()
     assert "Traceback" in panel.details.toPlainText() and "Log:" in panel.details.toPlainText()
+
+
+@pytest.mark.slow
+def test_the_starter_model_learns_the_documents_in_the_window(qtbot: Any, starter_in_library: Path,
+                                                              docs: Path) -> None:
+    """The real Gemma 3 270M, converted for training on first use as on a user's machine: a short run to the end."""
+    library = Library(discover_hf_cache=False)
+    entry = library.ensure_starter()  # registers the file already in the library folder, as the window does
+    assert entry is not None
+    starter = entry.name
+    model = LibraryTableModel()
+    model.set_entries(library.models(include_discovered=False))
+    pool = Executor(3, "test-finetune-starter")
+    page = FinetunePage(model, pool)
+    qtbot.addWidget(page)
+    page.resize(1180, 820)
+    page.show()
+    try:
+        wait_until(qtbot, lambda: page.form.base_name() == starter, 60, "the starter as the base")
+        ready(qtbot, page, docs, max_steps=4, samples=1, save_every=0)
+        assert page.form.estimate is not None and page.form.estimate.fits
+        page.form.start_button.click()
+        wait_until(qtbot, lambda: page.view() == "result", 1200, "the finished starter run")
+        state = page.state
+        assert state is not None and state.outcome == "done" and state.step == 4
+        assert state.knowledge_total and 0 <= state.knowledge_after <= state.knowledge_total
+        assert page.result_view.knowledge_label.text().startswith("Answered ")
+        with qtbot.waitSignal(page.chat_requested, timeout=2000) as blocker:
+            page.result_view.chat_button.click()
+        assert blocker.args == [starter, "lighthouse-notes"]
+    finally:
+        page.shutdown()
+        for run in list_runs():
+            if run.state == "running" and run.pid:
+                os.kill(run.pid, signal.SIGKILL)
+        pool.shutdown(wait=False)
