@@ -94,19 +94,7 @@ def open_refreshed(name: str, embedder: Embedder | None = None, quiet: bool = Fa
 
 
 def _summary(report: IndexReport) -> str:
-    parts = []
-    if report.added:
-        parts.append(f"{len(report.added)} added")
-    if report.updated:
-        parts.append(f"{len(report.updated)} re-indexed")
-    if report.unchanged:
-        parts.append(f"{len(report.unchanged)} unchanged")
-    if report.skipped:
-        parts.append(f"{len(report.skipped)} skipped")
-    if report.missing:
-        parts.append(f"{len(report.missing)} gone from disk")
-    if report.embedded:
-        parts.append(f"{report.embedded} chunks embedded")
+    parts = report.counts()
     return ", ".join(parts) + f" ({report.chunks} chunks, {report.seconds:.1f} s)" if parts else "no changes"
 
 

@@ -126,6 +126,17 @@ class IndexReport:
         return bool(self.added or self.updated or self.missing or self.embedded
                     or any(s.reason for s in self.skipped))
 
+    def counts(self, *, unchanged: bool = True, chunks_word: str = "chunks") -> list[str]:
+        """What changed, in words ("2 added", "1 re-indexed", …); ``unchanged`` counts those too."""
+        parts = []
+        for count, what in ((len(self.added), "added"), (len(self.updated), "re-indexed"),
+                            (len(self.unchanged) if unchanged else 0, "unchanged"),
+                            (len([s for s in self.skipped if unchanged or s.reason]), "skipped"),
+                            (len(self.missing), "gone from disk"), (self.embedded, f"{chunks_word} embedded")):
+            if count:
+                parts.append(f"{count} {what}")
+        return parts
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["skipped"] = [s.to_dict() for s in self.skipped]

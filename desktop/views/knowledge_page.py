@@ -78,18 +78,7 @@ def collection_name_for(paths: Sequence[str | Path], taken: Sequence[str]) -> st
 
 def report_text(report: IndexReport) -> str:
     """What an add or re-index did, in one line."""
-    parts = []
-    if report.added:
-        parts.append(f"{len(report.added)} added")
-    if report.updated:
-        parts.append(f"{len(report.updated)} re-indexed")
-    fresh_skips = [s for s in report.skipped if s.reason]
-    if fresh_skips:
-        parts.append(f"{len(fresh_skips)} skipped")
-    if report.missing:
-        parts.append(f"{len(report.missing)} gone from disk")
-    if report.embedded:
-        parts.append(f"{report.embedded} passages embedded")
+    parts = report.counts(unchanged=False, chunks_word="passages")
     if not parts:
         return "Nothing changed on disk since the last index."
     return f"{', '.join(parts).capitalize()} ({report.seconds:.1f} s)."
