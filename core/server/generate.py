@@ -97,20 +97,29 @@ def record(request: Request, model: str, completion: Completion | None = None, *
         request.state.prompt_tokens = prompt_tokens
 
 
+DISCONNECT_CHECK_S = 0.25  # how often a plain (not streamed) answer looks whether its client is still there
+
+
 async def wait_unless_gone(job: Job, request: Request) -> list[Any]:
     """Everything the job produces; cancels it if the client disconnects meanwhile."""
     items: list[Any] = []
     getter: asyncio.Task[Any] | None = None
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
     try:
         while True:
             getter = asyncio.ensure_future(job.get())
             while True:
-                done, _ = await asyncio.wait({getter}, timeout=0.25)
+                done, _ = await asyncio.wait({getter}, timeout=DISCONNECT_CHECK_S)
+                # Every DISCONNECT_CHECK_S, whether or not the answer is flowing: a fast model would
+                # otherwise never leave the loop above long enough to look.
+                if loop.time() - checked >= DISCONNECT_CHECK_S:
+                    checked = loop.time()
+                    if await request.is_disconnected():
+                        job.cancel()
+                        raise ApiError(499, "The client closed the connection.", code="client_closed")
                 if done:
                     break
-                if await request.is_disconnected():
-                    job.cancel()
-                    raise ApiError(499, "The client closed the connection.", code="client_closed")
             item = getter.result()
             getter = None
             from core.server.runner import END, Failure
