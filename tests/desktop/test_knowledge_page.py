@@ -269,3 +269,31 @@ def test_which_helps_here_runs_the_comparison_end_to_end(
     assert view.result is not None and view.table.rowCount() >= 2
     assert view.recommendation.text()
     shot(page, "compare", page.set_palette)
+
+
+def test_embeddings_from_a_library_model_and_the_re_embed_offer_for_another(
+    make_page: Callable[[], KnowledgePage], notes: Path, hearth_home: Path, qtbot: Any
+) -> None:
+    library = Library(discover_hf_cache=False)
+    for name, dim in (("tiny-bert", 32), ("other-bert", 16)):
+        library.import_file(write_tiny_bert(hearth_home / f"{name}.gguf", n_ctx=1024, n_embd=dim), mode="link",
+                            name=name)
+    page = make_page()
+    page.library.set_entries(library.models(include_discovered=False))
+    drop(page, notes)
+    settle(qtbot, page)
+    page.embed_picker.setCurrentIndex(page.embed_picker.findText("tiny-bert"))
+    page.embed_button.click()
+    wait_until(qtbot, lambda: "embedded with tiny-bert" in page.embed_status.text(), 60, "the embeddings")
+    with DocsLibrary().open(page.current) as c:
+        assert (c.embed_model, c.embed_dim) == ("tiny-bert", 32)
+
+    # Another model (another dimension) is refused with an offer to re-embed; taking it replaces the vectors.
+    page.embed_picker.setCurrentIndex(page.embed_picker.findText("other-bert"))
+    page.embed_button.click()
+    wait_until(qtbot, lambda: page.reembed_button.isVisibleTo(page), 60, "the re-embed offer")
+    assert "Re-embed every passage" in page.embed_status.text() and "Traceback" not in page.embed_status.text()
+    page.reembed_button.click()
+    wait_until(qtbot, lambda: "embedded with other-bert" in page.embed_status.text(), 60, "the re-embedding")
+    with DocsLibrary().open(page.current) as c:
+        assert (c.embed_model, c.embed_dim) == ("other-bert", 16)
