@@ -633,7 +633,8 @@ class KnowledgePage(QWidget):
             self.results_view.setColumnWidth(3, 140)
             self.results_view.resizeColumnToContents(4)
             if found:
-                self.search_note.setText(f"{len(found)} passages, best first, ranked by keywords (BM25).")
+                count = f"{len(found)} passage" + ("s, best first," if len(found) != 1 else ",")
+                self.search_note.setText(f"{count} ranked by keywords (BM25).")
                 self.results_view.selectRow(0)
             else:
                 self.search_note.setText("No passage has these words. Try other words from your documents.")
