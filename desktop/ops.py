@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
+import shiboken6
 from PySide6.QtCore import QObject, Signal
 
 from core.errors import HearthError
@@ -133,7 +134,7 @@ class Op(Generic[T]):
 
     def _deliver_success(self, result: Any) -> None:
         try:
-            if self._success is not None:
+            if self._success is not None and _alive(self._success):
                 self._success(result)
         finally:
             self._finish()
@@ -141,11 +142,18 @@ class Op(Generic[T]):
     def _deliver_failure(self, exc: Any) -> None:
         try:
             if self._failure is not None:
-                self._failure(exc)
+                if _alive(self._failure):
+                    self._failure(exc)
             elif not isinstance(exc, HearthError):
                 log.error("unhandled background error: %r", exc)
         finally:
             self._finish()
+
+
+def _alive(callback: Callable[..., Any]) -> bool:
+    """False for a method of a widget Qt has deleted meanwhile (its page was closed while the op ran)."""
+    owner = getattr(callback, "__self__", None)
+    return not isinstance(owner, QObject) or shiboken6.isValid(owner)
 
 
 def error_text(exc: BaseException) -> str:

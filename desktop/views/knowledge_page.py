@@ -88,6 +88,7 @@ class KnowledgePage(QWidget):
     """Collections on the left; the open one's files, search, embeddings and comparison on the right."""
 
     collections_changed = Signal(list)  # names, after any create or delete
+    finetune_requested = Signal(list)  # the open collection's indexed files, to teach a model
 
     def __init__(
         self, library: LibraryTableModel, pool: Executor, docs: DocsLibrary | None = None,
@@ -193,7 +194,10 @@ class KnowledgePage(QWidget):
         self.add_folder_button = button("Add folder…", lambda: self._pick_folder(new=False))
         self.remove_button = button("Remove file", self.remove_selected, tip="Take the selected files out of the collection")
         self.delete_button = button("Delete…", self.ask_delete, kind="danger", tip="Delete the collection (your files stay)")
-        for b in (self.add_files_button, self.add_folder_button, self.remove_button, self.delete_button):
+        self.finetune_button = button("Fine-tune on these…", self.request_finetune,
+                                      tip="Open Fine-tune with this collection's files, to teach a model them")
+        for b in (self.add_files_button, self.add_folder_button, self.remove_button, self.delete_button,
+                  self.finetune_button):
             head.addWidget(b)
         col.addLayout(head)
         self.summary = muted("")
@@ -420,6 +424,16 @@ class KnowledgePage(QWidget):
         for b in (self.add_files_button, self.add_folder_button, self.delete_button, self.embed_button):
             b.setEnabled(idle and bool(self.current))
         self.remove_button.setEnabled(idle and bool(self.files_view.selectionModel().selectedRows()))
+        self.finetune_button.setEnabled(bool(self.current) and bool(self._indexed_paths()))
+
+    def _indexed_paths(self) -> list[str]:
+        return [f.path for f in self.files.files if f.status == "indexed"]
+
+    def request_finetune(self) -> None:
+        """The same files feed a fine-tune: the Fine-tune page opens with them (retrieval and tuning, both)."""
+        paths = self._indexed_paths()
+        if paths:
+            self.finetune_requested.emit(paths)
 
     # -- creating and adding -----------------------------------------------------------------------
     def create_named(self) -> None:

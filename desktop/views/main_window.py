@@ -108,6 +108,7 @@ class MainWindow(QMainWindow):
         self.finetune = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
         self.finetune.chat_requested.connect(self.chat_with_adapter)
         self.finetune.library_changed.connect(self.refresh_library)
+        self.knowledge.finetune_requested.connect(self.finetune_on)
         self.settings_page = SettingsPage(self.settings, self.pool, server=self.server, save=self.save_settings)
         self.settings_page.theme_changed.connect(self.set_theme)
         self.settings_page.defaults_saved.connect(self.save_settings)
@@ -181,6 +182,13 @@ class MainWindow(QMainWindow):
         self.finetune.set_palette(p)
         self.knowledge.set_palette(p)
         self.settings_page.set_palette(p)
+
+    def finetune_on(self, paths: list[str]) -> None:
+        """Fine-tune with these documents (a collection's files): the form gets them unless a job is shown."""
+        self.show_page("finetune")
+        if self.finetune.view() == "form":
+            self.finetune.form.clear_documents()
+            self.finetune.form.add_paths(paths)
 
     def show_page(self, name: str) -> None:
         self.stack.setCurrentWidget(self.pages[name])

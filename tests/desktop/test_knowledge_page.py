@@ -297,3 +297,17 @@ def test_embeddings_from_a_library_model_and_the_re_embed_offer_for_another(
     wait_until(qtbot, lambda: "embedded with other-bert" in page.embed_status.text(), 60, "the re-embedding")
     with DocsLibrary().open(page.current) as c:
         assert (c.embed_model, c.embed_dim) == ("other-bert", 16)
+
+
+def test_a_collections_files_feed_a_fine_tune(make_window: WindowFactory, notes: Path, qtbot: Any) -> None:
+    window: MainWindow = make_window()
+    with DocsLibrary().create("lighthouse") as c:
+        c.add([notes])
+    window.show_page("knowledge")
+    page = window.knowledge
+    wait_until(qtbot, lambda: page.current == "lighthouse" and not page.busy and page.finetune_button.isEnabled(),
+               20, "the collection")
+    page.finetune_button.click()
+    assert window.stack.currentWidget() is window.finetune
+    indexed = sorted(str(notes / name) for name in ("keeper.md", "log.txt"))
+    assert sorted(window.finetune.form.paths) == indexed  # the skipped files stay out
