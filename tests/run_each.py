@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-RERUNS = 2
+RERUNS = 4
 
 
 def _run(path: str, args: list[str]) -> tuple[int, str]:
