@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,11 @@ INSTRUCTIONS = (
     "Answer the question using the numbered passages from the user's documents below. Cite the passages you "
     "use like [1] or [2]. If the passages do not contain the answer, say so."
 )
+# The message ``question_with_context`` writes, as ``read_docs_message`` reads it back.
+_PASSAGES_HEAD = f"{INSTRUCTIONS}\n\nPassages:\n\n"
+_QUESTION_HEAD = "\n\nQuestion: "
+# "[3] notes.md, page 2, lines 4–19" (``passage_header``): a file name ends in its suffix; the location follows.
+_HEADER = re.compile(r"^\[(\d+)\] (.+?\.[A-Za-z0-9]{1,5}), (.+)$")
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ def question_with_context(question: str, context: RetrievedContext) -> str:
     """The user message the model sees: instructions, the numbered passages, then the question."""
     if not context.passages:
         return question
-    return f"{INSTRUCTIONS}\n\nPassages:\n\n{context.text}\n\nQuestion: {question}"
+    return f"{_PASSAGES_HEAD}{context.text}{_QUESTION_HEAD}{question}"
 
 
 def source_lines(context: RetrievedContext) -> list[str]:
@@ -145,3 +151,53 @@ def prepare_question(
     if not passages:
         notes.append(f"nothing in '{collection.name}' matches the question; asked without passages")
     return DocsTurn(question_with_context(question, context), context, notes)
+
+
+# -- reading a stored question back ------------------------------------------------------------
+# A question asked with documents is stored as the model saw it (instructions, numbered passages,
+# question); a window shows the question alone and the passages as the sources of the answer.
+@dataclass(frozen=True)
+class Source:
+    """One numbered passage the answer was given: its number, file name, location and text."""
+
+    number: int
+    file: str
+    location: str
+    text: str
+
+    @property
+    def label(self) -> str:
+        return f"[{self.number}] {self.file} · {self.location}"
+
+
+@dataclass(frozen=True)
+class DocsMessage:
+    question: str
+    sources: list[Source]
+
+
+def read_docs_message(content: str) -> DocsMessage | None:
+    """The question and sources of a message sent with passages; None for an ordinary message."""
+    if not content.startswith(_PASSAGES_HEAD):
+        return None
+    cut = content.rfind(_QUESTION_HEAD)
+    if cut < len(_PASSAGES_HEAD) - 2:
+        return None
+    question = content[cut + len(_QUESTION_HEAD):]
+    body = content[len(_PASSAGES_HEAD):cut]
+    sources: list[Source] = []
+    current: tuple[int, str, str] | None = None
+    lines: list[str] = []
+    for block_line in body.split("\n"):
+        match = _HEADER.match(block_line)
+        expected = len(sources) + (2 if current else 1)
+        # A header opens a passage only when it carries the next number and follows a blank line.
+        if match and int(match.group(1)) == expected and (current is None or not lines or lines[-1] == ""):
+            if current is not None:
+                sources.append(Source(current[0], current[1], current[2], "\n".join(lines).strip()))
+            current, lines = (int(match.group(1)), match.group(2), match.group(3)), []
+        else:
+            lines.append(block_line)
+    if current is not None:
+        sources.append(Source(current[0], current[1], current[2], "\n".join(lines).strip()))
+    return DocsMessage(question, sources)

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.docs_turn import Source
+from core.docs.context import Source
 from desktop.views.widgets import flat_button, muted
 
 

@@ -21,12 +21,12 @@ from PySide6.QtWidgets import (
 )
 
 from core.chats import ChatStore, Message
+from core.docs.context import Source, read_docs_message
 from core.engine import Completion, ModelStatus
 from core.finetune.adapters import AdapterEntry, find_base, list_adapters
 from core.library import ModelEntry
 from core.settings import ChatParameters, Settings
 from desktop.chat_controller import ActiveAdapter, ChatController
-from desktop.docs_turn import Source, read_docs_message
 from desktop.models.library import LibraryTableModel
 from desktop.theme import Palette
 from desktop.views.chat_docs import DocsToggle, SourcesStrip

@@ -169,3 +169,19 @@ def test_a_chunk_longer_than_the_embedding_context_is_embedded_from_its_start(tm
         collection.add([long_file, write_handbook(tmp_path / "handbook")], embedder=short)
         assert collection.info().vectors == collection.info().chunks == 13
         assert search(collection, "word3 word4", 1, embedder=short)[0].file == str(long_file)
+
+
+def test_a_question_with_passages_reads_back_into_the_question_and_its_sources() -> None:
+    from core.docs.context import build_context, question_with_context, read_docs_message
+    from core.docs.search import Passage
+
+    passages = [Passage("The kettle is descaled monthly.", "/n/kettle.md", "§ Kettle, lines 1–2", 1.0),
+                Passage("[2] looks like a header\nbut is text.", "/n/log.txt", "lines 3–4", 0.5)]
+    context = build_context(passages, 500, lambda t: len(t.split()))
+    message = question_with_context("How often?", context)
+    parsed = read_docs_message(message)
+    assert parsed is not None and parsed.question == "How often?"
+    assert [(s.number, s.file, s.location) for s in parsed.sources] == [
+        (1, "kettle.md", "§ Kettle, lines 1–2"), (2, "log.txt", "lines 3–4")]
+    assert parsed.sources[1].text == "[2] looks like a header\nbut is text."
+    assert read_docs_message("How often?") is None

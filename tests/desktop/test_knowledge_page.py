@@ -16,8 +16,8 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from core.docs import DocsLibrary, DocsTurn, load_embedder
+from core.docs.context import read_docs_message
 from core.library import Library
-from desktop.docs_turn import read_docs_message
 from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor
 from desktop.theme import apply_theme
