@@ -196,8 +196,8 @@ class KnowledgePage(QWidget):
         self.delete_button = button("Delete…", self.ask_delete, kind="danger", tip="Delete the collection (your files stay)")
         self.finetune_button = button("Fine-tune on these…", self.request_finetune,
                                       tip="Open Fine-tune with this collection's files, to teach a model them")
-        for b in (self.add_files_button, self.add_folder_button, self.remove_button, self.delete_button,
-                  self.finetune_button):
+        for b in (self.add_files_button, self.add_folder_button, self.remove_button, self.finetune_button,
+                  self.delete_button):  # the destructive one last
             head.addWidget(b)
         col.addLayout(head)
         self.summary = muted("")

@@ -217,7 +217,10 @@ def test_a_chat_with_my_documents_puts_passages_in_the_prompt_and_shows_sources(
     assert "1887" in stored[1].content
     conv = window.store.get(conv_id)
     assert conv.docs == "lighthouse" and conv.title == "When was the lighthouse built?"
-    # The user's bubble shows the question only; the answer lists its sources.
+    # The user's bubble shows the question only; the answer lists its sources (once the finished answer's
+    # reload has rebuilt the bubbles).
+    for _ in range(10):
+        QApplication.processEvents()
     user, answer = page.transcript.bubbles
     assert user.text.toPlainText().strip() == "When was the lighthouse built?"
     assert "passage" in user.stats.text()
