@@ -40,9 +40,10 @@ def _error(response: httpx.Response) -> dict[str, object]:
 
 
 def test_unknown_model_is_not_found(client: openai.OpenAI, served: Served) -> None:  # noqa: F811
+    served.records.clear()
     with pytest.raises(openai.NotFoundError, match=r"does not exist.*text-llama"):
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
-    logged = served.records[-1]
+    logged = served.logged("/v1/chat/completions")
     assert (logged.status, logged.model) == (404, "no-such-model")  # the log says what the app asked for
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="/etc/passwd", messages=[{"role": "user", "content": "hi"}])
@@ -99,10 +100,11 @@ def test_host_header_must_be_local(served: Served) -> None:  # noqa: F811
 
 def test_api_key_required_when_set(secured: Served) -> None:
     wrong = openai.OpenAI(base_url=secured.url, api_key="wrong", max_retries=0)
+    secured.records.clear()
     with pytest.raises(openai.AuthenticationError, match="API key"):
         wrong.models.list()
     assert httpx.get(f"{secured.base_url}/api/tags").status_code == 401
-    assert secured.records[-1].status == 401
+    assert secured.logged("/api/tags").status == 401
     right = openai.OpenAI(base_url=secured.url, api_key="s3cret-key", max_retries=0)
     assert "text-llama" in {m.id for m in right.models.list()}
 

@@ -30,6 +30,7 @@ def test_lists_library_models_and_adapters(client: openai.OpenAI) -> None:
 
 
 def test_chat_plain(client: openai.OpenAI, served: Served) -> None:  # noqa: F811
+    served.records.clear()
     reply = client.chat.completions.create(model="text-llama", messages=[{"role": "user", "content": "hello"}],
                                            temperature=0)
     choice = reply.choices[0]
@@ -38,7 +39,7 @@ def test_chat_plain(client: openai.OpenAI, served: Served) -> None:  # noqa: F81
     assert reply.usage is not None and reply.usage.completion_tokens == 4 and reply.usage.prompt_tokens > 3
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     assert reply.object == "chat.completion" and reply.model == "text-llama" and reply.id.startswith("chatcmpl-")
-    record = served.records[-1]
+    record = served.logged("/v1/chat/completions")
     assert record.path == "/v1/chat/completions" and record.model == "text-llama" and record.status == 200
     assert record.completion_tokens == 4 and record.tokens_per_second > 0 and record.client == "127.0.0.1"
 

@@ -30,6 +30,18 @@ class Served:
     def url(self) -> str:
         return self.server.url
 
+    def logged(self, path: str, timeout: float = 10.0) -> RequestRecord:
+        """The newest request record for ``path``. The log is written once the answer has been sent, so a client
+        can see its answer a moment before the record exists: wait for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records if r.path == path]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no request to {path} was logged within {timeout} s: {self.records}")
+            time.sleep(0.01)
+
     @property
     def base_url(self) -> str:
         return self.server.base_url
