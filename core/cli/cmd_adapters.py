@@ -72,6 +72,9 @@ def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         pairs.append(("Data", f"{len(documents)} document(s): {names}{more}"))
     elif data.get("data"):
         pairs.append(("Data", f"file {data['data']}"))
+    qa = data.get("synthetic_qa")
+    if isinstance(qa, dict) and qa.get("model"):
+        pairs.append(("Questions", f"{int(qa.get('kept') or 0):,} question-answer pairs written by {qa['model']}"))
     counts = []
     if data.get("train_examples") is not None:
         counts.append(f"{data['train_examples']:,} training examples")

@@ -128,7 +128,9 @@ def _build_documents(
         qa_chunks = chunks if chunk_size <= 512 else chunk_documents(
             sources.documents, encoder.encode_text, encoder.decode, size=510, overlap=64)
         progress(f"writing questions and answers from {len(qa_chunks)} chunks with {spec.qa_model}")
-        report = generate_qa(qa_chunks, _model_path(str(spec.qa_model)), per_chunk=spec.qa_per_chunk)
+        report = generate_qa(qa_chunks, _model_path(str(spec.qa_model)), per_chunk=spec.qa_per_chunk,
+                             on_chunk=lambda n, total: progress(f"writing questions and answers with {spec.qa_model}: "
+                                                                f"{n} of {total} chunks done"))
         summary["synthetic_qa"] = {"model": spec.qa_model, "generated": report.generated, "kept": len(report.pairs),
                                    "dropped_empty": report.dropped_empty,
                                    "dropped_duplicate": report.dropped_duplicate, "dropped_long": report.dropped_long,

@@ -328,8 +328,11 @@ class TeachForm(QWidget):
         if base:
             return base
         if self.advanced.objective() == "jsonl":
-            if not self.advanced.data_path():
+            data = self.advanced.data_path()
+            if not data:
                 return "Pick a JSONL file under Advanced."
+            if not Path(data).expanduser().is_file():
+                return f"There is no file {data}: pick the JSONL file again under Advanced."
         elif not self.paths:
             return "Add documents to learn from: drop files or folders here, or use Add files… or Add folder…"
         elif self.scan is None:
@@ -350,6 +353,8 @@ class TeachForm(QWidget):
 
     def _update_button(self) -> None:
         reason = self.why_not()
+        self.start_button.setText("Train on my file" if self.advanced.objective() == "jsonl"
+                                  else "Teach it my documents")
         self.start_button.setEnabled(not reason)
         self.reason_label.setText(reason)
         self.start_button.setToolTip(reason)

@@ -33,15 +33,48 @@ def knowledge_sentence(state: RunState) -> str:
     return ""
 
 
+def finished_sentence(state: RunState) -> str:
+    """The headline of a run without a knowledge check (a JSONL file): what it trained on."""
+    examples = state.data.get("train_examples")
+    what = "preference pairs" if state.data.get("objective") == "dpo" else "examples"
+    if examples:
+        return f"Trained {state.step or state.total_steps:,} steps on {int(examples):,} {what} from your file."
+    return "Training finished."
+
+
+def measured_text(state: RunState) -> str:
+    """What the loss was measured on, in a user's words: the documents' text or the file's held-out part."""
+    if "chunks" in state.data:  # a documents job (its data event names the chunks, not the files)
+        return "your documents' text"
+    if state.data.get("objective") == "dpo":
+        return "the preferred answers of the held-out pairs"
+    return "the held-out examples of your file"
+
+
 def improvement_sentence(state: RunState) -> str:
     ratio = state.perplexity_ratio
     if ratio is None:
         return ""
+    what = measured_text(state)
+    more = "more text" if "chunks" in state.data else "more examples"
+    if ratio >= 1000:
+        return f"The model now predicts {what} over 1,000× better."
     if ratio >= 1.1:
-        return f"The model now predicts your documents' text {ratio:,.1f}× better."
+        return f"The model now predicts {what} {ratio:,.1f}× better."
     if ratio > 0.95:
-        return "The model predicts your documents' text about as well as before: try more steps or more text."
-    return "The model predicts your documents' text worse than before: try a lower learning rate."
+        return f"The model predicts {what} about as well as before: try more steps or {more}."
+    return f"The model predicts {what} worse than before: try a lower learning rate."
+
+
+def qa_sentence(qa: dict[str, Any]) -> str:
+    """How many question-answer pairs the chosen model wrote, and what was dropped and why."""
+    kept, written = int(qa.get("kept") or 0), int(qa.get("generated") or 0)
+    dropped = [f"{int(qa[k]):,} {label}" for k, label in (("dropped_duplicate", "repeated"), ("dropped_empty", "empty"),
+                                                         ("dropped_long", "too long")) if qa.get(k)]
+    head = f"{qa.get('model') or 'The question model'} wrote {kept:,} question–answer pair{'s' if kept != 1 else ''}"
+    if written > kept:
+        return f"{head} from your documents ({written:,} written; {', '.join(dropped) or 'some'} left out)."
+    return f"{head} from your documents."
 
 
 class ResultView(QWidget):
@@ -76,6 +109,15 @@ class ResultView(QWidget):
         for w in (self.knowledge_label, self.improvement_label, self.numbers_label):
             inner.addWidget(w)
         col.addWidget(card)
+        self.qa_title = title("Questions it practised", "sectionTitle")
+        col.addWidget(self.qa_title)
+        self.qa_label = muted("")
+        self.qa_label.setWordWrap(True)
+        col.addWidget(self.qa_label)
+        self.qa_pairs = QGridLayout()
+        self.qa_pairs.setHorizontalSpacing(12)
+        self.qa_pairs.setVerticalSpacing(6)
+        col.addLayout(self.qa_pairs)
         self.samples_title = title("Before and after", "sectionTitle")
         col.addWidget(self.samples_title)
         self.samples = QGridLayout()
@@ -112,21 +154,40 @@ class ResultView(QWidget):
         name = str(state.result.get("name") or state.name)
         self.heading.setText(f"“{name}” is ready")
         self.where.setText(f"Saved in {state.result.get('path', '')}")
-        self.knowledge_label.setText(knowledge_sentence(state) or "Training finished.")
+        self.knowledge_label.setText(knowledge_sentence(state) or finished_sentence(state))
         self.improvement_label.setText(improvement_sentence(state))
         metrics = state.result.get("metrics") or {}
         before, after = metrics.get("before") or {}, metrics.get("after") or {}
         if before and after:
             self.numbers_label.setText(
-                f"Loss on your documents {float(before['eval_loss']):.3f} → {float(after['eval_loss']):.3f}, "
-                f"perplexity {float(before['perplexity']):,.2f} → {float(after['perplexity']):,.2f}.")
+                f"Loss on {measured_text(state)} {float(before['eval_loss']):.3f} → {float(after['eval_loss']):.3f}, "
+                f"perplexity {_figure(float(before['perplexity']))} → {_figure(float(after['perplexity']))}.")
+        self._show_qa(state.data.get("synthetic_qa") or {})
         self._show_samples(list(metrics.get("samples") or []))
 
+    def _show_qa(self, qa: dict[str, Any]) -> None:
+        """The pairs the question model wrote: how many, and the first few to read."""
+        _clear(self.qa_pairs)
+        for w in (self.qa_title, self.qa_label):
+            w.setVisible(bool(qa))
+        if not qa:
+            return
+        self.qa_label.setText(qa_sentence(qa))
+        for r, messages in enumerate(list(qa.get("examples") or [])[:3]):
+            question = next((m["content"] for m in messages if m.get("role") == "user"), "")
+            answer = next((m["content"] for m in messages if m.get("role") == "assistant"), "")
+            for c, text in enumerate((question, answer)):
+                box = QLabel(_clip(str(text).strip() or "(nothing)", 240))
+                box.setObjectName("sampleText")
+                box.setWordWrap(True)
+                box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                box.setToolTip(str(text))
+                self.qa_pairs.addWidget(box, r, c)
+        for c in range(2):
+            self.qa_pairs.setColumnStretch(c, 1)
+
     def _show_samples(self, samples: list[dict[str, Any]]) -> None:
-        while self.samples.count():
-            item = self.samples.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
+        _clear(self.samples)
         self.samples_title.setVisible(bool(samples))
         if not samples:
             return
@@ -216,6 +277,20 @@ class ErrorPanel(QFrame):
         self.details.setFixedHeight(min(160, 24 + 18 * (text.count("\n") + 1)))
         self.toggle.setChecked(False)
         self.show()
+
+
+def _figure(value: float) -> str:
+    """A perplexity for reading: 2 decimals when small, whole numbers, then powers of ten past a billion."""
+    if value < 1000:
+        return f"{value:,.2f}"
+    return f"{value:,.0f}" if value < 1e9 else f"{value:.2g}".replace("e+", " × 10^")
+
+
+def _clear(grid: QGridLayout) -> None:
+    while grid.count():
+        item = grid.takeAt(0)
+        if item.widget():
+            item.widget().deleteLater()
 
 
 def _clip(text: str, limit: int = 400) -> str:
