@@ -14,15 +14,16 @@ The callable may take a ``report`` argument: calling ``report(x)`` from the work
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import queue
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 import shiboken6
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QCoreApplication, QObject, Signal
 
 from core.errors import HearthError
 
@@ -31,11 +32,63 @@ log = logging.getLogger(__name__)
 
 
 class _Relay(QObject):
-    """Lives on the GUI thread; signals emitted from a worker thread arrive there queued."""
+    """The one relay of every op: lives on the GUI thread for good, so signals a worker emits arrive there queued.
 
-    succeeded = Signal(object)
-    failed = Signal(object)
-    progressed = Signal(object)
+    One long-lived object rather than one per op, and messages that carry an op's number rather than
+    the op: a worker thread then never holds the last reference to a Qt object, an op or the widgets
+    its callbacks capture. Dropping that last reference on a worker thread would delete a widget (or
+    a relay with a deferred delete still pending) off the GUI thread, which crashes Qt natively, at
+    random and rarely: exactly the crashes the window's tests used to show between two ops.
+    """
+
+    delivered = Signal(object)  # (op number, "progress" | "ok" | "error", payload)
+
+
+_relay: _Relay | None = None
+
+
+def _the_relay() -> _Relay:
+    global _relay
+    if _relay is None or not shiboken6.isValid(_relay):
+        _relay = _Relay()
+        app = QCoreApplication.instance()
+        if app is not None and _relay.thread() is not app.thread():
+            _relay.moveToThread(app.thread())
+        _relay.delivered.connect(_dispatch)
+    return _relay
+
+
+def _dispatch(message: tuple[int, str, Any]) -> None:
+    key, kind, payload = message
+    op = Op._running.get(key)
+    if op is not None:
+        op._deliver(kind, payload)
+
+
+class _Task:
+    """What a worker runs for one op. It gives up its references to the op's callable before it reports,
+    so the op (kept in ``Op._running`` until the GUI thread has delivered) is always freed there."""
+
+    __slots__ = ("fn", "key", "relay", "wants_report")
+
+    def __init__(self, key: int, fn: Callable[..., Any], wants_report: bool, relay: _Relay) -> None:
+        self.key, self.fn, self.wants_report, self.relay = key, fn, wants_report, relay
+
+    def __call__(self) -> None:
+        fn, self.fn = self.fn, None
+        key, emit = self.key, self.relay.delivered.emit
+        assert fn is not None
+        try:
+            result = fn(report=lambda value: emit((key, "progress", value))) if self.wants_report else fn()
+        except BaseException as exc:
+            if not isinstance(exc, HearthError):
+                log.error("background operation failed:\n%s", traceback.format_exc())
+            _drop_frames(exc)  # the frames hold the call's locals (widgets among them): freed here, now
+            del fn
+            emit((key, "error", exc))
+        else:
+            del fn
+            emit((key, "ok", result))
 
 
 class Executor:
@@ -56,8 +109,9 @@ class Executor:
         self.closed = False
 
     def _loop(self) -> None:
-        while (fn := self._queue.get()) is not None:
-            fn()
+        while (task := self._queue.get()) is not None:
+            task()
+            del task  # holds nothing by now (``_Task``); dropped before waiting all the same
 
     def submit(self, fn: Callable[[], None]) -> None:
         if not self.closed:
@@ -81,7 +135,8 @@ class Executor:
 class Op(Generic[T]):
     """One call to run in the background, with what to do on the GUI thread when it ends."""
 
-    _running: ClassVar[set[Op[Any]]] = set()  # keeps ops (and their relays) alive until they report
+    _running: ClassVar[dict[int, Op[Any]]] = {}  # keeps ops (and their callbacks) alive until they report
+    _numbers: ClassVar[Iterator[int]] = itertools.count(1)
 
     def __init__(self, fn: Callable[..., T]) -> None:
         self._fn = fn
@@ -89,7 +144,7 @@ class Op(Generic[T]):
         self._success: Callable[[T], None] | None = None
         self._failure: Callable[[BaseException], None] | None = None
         self._progress: Callable[[Any], None] | None = None
-        self._relay: _Relay | None = None
+        self._key = 0
 
     def on_success(self, callback: Callable[[T], None]) -> Op[T]:
         self._success = callback
@@ -104,50 +159,41 @@ class Op(Generic[T]):
         return self
 
     def run(self, executor: Executor) -> Op[T]:
-        relay = _Relay()
-        self._relay = relay
-        relay.succeeded.connect(self._deliver_success)
-        relay.failed.connect(self._deliver_failure)
-        if self._progress is not None:
-            relay.progressed.connect(self._progress)
-        Op._running.add(self)
-        executor.submit(self._work)
+        """Queue the call (from the GUI thread); its callbacks run there when it reports."""
+        self._key = next(Op._numbers)
+        Op._running[self._key] = self
+        executor.submit(_Task(self._key, self._fn, self._wants_report, _the_relay()))
         return self
 
-    def _work(self) -> None:
-        relay = self._relay
-        assert relay is not None
+    def _deliver(self, kind: str, payload: Any) -> None:
+        if kind == "progress":
+            if self._progress is not None and _alive(self._progress):
+                self._progress(payload)
+            return
         try:
-            result = self._fn(report=relay.progressed.emit) if self._wants_report else self._fn()
-        except BaseException as exc:
-            if not isinstance(exc, HearthError):
-                log.error("background operation failed:\n%s", traceback.format_exc())
-            relay.failed.emit(exc)
-        else:
-            relay.succeeded.emit(result)
-
-    def _finish(self) -> None:
-        Op._running.discard(self)
-        if self._relay is not None:
-            self._relay.deleteLater()
-            self._relay = None
-
-    def _deliver_success(self, result: Any) -> None:
-        try:
-            if self._success is not None and _alive(self._success):
-                self._success(result)
-        finally:
-            self._finish()
-
-    def _deliver_failure(self, exc: Any) -> None:
-        try:
-            if self._failure is not None:
+            if kind == "ok":
+                if self._success is not None and _alive(self._success):
+                    self._success(payload)
+            elif self._failure is not None:
                 if _alive(self._failure):
-                    self._failure(exc)
-            elif not isinstance(exc, HearthError):
-                log.error("unhandled background error: %r", exc)
+                    self._failure(payload)
+            elif not isinstance(payload, HearthError):
+                log.error("unhandled background error: %r", payload)
         finally:
-            self._finish()
+            Op._running.pop(self._key, None)
+
+
+def _drop_frames(exc: BaseException) -> None:
+    """Forget the tracebacks of ``exc`` and of the exceptions chained to it (the GUI side only shows the text)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        stack += [e.__cause__, e.__context__]
 
 
 def _alive(callback: Callable[..., Any]) -> bool:
