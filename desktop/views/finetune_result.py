@@ -42,9 +42,14 @@ def finished_sentence(state: RunState) -> str:
     return "Training finished."
 
 
+def from_file(state: RunState) -> bool:
+    """A run on a JSONL file rather than on documents (a documents job's data event counts its chunks)."""
+    return bool(state.data) and "chunks" not in state.data
+
+
 def measured_text(state: RunState) -> str:
     """What the loss was measured on, in a user's words: the documents' text or the file's held-out part."""
-    if "chunks" in state.data:  # a documents job (its data event names the chunks, not the files)
+    if not from_file(state):
         return "your documents' text"
     if state.data.get("objective") == "dpo":
         return "the preferred answers of the held-out pairs"
@@ -56,7 +61,7 @@ def improvement_sentence(state: RunState) -> str:
     if ratio is None:
         return ""
     what = measured_text(state)
-    more = "more text" if "chunks" in state.data else "more examples"
+    more = "more examples" if from_file(state) else "more text"
     if ratio >= 1000:
         return f"The model now predicts {what} over 1,000× better."
     if ratio >= 1.1:
