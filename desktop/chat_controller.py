@@ -13,6 +13,7 @@ lock before every answer.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,12 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.chats import ChatStore
 from core.chats.session import ChatSession
-from core.docs import DocsLibrary, DocsTurn, Embedder, EngineEmbedder, prepare_question
+from core.docs import DocsLibrary, DocsTurn, Embedder, EngineEmbedder, load_embedder, prepare_question
 from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
 from core.engine.gate import FairLock
 from core.errors import HearthError
 from core.finetune.adapters import AdapterEntry, ensure_lora_gguf
-from core.library import Library, ModelEntry
+from core.library import ModelEntry
 from core.settings import ChatParameters
 from desktop.ops import Executor, Op, error_text
 
@@ -87,6 +88,7 @@ class ChatController(QObject):
         self.store = store
         self.docs = docs or DocsLibrary()
         self._embedder: EngineEmbedder | None = None  # a documents collection's embedding model, engine thread
+        self._embedder_stack = contextlib.ExitStack()  # keeps that model's engine open between questions
         self.executor = engine_executor
         self.engine = engine or Engine()
         self.lock = lock or FairLock()
@@ -235,22 +237,14 @@ class ChatController(QObject):
             return self._embedder, ""
         self._close_embedder()
         try:
-            entry = Library().get(model)
-            engine = Engine()
-            try:
-                engine.load(entry.path, LoadOptions(embedding=True, n_ctx=0))
-            except BaseException:
-                engine.close()
-                raise
+            self._embedder = self._embedder_stack.enter_context(load_embedder(model))
         except HearthError as exc:
             return None, f"searched by keywords only: the embedding model {model} is not usable ({exc})"
-        self._embedder = EngineEmbedder(engine, entry.name)
         return self._embedder, ""
 
     def _close_embedder(self) -> None:
-        if self._embedder is not None:
-            self._embedder.engine.close()
-            self._embedder = None
+        self._embedder_stack.close()
+        self._embedder = None
 
     def stop(self) -> None:
         """Stop the answer being generated (it is kept, marked as stopped), or not start one still waiting."""
