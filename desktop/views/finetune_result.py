@@ -182,11 +182,8 @@ class ResultView(QWidget):
             question = next((m["content"] for m in messages if m.get("role") == "user"), "")
             answer = next((m["content"] for m in messages if m.get("role") == "assistant"), "")
             for c, text in enumerate((question, answer)):
-                box = QLabel(_clip(str(text).strip() or "(nothing)", 240))
-                box.setObjectName("sampleText")
-                box.setWordWrap(True)
-                box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-                box.setToolTip(str(text))
+                box = _text_box(str(text), 240)
+                box.setAlignment(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft)
                 self.qa_pairs.addWidget(box, r, c)
         for c in range(2):
             self.qa_pairs.setColumnStretch(c, 1)
@@ -202,13 +199,7 @@ class ResultView(QWidget):
             self.samples.addWidget(head, 0, c)
         for r, sample in enumerate(samples[:3], start=1):
             for c, key in enumerate(("prompt", "before", "after")):
-                box = QLabel(_clip(str(sample.get(key, "")).strip() or "(nothing)"))
-                box.setObjectName("sampleText")
-                box.setWordWrap(True)
-                box.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-                box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-                box.setToolTip(str(sample.get(key, "")))
-                self.samples.addWidget(box, r, c)
+                self.samples.addWidget(_text_box(str(sample.get(key, ""))), r, c)
         for c in range(3):
             self.samples.setColumnStretch(c, 1)
 
@@ -289,6 +280,17 @@ def _figure(value: float) -> str:
     if value < 1000:
         return f"{value:,.2f}"
     return f"{value:,.0f}" if value < 1e9 else f"{value:.2g}".replace("e+", " × 10^")
+
+
+def _text_box(text: str, limit: int = 400) -> QLabel:
+    """A selectable box of a sample's or a pair's text, clipped, the whole text in its tooltip."""
+    box = QLabel(_clip(text.strip() or "(nothing)", limit))
+    box.setObjectName("sampleText")
+    box.setWordWrap(True)
+    box.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.setToolTip(text)
+    return box
 
 
 def _clear(grid: QGridLayout) -> None:
