@@ -80,7 +80,12 @@ class TeachForm(QWidget):
         grid.setColumnStretch(2, 1)
         col.addLayout(grid)
 
-        col.addWidget(title("Documents", "sectionTitle"))
+        # The documents (hidden while the goal is a JSONL file, which the file note names instead).
+        self.documents_box = QWidget()
+        docs_col = QVBoxLayout(self.documents_box)
+        docs_col.setContentsMargins(0, 0, 0, 0)
+        docs_col.setSpacing(12)
+        docs_col.addWidget(title("Documents", "sectionTitle"))
         self.drop_zone = QFrame()
         self.drop_zone.setObjectName("dropZone")
         zone = QVBoxLayout(self.drop_zone)
@@ -103,7 +108,7 @@ class TeachForm(QWidget):
         self.clear_button.hide()
         row.addStretch(1)
         zone.addLayout(row)
-        col.addWidget(self.drop_zone)
+        docs_col.addWidget(self.drop_zone)
 
         self.files = QTreeWidget()
         self.files.setObjectName("documentList")
@@ -118,10 +123,15 @@ class TeachForm(QWidget):
         header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.files.setMinimumHeight(140)
         self.files.hide()
-        col.addWidget(self.files, 4)
+        docs_col.addWidget(self.files, 4)
         self.scan_label = muted("")
         self.scan_label.hide()
-        col.addWidget(self.scan_label)
+        docs_col.addWidget(self.scan_label)
+        col.addWidget(self.documents_box)  # it grows (stretch 4) while it lists files: _show_scan
+        self._column = col
+        self.file_note = muted("")
+        self.file_note.hide()
+        col.addWidget(self.file_note)
 
         name_row = QHBoxLayout()
         name_row.addWidget(QLabel("Name"))
@@ -278,6 +288,7 @@ class TeachForm(QWidget):
         self.clear_button.setVisible(bool(self.paths))
         self.files.clear()
         self.files.setVisible(bool(scan and scan.files))
+        self._column.setStretchFactor(self.documents_box, 4 if scan and scan.files else 0)
         grey = QColor(self.palette_.muted)
         for f in scan.files if scan else []:
             item = QTreeWidgetItem([
@@ -353,8 +364,13 @@ class TeachForm(QWidget):
 
     def _update_button(self) -> None:
         reason = self.why_not()
-        self.start_button.setText("Train on my file" if self.advanced.objective() == "jsonl"
-                                  else "Teach it my documents")
+        on_file = self.advanced.objective() == "jsonl"
+        self.start_button.setText("Train on my file" if on_file else "Teach it my documents")
+        self.documents_box.setVisible(not on_file)
+        self.file_note.setVisible(on_file)
+        data = self.advanced.data_path()
+        self.file_note.setText(f"Trains on {Path(data).name}, the JSONL file chosen under Advanced." if data
+                               else "Trains on a JSONL file: choose it under Advanced.")
         self.start_button.setEnabled(not reason)
         self.reason_label.setText(reason)
         self.start_button.setToolTip(reason)

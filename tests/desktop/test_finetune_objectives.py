@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtWidgets import QApplication
 
 from core.finetune.adapters import list_adapters
 from core.library import Library
@@ -37,7 +38,8 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _start_file(qtbot: Any, page: FinetunePage, data: Path, name: str, *, dpo: bool = False, **job: Any) -> None:
+def _start_file(qtbot: Any, page: FinetunePage, data: Path, name: str, *, dpo: bool = False, shot_as: str = "",
+                **job: Any) -> None:
     form = page.form
     form.advanced_toggle.setChecked(True)
     form.advanced.select_objective("jsonl")
@@ -46,10 +48,17 @@ def _start_file(qtbot: Any, page: FinetunePage, data: Path, name: str, *, dpo: b
     form.advanced.data_edit.setText(str(data.with_name("missing.jsonl")))
     assert form.why_not().startswith("There is no file ") and not form.start_button.isEnabled()
     form.advanced.data_edit.setText(str(data))
+    assert not form.documents_box.isVisible() and form.file_note.isVisible()  # the file, not documents
+    assert form.file_note.text() == f"Trains on {data.name}, the JSONL file chosen under Advanced."
     form.advanced.dpo_box.setChecked(dpo)
     form.name_edit.setText(name)
     form.advanced.job_form.set_values({**FAST, "samples": 1, "save_every": 0, **job})
     wait_until(qtbot, lambda: form.start_button.isEnabled() and form.estimate is not None, 60, "the estimate")
+    if shot_as:  # Advanced folded again (the goal stays), so the button is in view
+        form.advanced_toggle.setChecked(False)
+        QApplication.processEvents()
+        page.stack.currentWidget().ensureWidgetVisible(form.start_button)
+        shot(page, shot_as)
     form.start_button.click()
     wait_until(qtbot, lambda: page.state is not None and page.state.finished, 300, "the end of the job")
     assert page.state is not None and page.state.outcome == "done", (page.state.error, page.state.stage)
@@ -68,6 +77,7 @@ def test_questions_written_by_a_local_model_are_trained_and_shown(
     advanced = page.form.advanced
     advanced.select_objective("qa")
     assert advanced.qa_combo.isVisible() and not advanced.data_box.isVisible()
+    assert page.form.documents_box.isVisible() and not page.form.file_note.isVisible()
     advanced.qa_combo.setCurrentIndex(advanced.qa_combo.findText(qa_writer))
     assert page.form.start_button.text() == "Teach it my documents"
     wait_until(qtbot, lambda: page.form.start_button.isEnabled() and page.form.estimate is not None, 60, "the estimate")
@@ -100,7 +110,7 @@ def test_a_jsonl_chat_file_trains_and_the_result_speaks_of_the_file(
                           {"role": "assistant", "content": "The door is green."}]} for i in range(40)]
     data = _jsonl(tmp_path / "doors.jsonl", rows)
     page = make_page()
-    _start_file(qtbot, page, data, "doors", max_steps=8)
+    _start_file(qtbot, page, data, "doors", shot_as="form-jsonl", max_steps=8)
     state = page.state
     assert state is not None and state.data["objective"] == "sft" and not state.knowledge_total
     result = page.result_view
