@@ -10,21 +10,24 @@ PIP    := $(BIN)/python -m pip
 CONSTRAINTS := packaging/constraints.txt
 LLAMA_CPP_VERSION := 0.3.36
 
-# llama.cpp build flags. On x86-64 Linux: a portable AVX2 build without AMX (llama.cpp's AMX
-# kernels crash on machines that report AMX but do not enable it, as some VMs do). Add your own
-# with CMAKE_ARGS, e.g. CMAKE_ARGS="-DGGML_CUDA=on" or "-DGGML_METAL=on".
+# llama.cpp build flags. Linux and Windows: every CPU variant as a loadable backend
+# (GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS), and ggml picks the best for the running CPU at start-up
+# (core.engine.backends), as llama.cpp's own releases do; packaging/llama_backends.cmake installs the
+# variants into the wheel. The multimodal library (LLAVA_BUILD) is not used by Hearth. macOS: Metal,
+# which llama-cpp-python turns on itself. Add your own with CMAKE_ARGS, e.g. CMAKE_ARGS="-DGGML_CUDA=on".
 UNAME_S := $(shell uname -s)
-UNAME_M := $(shell uname -m)
-ifeq ($(UNAME_S)-$(UNAME_M),Linux-x86_64)
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON $(CMAKE_ARGS)
+ifeq ($(UNAME_S),Darwin)
+LLAMA_FLAGS := -DLLAVA_BUILD=OFF $(CMAKE_ARGS)
 else
-LLAMA_CMAKE_ARGS := $(CMAKE_ARGS)
+LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DLLAVA_BUILD=OFF $(CMAKE_ARGS)
 endif
-# The compiled wheel is kept per set of flags, outside the checkout, so fresh clones reuse it
-# and a change of flags never picks up a wheel built with other ones.
-WHEEL_CACHE := $(HOME)/.cache/hearth/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
+LLAMA_CMAKE_ARGS := $(LLAMA_FLAGS) -DCMAKE_PROJECT_INCLUDE=$(CURDIR)/packaging/llama_backends.cmake
+# The compiled wheel is kept per set of flags (and version of the install hook), outside the
+# checkout, so fresh clones reuse it and a change of flags never picks up a wheel built with other ones.
+WHEEL_KEY := $(shell (echo '$(LLAMA_FLAGS)'; cat packaging/llama_backends.cmake) | cksum | cut -d' ' -f1)
+WHEEL_CACHE := $(HOME)/.cache/hearth/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(WHEEL_KEY)
 
-.PHONY: run test setup setup-dev lint typecheck clean
+.PHONY: run test setup setup-dev lint typecheck clean package package-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +36,12 @@ $(BIN)/python:
 $(WHEEL_CACHE)/.built: | $(BIN)/python
 	@echo "Compiling llama.cpp (llama-cpp-python $(LLAMA_CPP_VERSION)); the first time takes several minutes..."
 	mkdir -p $(WHEEL_CACHE)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-cache-dir --no-deps \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) $(PIP) wheel -q --no-cache-dir --no-deps \
 		-w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
 $(VENV)/.stamp-app: pyproject.toml $(CONSTRAINTS) $(WHEEL_CACHE)/.built | $(BIN)/python
-	$(PIP) install -q --find-links $(WHEEL_CACHE) --no-cache-dir "llama-cpp-python==$(LLAMA_CPP_VERSION)"
+	$(PIP) install -q --find-links $(WHEEL_CACHE) --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[desktop,train]"
 	touch $@
 
@@ -57,7 +60,7 @@ run: setup
 	$(BIN)/hearth
 
 lint: setup-dev
-	$(BIN)/ruff check core desktop tests bench
+	$(BIN)/ruff check core desktop tests bench packaging
 	$(BIN)/lint-imports
 
 typecheck: setup-dev
@@ -70,5 +73,19 @@ test: lint typecheck
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests/core $(PYTEST_ARGS)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m tests.run_each tests/desktop/test_*.py -- $(PYTEST_ARGS)
 
+# The installers (packaging/): the PyInstaller folder, then a .deb and a .tar.gz in dist/ (Linux).
+# The release workflow (.github/workflows/release.yml) runs the same targets on each OS.
+$(VENV)/.stamp-package: pyproject.toml $(CONSTRAINTS) $(VENV)/.stamp-app
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[desktop,train,package]"
+	touch $@
+
+package: $(VENV)/.stamp-package
+	$(BIN)/python packaging/build_linux.py
+
+# The installers' smoke test: the .deb in a bare Debian root (debootstrap) under Xvfb, makensis on the
+# Windows script, the training pack installed (and killed midway) by the installed app.
+package-test: $(VENV)/.stamp-package
+	PYTHON=$(BIN)/python bash packaging/package_test.sh
+
 clean:
-	rm -rf $(VENV) .hearth-test .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .hearth-test .pytest_cache .mypy_cache .ruff_cache build dist

@@ -55,6 +55,8 @@ def run_hw(args: argparse.Namespace) -> int:
             else f"not available ({llama.error})",
         ),
     ]
+    if llama.available:
+        pairs.append(("CPU backend", llama.cpu_backend))
     print_kv(pairs)
     if hw.gpus:
         print()

@@ -21,6 +21,7 @@ from typing import Any
 
 import llama_cpp as L
 
+from core.engine.backends import load_backends
 from core.engine.llama_flags import use_extra_buffers
 from core.engine.llama_log import LlamaLog
 from core.engine.params import GenerationStats, LoadOptions, SamplingParams
@@ -43,7 +44,7 @@ class Worker:
         self.conn = conn
         self.cancel = cancel
         self.log = LlamaLog()  # llama.cpp prints nothing; its recent lines explain load failures
-        L.llama_backend_init()
+        load_backends()  # registers the CPU variant (and GPU backends) of a GGML_BACKEND_DL build
         self.model: Any = None
         self.ctx: Any = None
         self.vocab: Any = None

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.runtime import module_command
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -41,7 +43,7 @@ def measure_memory(
     """Resident memory of a worker process running ``path`` at each of ``contexts`` tokens."""
     from core.errors import HearthError
 
-    args = [sys.executable, "-m", "core.fit.measure", str(path), str(n_batch), *map(str, contexts)]
+    args = module_command("core.fit.measure", str(path), str(n_batch), *map(str, contexts))
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -67,6 +69,7 @@ def _child(path: str, n_batch: int, contexts: list[int]) -> None:  # pragma: no 
     import llama_cpp as L
     import psutil
 
+    from core.engine.backends import load_backends
     from core.engine.llama_flags import use_extra_buffers
 
     process = psutil.Process()
@@ -77,7 +80,7 @@ def _child(path: str, n_batch: int, contexts: list[int]) -> None:  # pragma: no 
 
     callback = L.llama_log_callback(collect)  # kept referenced while llama.cpp may call it
     L.llama_log_set(callback, None)
-    L.llama_backend_init()
+    load_backends()
     baseline = process.memory_info().rss
     mparams = L.llama_model_default_params()
     mparams.n_gpu_layers = 0

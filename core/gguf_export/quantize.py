@@ -90,7 +90,10 @@ def quantize_gguf(
 
     import llama_cpp
 
+    from core.engine.backends import load_backends
     from core.engine.llama_log import LlamaLog
+
+    load_backends()  # the quantizer runs on the CPU backend, which a GGML_BACKEND_DL build loads late
 
     def on_line(line: str) -> None:
         match = _TENSOR_LINE.match(line)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from types import ModuleType
 from core.hardware.cpu import detect_cpu, run_sysctl
 from core.hardware.gpus import amd_gpus, apple_gpu, nvidia_gpus
 from core.hardware.info import GPU, CPUInfo, Hardware, LlamaBackends, LlamaDevice
+from core.runtime import module_command
 
 __all__ = [
     "GPU",
@@ -66,15 +66,17 @@ def _parse_probe(data: dict[str, object]) -> LlamaBackends:
         devices=devices,
         system_info=str(data.get("system_info") or ""),
         error=str(error) if error else None,
+        cpu_variant=str(data.get("cpu_variant") or ""),
+        cpu_variants=[str(v) for v in data.get("cpu_variants") or []],  # type: ignore[attr-defined]
     )
 
 
 def probe_llama(timeout: float = 120.0) -> LlamaBackends:
     """Ask the installed llama.cpp (in a child process) which backends and devices it has."""
-    script = Path(__file__).with_name("llama_probe.py")
     try:
         done = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout, check=False
+            module_command("core.hardware.llama_probe"), capture_output=True, text=True, timeout=timeout,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return LlamaBackends(available=False, error=f"llama.cpp could not be asked: {exc}")

@@ -59,6 +59,15 @@ class LlamaBackends:
     devices: list[LlamaDevice] = field(default_factory=list)
     system_info: str = ""  # llama_print_system_info()
     error: str | None = None
+    cpu_variant: str = ""  # the CPU backend ggml picked for this CPU ("haswell"); "" when built in
+    cpu_variants: list[str] = field(default_factory=list)  # every CPU variant the build carries
+
+    @property
+    def cpu_backend(self) -> str:
+        """The CPU backend in words: "haswell (picked from 14 variants)", or "built in"."""
+        if not self.cpu_variant:
+            return "built in"
+        return f"{self.cpu_variant} (picked for this CPU from {len(self.cpu_variants)} variants)"
 
     @property
     def cpu_flags(self) -> dict[str, bool]:

@@ -1,8 +1,9 @@
 """Ask the installed llama.cpp what it can run on; prints one JSON object.
 
-Run as a child process (``python llama_probe.py``) so that importing llama_cpp, and any crash in
-a GPU driver it loads, stays out of the caller. Uses only the standard library and llama_cpp, so it
-runs without Hearth on ``sys.path``. The device list comes from ggml's backend registry
+Run as a child process (``python -m core.hardware.llama_probe``) so that importing llama_cpp, and any
+crash in a GPU driver it loads, stays out of the caller. The backends are loaded as every process of
+ours loads them (core.engine.backends), which also says which CPU variant was picked. The device
+list comes from ggml's backend registry
 (``ggml_backend_dev_*`` in ggml/include/ggml-backend.h), which the Python binding does not wrap, so
 it is called through ctypes on the bundled libggml.
 """
@@ -10,7 +11,6 @@ it is called through ctypes on the bundled libggml.
 from __future__ import annotations
 
 import ctypes
-import glob
 import json
 import os
 import sys
@@ -21,13 +21,14 @@ _DEV_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
 
 
 def _load(lib_dir: str, stem: str) -> ctypes.CDLL | None:
-    for pattern in (f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll", f"lib{stem}.dll", f"lib{stem}.so.*"):
-        for path in sorted(glob.glob(os.path.join(lib_dir, pattern))):
-            try:
-                return ctypes.CDLL(path)
-            except OSError:
-                continue
-    return None
+    from pathlib import Path
+
+    from core.engine.backends import library
+
+    try:
+        return library(stem, Path(lib_dir))  # the copy libllama links, whose registry is the live one
+    except OSError:
+        return None
 
 
 def _registry(lib_dir: str) -> tuple[list[str], list[dict[str, Any]]]:
@@ -76,15 +77,22 @@ def probe() -> dict[str, Any]:
         import llama_cpp
     except Exception as exc:  # any failure to load the native library is reported, not raised
         return {"available": False, "error": f"llama_cpp cannot be imported: {exc}"}
+    from core.engine.backends import load_backends
+
+    try:
+        loaded = load_backends()
+    except (OSError, AttributeError) as exc:
+        return {"available": False, "error": f"llama.cpp's backends cannot be loaded: {exc}"}
     result: dict[str, Any] = {
         "available": True,
+        "cpu_variant": loaded.cpu_variant,
+        "cpu_variants": loaded.cpu_variants,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
         "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
         "backends": [],
         "devices": [],
     }
     try:
-        llama_cpp.llama_backend_init()
         names, devices = _registry(os.path.join(os.path.dirname(llama_cpp.__file__), "lib"))
         result["backends"], result["devices"] = names, devices
     except (OSError, AttributeError) as exc:

@@ -176,6 +176,8 @@ class SettingsPage(QWidget):
         backends = ", ".join(hw.llama.backends) or "none"
         lines.append(f"<b>llama.cpp backends</b>: {html.escape(backends)}"
                      + (" (GPU offload available)" if hw.llama.gpu_offload else " (CPU only)"))
+        if hw.llama.available:
+            lines.append(f"<b>CPU backend</b>: {html.escape(hw.llama.cpu_backend)}")
         if hw.cpu.features:
             lines.append(f"<b>CPU features</b>: {html.escape(' '.join(hw.cpu.features[:12]))}")
         for note in hw.notes:
