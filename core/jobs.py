@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from core.errors import HearthError
 from core.paths import get_paths
+from core.runtime import module_command
 
 # Job kinds: module with ``main(spec: dict, emit, should_stop) -> int``.
 JOB_KINDS: dict[str, str] = {
@@ -101,7 +102,7 @@ class JobProcess:
         elif detached:
             kwargs["start_new_session"] = True
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.jobs", kind, str(self.spec_path)],
+            module_command("core.jobs", kind, str(self.spec_path)),
             stdout=subprocess.DEVNULL if self._follow else subprocess.PIPE,
             stderr=self._log if self._log else subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
@@ -409,6 +410,9 @@ def _run(kind: str, spec: Any, spec_problem: str | None, emit: Callable[[dict[st
     try:
         if spec_problem:
             raise RuntimeError(spec_problem)
+        from core import trainpack
+
+        trainpack.activate()  # the installed app's torch lives in the training pack
         module = importlib.import_module(JOB_KINDS[kind])
         code = int(module.main(spec, emit, should_stop))
     except HearthError as exc:

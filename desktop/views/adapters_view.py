@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from core.finetune.adapters import (
     remove_adapter,
 )
 from core.library import Library, ModelEntry
+from core.runtime import code_command
 from core.units import human_size
 from desktop.models.adapters import AdapterRow, AdapterTableModel
 from desktop.models.library import LibraryTableModel
@@ -321,7 +321,7 @@ class AdaptersView(QWidget):
                            "base": row.base.path})
 
         def work() -> str:
-            done = subprocess.run([sys.executable, "-c", _COMBINE, args], capture_output=True, text=True)
+            done = subprocess.run(code_command(_COMBINE, args), capture_output=True, text=True)
             if done.returncode != 0:
                 lines = [line for line in done.stderr.splitlines() if line.strip()]
                 raise HearthError(lines[-1] if lines else f"Combining the adapters failed (exit code {done.returncode}).")
