@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the one version number lives in pyproject.toml; the installed app carries its metadata
+    __version__ = version("hearth")
+except PackageNotFoundError:  # a checkout on sys.path without an install
+    __version__ = "0.0.0+unknown"

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_hub",
     "core.cli.cmd_hw",
     "core.cli.cmd_finetune",
+    "core.cli.cmd_trainpack",
     "core.cli.cmd_adapters",
     "core.cli.cmd_export",
     "core.cli.cmd_serve",
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and fine-tune local LLMs. With no command, opens the desktop app.",
     )
     parser.add_argument("--version", action="version", version=f"hearth {__version__}")
+    parser.add_argument("--self-test", metavar="SCREENSHOT", nargs="?",
+                        help="open the window, chat a few tokens with the starter model, save a screenshot, quit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -48,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_desktop() -> int:
+def open_desktop(self_test: str | None = None) -> int:
     try:
         # Imported by name: core never depends on the desktop package, it only launches it.
         desktop_main = importlib.import_module("desktop.app").main
@@ -62,6 +65,8 @@ def open_desktop() -> int:
             )
             return 2
         raise
+    if self_test is not None:
+        return int(desktop_main(self_test=self_test))
     return int(desktop_main())
 
 
@@ -69,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list:
         return open_desktop()
+    if args_list[0] == "--self-test":
+        # The installers' smoke test: the window chats a few tokens with the starter model, then quits.
+        from core.paths import get_paths
+
+        shot = args_list[1] if len(args_list) > 1 else str(get_paths().logs / "self-test.png")
+        return open_desktop(self_test=shot)
     parser = build_parser()
     args = parser.parse_args(args_list)
     if not getattr(args, "func", None):

@@ -79,10 +79,12 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    from core.cli.cmd_trainpack import offer_install
     from core.finetune.launch import start_finetune
     from core.finetune.spec import FinetuneSpec
 
     spec = build_spec(args)
+    offer_install()  # the training pack, when this Python has no torch of its own
     # Attached: the job shares this terminal's process group, so Ctrl-C reaches it as well.
     job = start_finetune(FinetuneSpec.from_dict(spec), detached=False)
     log_path = job.log_path
