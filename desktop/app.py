@@ -31,8 +31,11 @@ def _setup_logging() -> None:
     logging.getLogger().setLevel(logging.INFO)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Open the main window and run until it is closed; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, self_test: str | None = None) -> int:
+    """Open the main window and run until it is closed; returns the exit code.
+
+    ``self_test``: a screenshot path; the window chats a few tokens, saves it and quits (desktop.selftest).
+    """
     existing = QApplication.instance()
     if existing is None:
         from desktop.preflight import EXIT_MISSING, check
@@ -51,6 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from desktop.views.main_window import MainWindow
 
     window = MainWindow()
+    test = None
+    if self_test:
+        from pathlib import Path
+
+        from desktop.selftest import SelfTest
+
+        test = SelfTest(app, window, Path(self_test))
     if os.environ.get("HEARTH_QUIT_AFTER_SHOW"):
 
         def shown() -> None:
@@ -68,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = app.exec()
     window.shutdown()
     window.deleteLater()
-    return int(code)
+    return test.code if test is not None else int(code)
 
 
 if __name__ == "__main__":

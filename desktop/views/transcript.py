@@ -98,6 +98,9 @@ class MessageBubble(QFrame):
         footer.setSpacing(2)
         self.stats = QLabel(self._stats_text())
         self.stats.setObjectName("muted")
+        # Wraps rather than widening the bubble: a long line ("… · hit max tokens") in a narrow window
+        # would otherwise push the whole transcript past the chat column's right edge.
+        self.stats.setWordWrap(True)
         footer.addWidget(self.stats, 1)
         footer.addWidget(flat_button("Copy", lambda: self.copy_text.emit(self.message.content), "Copy this message"))
         self.edit_button = None
