@@ -80,6 +80,7 @@ $(VENV)/.stamp-package: pyproject.toml $(CONSTRAINTS) $(VENV)/.stamp-app
 	touch $@
 
 package: $(VENV)/.stamp-package
+	bash packaging/system_deps.sh
 	$(BIN)/python packaging/build_linux.py
 
 # The installers' smoke test: the .deb in a bare Debian root (debootstrap) under Xvfb, makensis on the

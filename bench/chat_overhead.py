@@ -26,6 +26,9 @@ def run_baseline(
 ) -> tuple[float, float]:
     import llama_cpp
 
+    from core.engine.backends import load_backends
+
+    load_backends()  # what any program must do with a GGML_BACKEND_DL build of llama.cpp
     llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, n_batch=512,
                           flash_attn=flash_attn, verbose=False)
     prompt_tokens = llm.tokenize((prompt_prefix + PROMPT).encode())

@@ -7,6 +7,9 @@ first show event and quits) in a scratch ``HEARTH_HOME`` that already holds the 
 the figure is the warm start a returning user sees. The first run (cold disk cache) is reported
 apart. For scale, the same interpreter's bare ``import PySide6.QtWidgets`` + ``QApplication`` is
 timed side by side: the ratio says how much Hearth adds on top of Qt itself.
+
+``--installed build/package/dist/hearth/hearth`` also times the installed app (``make package``'s
+PyInstaller folder) in the same rounds, against the source checkout.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def _time_until_shown(args: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--installed", type=Path, help="the installed app's hearth program, timed as well")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hearth-bench-") as home:
         models = Path(home) / "data" / "models"
@@ -57,15 +61,23 @@ def main() -> None:
         app_cmd = [sys.executable, "-m", "desktop"]
         qt_cmd = [sys.executable, "-c", QT_ONLY]
         first = _time_until_shown(app_cmd, env)
-        hearth, qt = [], []
+        hearth, qt, installed = [], [], []
+        if args.installed:
+            _time_until_shown([str(args.installed)], env)  # its first (cold) start is not counted
         for _ in range(args.runs):
             hearth.append(_time_until_shown(app_cmd, env))
             qt.append(_time_until_shown(qt_cmd, env))
+            if args.installed:
+                installed.append(_time_until_shown([str(args.installed)], env))
     h, q = median(hearth), median(qt)
     print(f"first run (cold):           {first:.3f} s")
     print(f"Hearth window shown:        median {h:.3f} s  (min {min(hearth):.3f}, max {max(hearth):.3f}, {args.runs} runs)")
     print(f"bare Qt window shown:       median {q:.3f} s")
     print(f"Hearth / bare Qt:           {h / q:.2f}x   (target: Hearth under 1.5 s)")
+    if installed:
+        i = median(installed)
+        print(f"installed app window shown: median {i:.3f} s  (min {min(installed):.3f}, max {max(installed):.3f})")
+        print(f"installed / source:         {i / h:.2f}x")
 
 
 if __name__ == "__main__":

@@ -251,7 +251,11 @@ def install(
             f"{code}): {_pip_reason(log_lines)}. Check the network connection and free disk space, then try again."
         )
     report(InstallProgress("verify", 0.9, "Checking that the packages load…"))
-    versions = verify(partial / "site")
+    try:
+        versions = verify(partial / "site")
+    except TrainingPackError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     record = {"python": _python_tag(), "torch_build": choice.build, "versions": versions,
               "bytes": _folder_size(partial), "installed_at": time.time(),
               "seconds": round(time.monotonic() - started, 1)}
@@ -283,9 +287,11 @@ def verify(site: Path) -> dict[str, str]:
     try:
         return dict(json.loads(done.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError):
-        tail = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception):", line)]
+        reason = (errors or lines or ["no output"])[-1]
         raise TrainingPackError(
-            f"The training pack was downloaded but does not load ({tail[0]}); nothing was installed. Try again."
+            f"The training pack was downloaded but does not load ({reason}); nothing was installed. Try again."
         ) from None
 
 

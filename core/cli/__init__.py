@@ -71,6 +71,9 @@ def open_desktop(self_test: str | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from core import trainpack
+
+    trainpack.activate()  # the installed app's torch, safetensors and peft live in the training pack
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list:
         return open_desktop()

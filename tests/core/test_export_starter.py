@@ -28,6 +28,9 @@ def gemma_lora(starter_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from core.engine.backends import load_backends
+
+    load_backends()  # Hearth's build loads its CPU backend at run time
     root = tmp_path_factory.mktemp("gemma-lora")
     vocab = llama_cpp.Llama(model_path=str(starter_model), vocab_only=True, verbose=False)
     tokens = vocab.tokenize(PROMPT.encode(), add_bos=True, special=True)
