@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QApplication
 
 PROMPT = "Once upon a time"
 TIMEOUT_S = 300
+MODEL_WAIT_S = 60  # the first run unpacks the starter model (a few seconds)
 
 
 class SelfTest:
@@ -49,6 +50,9 @@ class SelfTest:
         page = self.window.chat
         entry = page.current_entry()
         if entry is None:
+            if time.monotonic() - self.started > MODEL_WAIT_S:
+                self._fail(f"no model in the library after {MODEL_WAIT_S} s: the starter model is missing")
+                return
             QTimer.singleShot(200, self.window, self._wait_for_model)
             return
         self._say(f"model {entry.name}; asking it to go on from {PROMPT!r}")

@@ -109,6 +109,7 @@ QFrame#bubbleUser {{ background: {p.user_bubble}; border-radius: 12px; }}
 QFrame#bubbleAssistant {{ background: {p.assistant_bubble}; border: 1px solid {p.border}; border-radius: 12px; }}
 QFrame#banner {{ background: {p.danger_bg}; border: 1px solid {p.danger}; border-radius: 8px; }}
 QFrame#banner QLabel {{ color: {p.danger}; }}
+QLabel#errorText {{ color: {p.danger}; }}
 QFrame#composer {{ background: {p.surface}; border: 1px solid {p.border}; border-radius: 12px; }}
 QPlainTextEdit#composerEdit {{ border: none; background: transparent; }}
 QTextBrowser#messageText {{ border: none; background: transparent; }}

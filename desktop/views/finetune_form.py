@@ -37,6 +37,7 @@ from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.theme import LIGHT, Palette
 from desktop.views.finetune_advanced import AdvancedPanel
+from desktop.views.trainpack_panel import TrainingPackPanel
 from desktop.views.widgets import Banner, button, muted, title
 
 
@@ -66,6 +67,10 @@ class TeachForm(QWidget):
         col.addWidget(muted("Teach a model your documents. Training runs on this computer; nothing leaves it."))
         self.banner = Banner()
         col.addWidget(self.banner)
+        self.pack_ready = False  # the training packages import (a source install, or the training pack)
+        self.pack_panel = TrainingPackPanel(pool)
+        self.pack_panel.ready.connect(self._pack_ready)
+        col.addWidget(self.pack_panel)
 
         grid = QGridLayout()
         grid.setHorizontalSpacing(12)
@@ -204,11 +209,19 @@ class TeachForm(QWidget):
     def start_checks(self) -> None:
         """Check which library models can be trained (from the first time the page is shown)."""
         self._checking = True
+        if self.pack_ready:
+            return
+        self.pack_panel.check()  # ready at once when the packages import; else it offers the install
+        self._update_button()
+
+    def _pack_ready(self) -> None:
+        self.pack_ready = True
         for entry in self.library.entries():
             self._check_base(entry)
+        self._update_button()
 
     def _check_base(self, entry: ModelEntry) -> None:
-        if not self._checking or entry.path in self._checked:
+        if not self._checking or not self.pack_ready or entry.path in self._checked:
             return
         self._checked.add(entry.path)
         path = entry.path
@@ -335,6 +348,8 @@ class TeachForm(QWidget):
     # -- the button ------------------------------------------------------------------------------
     def why_not(self) -> str:
         """Why the primary button is disabled, or "" when it can start."""
+        if self._checking and not self.pack_ready:
+            return "Install the training pack above first."
         base = self._base_problem()
         if base:
             return base

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
@@ -38,6 +38,21 @@ from desktop.views.widgets import button, flat_button, muted, title
 def _open_folder(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+
+def about_text() -> str:
+    """Hearth's version, how it is installed, and where fine-tuning's packages come from."""
+    from core import __version__, trainpack
+    from core.runtime import frozen
+
+    kind = "installed app" if frozen() else "source checkout"
+    if trainpack.builtin():
+        training = "fine-tuning with this Python's own PyTorch"
+    elif trainpack.ready() is not None:
+        training = "training pack installed"
+    else:
+        training = "training pack not installed yet (the Fine-tune page offers it)"
+    return f"Hearth {__version__} · {kind} · {training}"
 
 
 def card(heading: str) -> tuple[QFrame, QVBoxLayout]:
@@ -78,6 +93,9 @@ class SettingsPage(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         layout.addWidget(title("Settings"))
+        self.about = muted(about_text())
+        self.about.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.about)
 
         grid = QGridLayout()
         grid.setSpacing(14)

@@ -44,7 +44,6 @@ def test_requirements_pin_torch_and_follow_the_train_extra() -> None:
     assert names == list(trainpack.PACKAGES)
     # Each range is pyproject's train extra, whatever order the metadata writes its specifiers in.
     import tomllib
-
     from packaging.requirements import Requirement
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())

@@ -169,6 +169,10 @@ def test_settings_theme_defaults_and_presets_are_saved(make_window: WindowFactor
     window.show_page("settings")
     wait_until(qtbot, lambda: "Memory" in window.settings_page.hardware_label.text(), 60, "hardware detection")
     assert "llama.cpp backends" in window.settings_page.hardware_label.text()
+    assert "CPU backend" in window.settings_page.hardware_label.text()  # the variant ggml picked
+    from core import __version__
+
+    assert window.settings_page.about.text().startswith(f"Hearth {__version__} · source checkout · ")
     page = window.settings_page
     page.theme.setCurrentIndex(page.theme.findData("dark"))
     assert window.palette_.dark
