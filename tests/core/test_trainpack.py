@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from core import trainpack
 from core.runtime import module_command
+from tests.fixtures.dead_index import use_dead_pip_index
 
 
 def test_torch_build_follows_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,20 +52,8 @@ def test_requirements_pin_torch_and_follow_the_train_extra() -> None:
         assert req.specifier == extra[req.name], req
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_failed_install_leaves_nothing_and_says_why(monkeypatch: pytest.MonkeyPatch, hearth_home: Path) -> None:
-    port = _closed_port()
-    for key in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "3")
+    use_dead_pip_index(monkeypatch)
     monkeypatch.setenv(trainpack.ONLY_ENV, "1")
     root = trainpack.pack_root()
     leftover = root / ".partial-999999999"  # a killed install's folder (no such process)

@@ -8,8 +8,6 @@ connections. A full install, and training with it, runs in packaging/package_tes
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from desktop.ops import Executor
 from desktop.theme import apply_theme
 from desktop.views.finetune_page import FinetunePage
 from tests.desktop.conftest import wait_until
+from tests.fixtures.dead_index import use_dead_pip_index
 from tests.fixtures.tiny_hf import write_tiny_chat_llama
 
 SHOTS = Path(__file__).resolve().parents[2] / ".screenshots"
@@ -69,15 +68,7 @@ def test_the_page_offers_the_pack_then_reports_a_failed_install_and_retries(
     assert "MB" in panel.size_label.text() or "GB" in panel.size_label.text(), panel.size_label.text()
     shot(page, "trainpack-offer")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{port}/simple")
-    monkeypatch.setenv("PIP_RETRIES", "0")
-    monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "3")
+    use_dead_pip_index(monkeypatch)
     panel.install_button.click()
     assert panel.installing and not panel.install_button.isEnabled()
     # The first report comes before pip starts (which takes a second or more): the bar and its words show.
