@@ -31,30 +31,22 @@ def _load(lib_dir: str, stem: str) -> ctypes.CDLL | None:
         return None
 
 
-def _registry(lib_dir: str) -> tuple[list[str], list[dict[str, Any]]]:
+def _devices(lib_dir: str) -> list[dict[str, Any]]:
+    """The devices in ggml's registry (the registry's backend names come from load_backends)."""
     ggml = _load(lib_dir, "ggml")
     base = _load(lib_dir, "ggml-base") or ggml
     if ggml is None or base is None:
-        return [], []
+        return []
     vp, sz = ctypes.c_void_p, ctypes.c_size_t
-    ggml.ggml_backend_reg_count.restype = sz
-    ggml.ggml_backend_reg_get.restype = vp
-    ggml.ggml_backend_reg_get.argtypes = [sz]
     ggml.ggml_backend_dev_count.restype = sz
     ggml.ggml_backend_dev_get.restype = vp
     ggml.ggml_backend_dev_get.argtypes = [sz]
-    base.ggml_backend_reg_name.restype = ctypes.c_char_p
-    base.ggml_backend_reg_name.argtypes = [vp]
     for fn in (base.ggml_backend_dev_name, base.ggml_backend_dev_description):
         fn.restype = ctypes.c_char_p
         fn.argtypes = [vp]
     base.ggml_backend_dev_type.restype = ctypes.c_int
     base.ggml_backend_dev_type.argtypes = [vp]
     base.ggml_backend_dev_memory.argtypes = [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)]
-    names = [
-        (base.ggml_backend_reg_name(ggml.ggml_backend_reg_get(i)) or b"").decode()
-        for i in range(ggml.ggml_backend_reg_count())
-    ]
     devices = []
     for i in range(ggml.ggml_backend_dev_count()):
         dev = ggml.ggml_backend_dev_get(i)
@@ -69,7 +61,7 @@ def _registry(lib_dir: str) -> tuple[list[str], list[dict[str, Any]]]:
                 "total_bytes": int(total.value),
             }
         )
-    return names, devices
+    return devices
 
 
 def probe() -> dict[str, Any]:
@@ -89,12 +81,11 @@ def probe() -> dict[str, Any]:
         "cpu_variants": loaded.cpu_variants,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
         "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
-        "backends": [],
+        "backends": loaded.registered,
         "devices": [],
     }
     try:
-        names, devices = _registry(os.path.join(os.path.dirname(llama_cpp.__file__), "lib"))
-        result["backends"], result["devices"] = names, devices
+        result["devices"] = _devices(os.path.join(os.path.dirname(llama_cpp.__file__), "lib"))
     except (OSError, AttributeError) as exc:
         result["error"] = f"llama.cpp's device list is not available: {exc}"
     return result
