@@ -134,6 +134,7 @@ def _build_documents(
         summary["synthetic_qa"] = {"model": spec.qa_model, "generated": report.generated, "kept": len(report.pairs),
                                    "dropped_empty": report.dropped_empty,
                                    "dropped_duplicate": report.dropped_duplicate, "dropped_long": report.dropped_long,
+                                   "dropped_ungrounded": report.dropped_ungrounded,
                                    "examples": [p.messages for p in report.pairs[:5]]}
         qa_units = _units(list(report.pairs), "sft", encoder, seq_len, dropped)
         if qa_units:

@@ -75,10 +75,12 @@ def qa_sentence(qa: dict[str, Any]) -> str:
     """How many question-answer pairs the chosen model wrote, and what was dropped and why."""
     kept, written = int(qa.get("kept") or 0), int(qa.get("generated") or 0)
     dropped = [f"{int(qa[k]):,} {label}" for k, label in (("dropped_duplicate", "repeated"), ("dropped_empty", "empty"),
-                                                         ("dropped_long", "too long")) if qa.get(k)]
+                                                         ("dropped_long", "too long"),
+                                                         ("dropped_ungrounded", "not in your documents"))
+               if qa.get(k)]
     head = f"{qa.get('model') or 'The question model'} wrote {kept:,} question–answer pair{'s' if kept != 1 else ''}"
     if written > kept:
-        return f"{head} from your documents ({written:,} written; {', '.join(dropped) or 'some'} left out)."
+        return f"{head} from your documents ({written:,} written; left out: {', '.join(dropped) or 'some'})."
     return f"{head} from your documents."
 
 

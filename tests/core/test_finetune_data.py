@@ -179,7 +179,24 @@ def test_synthetic_pairs_are_parsed_and_filtered() -> None:
     assert pairs[0] == ("What is the capital of France?", "Paris.")
     kept, dropped = filter_pairs(pairs)
     assert [c.messages[1]["content"] for c in kept] == ["Paris.", "Blue."]
-    assert dropped == {"empty": 1, "duplicate": 1, "long": 1}
+    assert dropped == {"empty": 1, "duplicate": 1, "long": 1, "ungrounded": 0}
+
+
+def test_answers_the_chunk_does_not_bear_out_are_dropped() -> None:
+    from core.finetune.data.synthetic import filter_pairs, grounded
+
+    chunk = "In 1981 a retired schoolteacher named Marta Vell gathered eleven neighbours. The sale cost £4,800."
+    assert grounded("Marta Vell.", chunk) and grounded("It cost £4,800", chunk)
+    assert grounded("A retired schoolteacher, in 1981.", chunk)
+    # What SmolLM2-135M-Instruct wrote about the handbook: made up, or no answer at all.
+    assert not grounded("The recent news involves a donation to support their ongoing efforts in repairing homes.", chunk)
+    assert not grounded("A: The answer is: 2", chunk)
+    assert not grounded("It is.", chunk)  # nothing but stop-words
+    pairs = [("Who gathered the neighbours?", "Marta Vell"), ("What's new?", "A donation for repairing homes."),
+             ("How much was the sale?", "£4,800")]
+    kept, dropped = filter_pairs(pairs, sources=[chunk] * 3)
+    assert [c.messages[1]["content"] for c in kept] == ["Marta Vell", "£4,800"]
+    assert dropped["ungrounded"] == 1
 
 
 def test_synthetic_qa_with_a_model_that_writes_nothing_useful_is_a_clear_error(tiny_model: Path) -> None:
@@ -200,12 +217,14 @@ def test_synthetic_qa_through_the_engine_keeps_each_pair_once(tmp_path: Path) ->
 
     # The model answers every chunk with the script, repeated: 2 chunks x 3 rounds of 2 pairs.
     model = write_scripted_chat_llama(tmp_path / "scripted.gguf", QA_SCRIPT)
-    chunks = [Chunk("a.md", "The sky is blue.", (1, 2)), Chunk("b.md", "Grass is green.", (3, 4))]
+    # Each chunk states both facts: an answer its chunk does not say would be dropped as made up.
+    chunks = [Chunk("a.md", "The sky is blue. Grass is green.", (1, 2)),
+              Chunk("b.md", "Grass is green and the sky is blue.", (3, 4))]
     seen: list[tuple[int, int]] = []
     report = generate_qa(chunks, str(model), per_chunk=2, max_tokens=12, n_ctx=512,
                          on_chunk=lambda n, total: seen.append((n, total)))
     assert seen == [(1, 2), (2, 2)]
-    assert report.generated == 12 and report.dropped_duplicate == 10
+    assert report.generated == 12 and report.dropped_duplicate == 10 and report.dropped_ungrounded == 0
     assert [c.messages for c in report.pairs] == [
         [{"role": "user", "content": "What colour is the sky?"}, {"role": "assistant", "content": "Blue."}],
         [{"role": "user", "content": "What is grass?"}, {"role": "assistant", "content": "Green."}],

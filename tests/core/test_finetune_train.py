@@ -180,7 +180,9 @@ def test_documents_become_synthetic_questions_and_answers_for_sft(tiny_pair: tup
     data = next(e for e in events if e["event"] == "data")
     assert data["objective"] == "sft"
     qa = data["synthetic_qa"]
-    assert qa["kept"] == 3 and qa["generated"] > qa["kept"] and qa["dropped_duplicate"] == qa["generated"] - 3
+    # The rest repeat those three, or are cut off mid-answer where the writer's token limit ends its reply.
+    assert qa["kept"] == 3 and qa["generated"] > qa["kept"]
+    assert qa["dropped_duplicate"] + qa["dropped_ungrounded"] == qa["generated"] - 3
     # The pairs are trained after the documents' own text (every chunk of it), no document withheld.
     assert data["held_out_examples"] == 0 and data["phases"] == ["documents' text", "question-answer pairs"]
     assert data["train_examples"] == data["chunks"] + 3

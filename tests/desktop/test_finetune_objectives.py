@@ -22,12 +22,12 @@ from tests.desktop.test_finetune_page import FAST, KEEPER, docs, make_page, page
 from tests.fixtures.scripted_model import write_scripted_chat_llama
 
 QA_SCRIPT = ["Q: What colour is the lamp room?\n", "A: Blue.\n", "Q: Who kept the light?\n", "A: Marguerite Olier.\n",
-             "Q: How many steps has the tower?\n", "A: 214.\n"]
+             "Q: How many steps has the tower?\n", "A: 214.\n", "Q: Who painted it?\n", "A: Vincent van Gogh.\n"]
 
 
 @pytest.fixture
 def qa_writer(hearth_home: Path, tmp_path: Path) -> str:
-    """A local chat model in the library that writes the same three question-answer pairs for any text."""
+    """A local chat model in the library that writes the same four question-answer pairs for any text, one made up."""
     path = write_scripted_chat_llama(tmp_path / "qa-writer.gguf", QA_SCRIPT)
     Library(discover_hf_cache=False).import_file(path, mode="link", name="qa-writer")
     return "qa-writer"
@@ -95,6 +95,7 @@ def test_questions_written_by_a_local_model_are_trained_and_shown(
     assert result.qa_label.text() == qa_sentence(qa)
     assert result.qa_label.text().startswith(f"{qa_writer} wrote 3 question–answer pairs from your documents (")
     assert "repeated" in result.qa_label.text()
+    assert qa["dropped_ungrounded"] >= 1 and "not in your documents" in result.qa_label.text()  # the made-up painter
     texts = page_text(page)
     assert "Q: What colour is the lamp room?" in texts or "What colour is the lamp room?" in texts
     assert result.knowledge_label.text().startswith("Answered ")  # a documents job: the knowledge check too

@@ -1,7 +1,9 @@
 """Synthetic question–answer pairs from document chunks ("distillation" into a chat dataset).
 
 A local GGUF model, run by the chat engine, writes questions a reader might ask about each chunk and
-answers them from the chunk. Pairs with an empty, duplicated or overlong answer are dropped.
+answers them from the chunk. Pairs with an empty, duplicated or overlong answer are dropped, and so
+are answers the chunk does not bear out (most of their words are not in it): a small writer model
+makes facts up, and training on them would teach the user's model things their documents never said.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from core.errors import DatasetError
 from core.events import CancelToken
 from core.finetune.data.documents import Chunk
 from core.finetune.data.jsonl import Conversation
+from core.finetune.data.probes import STOP_WORDS
 
 PROMPT = (
     "Read the text below and write {n} questions a reader could ask about it, each followed by its "
@@ -33,6 +36,7 @@ class QAReport:
     dropped_empty: int = 0
     dropped_duplicate: int = 0
     dropped_long: int = 0
+    dropped_ungrounded: int = 0  # answers whose words are mostly not in their chunk
 
 
 def parse_pairs(text: str) -> list[tuple[str, str]]:
@@ -40,19 +44,39 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
     return [(m["q"].strip(), m["a"].strip()) for m in _PAIR.finditer(text)]
 
 
+_WORDS = re.compile(r"[^\W_]+")
+GROUNDED_SHARE = 0.6  # of an answer's content words that must occur in its chunk
+
+
+def grounded(answer: str, source: str) -> bool:
+    """Whether ``source`` bears ``answer`` out: most of its content words (not stop-words) occur in it."""
+    words = [w for w in _WORDS.findall(answer.casefold()) if (len(w) >= 3 or w.isdigit()) and w not in STOP_WORDS]
+    if not words:
+        return False
+    have = set(_WORDS.findall(source.casefold()))
+    return sum(w in have for w in words) >= GROUNDED_SHARE * len(words)
+
+
 def filter_pairs(
-    raw: Sequence[tuple[str, str]], *, max_answer_chars: int = 1500
+    raw: Sequence[tuple[str, str]], *, max_answer_chars: int = 1500, sources: Sequence[str] | None = None
 ) -> tuple[list[Conversation], dict[str, int]]:
-    """Conversations from the pairs worth training on, and how many were dropped for each reason."""
+    """Conversations from the pairs worth training on, and how many were dropped for each reason.
+
+    ``sources``: the chunk each pair was written from (parallel to ``raw``), to drop answers it does
+    not bear out.
+    """
     seen: set[str] = set()
     kept: list[Conversation] = []
-    dropped = {"empty": 0, "duplicate": 0, "long": 0}
-    for question, answer in raw:
+    dropped = {"empty": 0, "duplicate": 0, "long": 0, "ungrounded": 0}
+    for i, (question, answer) in enumerate(raw):
         if len(question) < 3 or len(answer) < 2:
             dropped["empty"] += 1
             continue
         if len(answer) > max_answer_chars:
             dropped["long"] += 1
+            continue
+        if sources is not None and not grounded(answer, sources[i]):
+            dropped["ungrounded"] += 1
             continue
         key = re.sub(r"\W+", " ", question.lower()).strip()
         if key in seen:
@@ -78,6 +102,7 @@ def generate_qa(
     from core.engine import Engine, LoadOptions, SamplingParams
 
     raw: list[tuple[str, str]] = []
+    sources: list[str] = []
     with Engine() as engine:
         engine.load(model_path, LoadOptions(n_ctx=n_ctx))
         for n, chunk in enumerate(chunks):
@@ -88,13 +113,16 @@ def generate_qa(
                 [{"role": "user", "content": prompt}],
                 SamplingParams(max_tokens=max_tokens, temperature=0.7, seed=seed + n),
             )
-            raw.extend(parse_pairs(result.text))
+            pairs = parse_pairs(result.text)
+            raw.extend(pairs)
+            sources.extend([chunk.text] * len(pairs))
             if on_chunk:
                 on_chunk(n + 1, len(chunks))
-    kept, dropped = filter_pairs(raw)
+    kept, dropped = filter_pairs(raw, sources=sources)
     if not kept:
+        made_up = f" ({dropped['ungrounded']} had answers your documents do not say)" if dropped["ungrounded"] else ""
         raise DatasetError(
-            f"The model wrote no usable question–answer pairs from {len(chunks)} chunks: use a larger "
+            f"The model wrote no usable question–answer pairs from {len(chunks)} chunks{made_up}: use a larger "
             "instruction-tuned model with --qa-model, or train on the raw text with --objective pretrain."
         )
-    return QAReport(kept, len(raw), dropped["empty"], dropped["duplicate"], dropped["long"])
+    return QAReport(kept, len(raw), dropped["empty"], dropped["duplicate"], dropped["long"], dropped["ungrounded"])
