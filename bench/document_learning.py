@@ -15,7 +15,12 @@ hand-written, paraphrased multiple-choice questions about it (``tests/fixtures/h
 3. ``--methods``: Hearth with ``--method`` each of lora-plus, dora, lora-fa, vera, delta-lora (and
    lora): accuracy, the job's own knowledge check, time and peak memory.
 
-    .venv/bin/python bench/document_learning.py [--methods] [--skip-baseline]
+4. ``--seeds N``: the no-settings run again with seeds 1..N-1 (24 questions: one is 4 points, and a run's
+   shuffling and starting weights move the figure by several).
+5. ``--qa-writer GGUF``: ``--qa-model GGUF`` (point 4 of the issue: Q&A pairs written by a local
+   instruct model, trained after the text), with how many pairs it wrote and kept.
+
+    .venv/bin/python bench/document_learning.py [--methods] [--seeds N] [--qa-writer GGUF] [--skip-baseline]
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ def run_hearth(home: Path, starter: Path, name: str, extra: list[str]) -> dict[s
     breakdown = []
     for (label, t0), (_next, t1) in itertools.pairwise(stages):
         breakdown.append((label, t1 - t0))
-    return {"wall_s": total, "breakdown": breakdown, "metrics": done["metrics"], "settings": settings,
+    return {"wall_s": total, "breakdown": breakdown, "metrics": done["metrics"], "settings": settings, "events": events,
             "peak_mb": peak / 1024, "first_stage_s": stages[0][1] if stages else 0.0}
 
 
@@ -208,6 +213,8 @@ def run_baseline(starter: Path) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(allow_abbrev=False)  # "--method X" is for the child, not "--methods"
     parser.add_argument("--methods", action="store_true", help="also run each other method")
+    parser.add_argument("--qa-writer", metavar="GGUF", help="also run with --qa-model GGUF (point 4: Q&A pairs mixed in)")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat the no-settings run with seeds 0..N-1")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--skip-default", action="store_true")
     parser.add_argument("--child-finetune", nargs="+")
@@ -251,6 +258,21 @@ def main() -> None:
                   f"     after:  {sample['after'][:120]!r}")
         rows.append(("hearth (no settings)", acc, result["wall_s"], result["peak_mb"],
                      f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
+    for seed in range(1, args.seeds if not args.skip_default else 1):
+        result, acc = hearth_run(home, starter, f"docs-seed{seed}", ["--seed", str(seed)])
+        k = result["metrics"].get("knowledge", {})
+        rows.append((f"hearth (no settings) seed {seed}", acc, result["wall_s"], result["peak_mb"],
+                     f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
+        print(f"seed {seed}: {acc:.0%} in {result['wall_s']:.0f} s, knowledge {rows[-1][4]}", flush=True)
+    if args.qa_writer:
+        result, acc = hearth_run(home, starter, "docs-qa", ["--qa-model", args.qa_writer, "--objective", "sft"])
+        k = result["metrics"].get("knowledge", {})
+        data = next((e for e in result["events"] if e.get("event") == "data"), {})
+        qa = data.get("synthetic_qa") or {}
+        rows.append(("hearth --qa-model", acc, result["wall_s"], result["peak_mb"],
+                     f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
+        print(f"\nwith --qa-model {Path(args.qa_writer).name}: {acc:.0%} in {result['wall_s']:.0f} s; pairs generated "
+              f"{qa.get('generated')}, kept {qa.get('kept')}; first: {(qa.get('examples') or [None])[:2]}", flush=True)
     if not args.skip_baseline:
         for r in run_baseline(starter):
             print(f"\nbaseline {r['epochs']} epochs: accuracy {r['base_accuracy_torch']:.0%} -> {r['accuracy']:.0%} "
