@@ -125,6 +125,12 @@ def run_hearth(home: Path, starter: Path, name: str, extra: list[str]) -> dict[s
             "peak_mb": peak / 1024, "first_stage_s": stages[0][1] if stages else 0.0}
 
 
+def known(result: dict[str, Any]) -> str:
+    """The job's knowledge check as "before->after/total" for the table."""
+    k = result["metrics"].get("knowledge", {})
+    return f"{k.get('before')}->{k.get('after')}/{k.get('total')}"
+
+
 def child_finetune(starter: str, name: str, extra: list[str]) -> None:
     """Run the CLI in a child and report the largest descendant's peak memory (ru_maxrss, KiB on Linux)."""
     code = subprocess.call([PY, "-m", "core", "finetune", starter, "--docs", str(HANDBOOK), "--out", name,
@@ -256,21 +262,16 @@ def main() -> None:
         for sample in result["metrics"].get("samples", [])[:2]:
             print(f"  sample > {sample['prompt'][-80:]!r}\n     before: {sample['before'][:120]!r}\n"
                   f"     after:  {sample['after'][:120]!r}")
-        rows.append(("hearth (no settings)", acc, result["wall_s"], result["peak_mb"],
-                     f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
-    for seed in range(1, args.seeds if not args.skip_default else 1):
-        result, acc = hearth_run(home, starter, f"docs-seed{seed}", ["--seed", str(seed)])
-        k = result["metrics"].get("knowledge", {})
-        rows.append((f"hearth (no settings) seed {seed}", acc, result["wall_s"], result["peak_mb"],
-                     f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
-        print(f"seed {seed}: {acc:.0%} in {result['wall_s']:.0f} s, knowledge {rows[-1][4]}", flush=True)
+        rows.append(("hearth (no settings)", acc, result["wall_s"], result["peak_mb"], known(result)))
+        for seed in range(1, args.seeds):
+            result, acc = hearth_run(home, starter, f"docs-seed{seed}", ["--seed", str(seed)])
+            rows.append((f"hearth (no settings) seed {seed}", acc, result["wall_s"], result["peak_mb"], known(result)))
+            print(f"seed {seed}: {acc:.0%} in {result['wall_s']:.0f} s, knowledge {rows[-1][4]}", flush=True)
     if args.qa_writer:
         result, acc = hearth_run(home, starter, "docs-qa", ["--qa-model", args.qa_writer, "--objective", "sft"])
-        k = result["metrics"].get("knowledge", {})
         data = next((e for e in result["events"] if e.get("event") == "data"), {})
         qa = data.get("synthetic_qa") or {}
-        rows.append(("hearth --qa-model", acc, result["wall_s"], result["peak_mb"],
-                     f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
+        rows.append(("hearth --qa-model", acc, result["wall_s"], result["peak_mb"], known(result)))
         print(f"\nwith --qa-model {Path(args.qa_writer).name}: {acc:.0%} in {result['wall_s']:.0f} s; pairs generated "
               f"{qa.get('generated')}, kept {qa.get('kept')}; first: {(qa.get('examples') or [None])[:2]}", flush=True)
     if not args.skip_baseline:
@@ -281,16 +282,14 @@ def main() -> None:
     if args.methods:
         for method in METHODS:
             result, acc = hearth_run(home, starter, f"docs-{method}", ["--method", method])
-            k = result["metrics"].get("knowledge", {})
             load = next((t for label, t in result["breakdown"] if label.startswith("model:")), 0.0)
-            rows.append((f"hearth --method {method}", acc, result["wall_s"], result["peak_mb"],
-                         f"{k.get('before')}->{k.get('after')}/{k.get('total')}"))
+            rows.append((f"hearth --method {method}", acc, result["wall_s"], result["peak_mb"], known(result)))
             print(f"{method}: {acc:.0%} in {result['wall_s']:.0f} s (loading {load:.0f} s), peak "
                   f"{result['peak_mb']:.0f} MB, {result['settings']['total_steps']} steps, knowledge {rows[-1][4]}",
                   flush=True)
     print(f"\n{'run':28} {'accuracy':>9} {'time s':>8} {'peak MB':>8}  knowledge check")
-    for label, acc, wall, peak, known in rows:
-        print(f"{label:28} {acc:9.0%} {wall:8.0f} {peak:8.0f}  {known}")
+    for label, acc, wall, peak, check in rows:
+        print(f"{label:28} {acc:9.0%} {wall:8.0f} {peak:8.0f}  {check}")
     tmp_home.cleanup()
     hearth = next((r for r in rows if r[0] == "hearth (no settings)"), None)
     b6 = next((r for r in rows if r[0] == "baseline 6 epochs"), None)
