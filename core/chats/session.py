@@ -8,15 +8,29 @@ engine crashes, everything already committed stays.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.chats.store import ChatStore, Conversation, Message
+from core.chats.tool_loop import (
+    Approval,
+    ToolCallRequest,
+    ToolCallResult,
+    ToolStreamItem,
+    answer_with_tools,
+    openai_messages,
+    plain_messages,
+)
 from core.engine import Completion, Engine, SamplingParams, TextChunk
 from core.errors import HearthError
 
+if TYPE_CHECKING:
+    from core.tools import ToolRegistry
+
 StreamItem = TextChunk | Completion
+__all__ = ["Approval", "ChatSession", "StreamItem", "ToolCallRequest", "ToolCallResult", "ToolStreamItem"]
 
 
 class ChatSession:
@@ -26,6 +40,8 @@ class ChatSession:
         self.store = store
         self.engine = engine
         self.conversation_id = conversation_id
+        # Tools the user answered "always" for, per registry, for as long as this session lives.
+        self._always_allowed: weakref.WeakKeyDictionary[ToolRegistry, set[str]] = weakref.WeakKeyDictionary()
 
     @classmethod
     def start(
@@ -40,40 +56,78 @@ class ChatSession:
     def conversation(self) -> Conversation:
         return self.store.get(self.conversation_id)
 
-    def prompt_messages(self) -> list[dict[str, str]]:
-        """The conversation as the engine sees it: system prompt, then each message."""
+    def prompt_messages(self) -> list[dict[str, Any]]:
+        """The conversation as the engine sees it: system prompt, then each message.
+
+        Tool calls and results come back as OpenAI-style messages (``tool_calls``, role "tool"); for a
+        loaded model without tool support they are folded into the answers' text instead.
+        """
         conv = self.conversation
-        messages = [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt else []
-        messages += [{"role": m.role, "content": m.content} for m in self.store.messages(self.conversation_id)]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": conv.system_prompt}] if conv.system_prompt else []
+        stored = self.store.messages(self.conversation_id)
+        if any(m.role == "tool" or m.meta.get("tool_calls") for m in stored):
+            status = self.engine.status
+            messages += openai_messages(stored) if status is None or status.supports_tools else plain_messages(stored)
+            return messages
+        messages += [{"role": m.role, "content": m.content} for m in stored]
         return messages
 
-    def send(self, text: str, params: SamplingParams | None = None) -> Iterator[StreamItem]:
-        """Commit the user's message, then stream and commit the answer."""
+    def always_allowed_tools(self, registry: ToolRegistry) -> set[str]:
+        """The tools of ``registry`` that run without asking in this session (answered "always")."""
+        return self._always_allowed.setdefault(registry, set())
+
+    def send(
+        self, text: str, params: SamplingParams | None = None, *, tools: ToolRegistry | None = None,
+        approve: Approval | None = None, max_tool_calls: int = 8,
+    ) -> Iterator[ToolStreamItem]:
+        """Commit the user's message, then stream and commit the answer.
+
+        With ``tools`` and a model whose template supports them, the model may call tools: each call
+        is yielded as a ``ToolCallRequest``, run once ``approve`` says "once" or "always" (without
+        ``approve`` it is denied), and yielded as a ``ToolCallResult``; at most ``max_tool_calls`` per answer.
+        """
         if not text.strip():
             raise HearthError("The message is empty: type something to send.")
         conv = self.conversation
         self.store.add_message(self.conversation_id, Message(role="user", content=text))
         if not conv.title:
             self.store.rename(self.conversation_id, _title_from(text))
-        return self._answer(params)
+        return self._answer_maybe_with_tools(params, tools, approve, max_tool_calls)
 
-    def regenerate(self, params: SamplingParams | None = None) -> Iterator[StreamItem]:
-        """Replace the last answer with a new one."""
+    def regenerate(
+        self, params: SamplingParams | None = None, *, tools: ToolRegistry | None = None,
+        approve: Approval | None = None, max_tool_calls: int = 8,
+    ) -> Iterator[ToolStreamItem]:
+        """Replace the last answer (with its tool calls and results) with a new one."""
         messages = self.store.messages(self.conversation_id)
         if not messages or not any(m.role == "user" for m in messages):
             raise HearthError("There is no message to answer again yet.")
-        if messages[-1].role == "assistant" and messages[-1].id is not None:
-            self.store.truncate_from(self.conversation_id, messages[-1].id)
-        return self._answer(params)
+        last_user = max(i for i, m in enumerate(messages) if m.role == "user")
+        answer = messages[last_user + 1:]
+        if answer and answer[0].id is not None:
+            self.store.truncate_from(self.conversation_id, answer[0].id)
+        return self._answer_maybe_with_tools(params, tools, approve, max_tool_calls)
 
-    def edit_and_rerun(self, message_id: int, text: str, params: SamplingParams | None = None) -> Iterator[StreamItem]:
+    def edit_and_rerun(
+        self, message_id: int, text: str, params: SamplingParams | None = None, *, tools: ToolRegistry | None = None,
+        approve: Approval | None = None, max_tool_calls: int = 8,
+    ) -> Iterator[ToolStreamItem]:
         """Change one of the user's messages, drop everything after it, and answer again."""
         messages = {m.id: m for m in self.store.messages(self.conversation_id)}
         target = messages.get(message_id)
         if target is None or target.role != "user":
             raise HearthError("Only your own messages in this conversation can be edited.")
         self.store.truncate_from(self.conversation_id, message_id)
-        return self.send(text, params)
+        return self.send(text, params, tools=tools, approve=approve, max_tool_calls=max_tool_calls)
+
+    def _answer_maybe_with_tools(
+        self, params: SamplingParams | None, tools: ToolRegistry | None, approve: Approval | None, max_tool_calls: int,
+    ) -> Iterator[ToolStreamItem]:
+        status = self.engine.status
+        if tools is None or status is None or not status.supports_tools:
+            return self._answer(params)  # tools are not sent to a model whose template cannot use them
+        params = params or SamplingParams.from_dict(self.conversation.params)
+        return answer_with_tools(self, params, tools, approve, max_tool_calls)
 
     def _answer(self, params: SamplingParams | None) -> Iterator[StreamItem]:
         params = params or SamplingParams.from_dict(self.conversation.params)
@@ -94,13 +148,15 @@ class ChatSession:
         if completion is not None:
             self._commit(completion.text, completion.finish_reason, started, completion)
 
-    def _commit(self, text: str, finish: str, started: float, completion: Completion | None) -> None:
+    def _commit(self, text: str, finish: str, started: float, completion: Completion | None,
+                extra: dict[str, Any] | None = None) -> None:
         meta: dict[str, Any] = {}
         stats = completion.stats if completion else None
         if stats:
             meta = {"context_used": stats.context_used, "n_ctx": stats.n_ctx,
                     "dropped_messages": stats.dropped_messages, "cached_tokens": stats.cached_tokens,
                     "time_to_first_token": stats.time_to_first_token}
+        meta.update(extra or {})  # the tool loop's keys: tool_calls, tools_stopped
         status = self.engine.status
         self.store.add_message(
             self.conversation_id,

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS conversations (
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+    role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
     content TEXT NOT NULL,
     created_at REAL NOT NULL,
     completed_at REAL,
@@ -121,6 +121,40 @@ class ChatStore:
             present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in present:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        if "'tool'" not in self._table_sql("messages"):
+            self._allow_tool_messages()
+
+    def _table_sql(self, table: str) -> str:
+        row = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        return str(row[0]) if row else ""
+
+    def _allow_tool_messages(self) -> None:
+        """Widen a database made before tool calls: its CHECK on ``messages.role`` lacks 'tool'.
+
+        SQLite cannot alter a CHECK constraint; this is its documented 12-step table rebuild
+        (https://www.sqlite.org/lang_altertable.html#otheralter): a new table, the rows copied, the old
+        one dropped, the new one renamed, the index made again, all in one transaction.
+        """
+        start = SCHEMA.index("CREATE TABLE IF NOT EXISTS messages")
+        create = SCHEMA[start:SCHEMA.index(";", start)].replace(
+            "CREATE TABLE IF NOT EXISTS messages", "CREATE TABLE messages_with_tools")
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if "'tool'" not in self._table_sql("messages"):  # another process may have done it meanwhile
+                    columns = ", ".join(row[1] for row in self._db.execute("PRAGMA table_info(messages)"))
+                    self._db.execute(create)
+                    self._db.execute(f"INSERT INTO messages_with_tools ({columns}) SELECT {columns} FROM messages")
+                    self._db.execute("DROP TABLE messages")
+                    self._db.execute("ALTER TABLE messages_with_tools RENAME TO messages")
+                    self._db.execute("CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id)")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         with self._lock:
