@@ -110,6 +110,7 @@ class Settings:
     system_prompt: str = ""
     last_model: str | None = None
     server: ServerSettings = field(default_factory=ServerSettings)
+    tool_timeout: float = 60.0  # seconds a tool call (MCP, Settings > Tools) may take
 
     def parameters_for(self, model: str | None) -> ChatParameters:
         """The model's preset when it has one, else the default parameters."""
@@ -125,6 +126,7 @@ class Settings:
             "system_prompt": self.system_prompt,
             "last_model": self.last_model,
             "server": self.server.to_dict(),
+            "tool_timeout": self.tool_timeout,
         }
 
     @classmethod
@@ -140,7 +142,17 @@ class Settings:
             system_prompt=str(data.get("system_prompt") or ""),
             last_model=str(last) if isinstance(last, str) else None,
             server=ServerSettings.from_dict(data.get("server")),
+            tool_timeout=_timeout(data.get("tool_timeout")),
         )
+
+
+def _timeout(value: Any) -> float:
+    """A tool-call timeout read from the file: a number from 1 to 3600 seconds, else the default."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return 60.0
+    return min(3600.0, max(1.0, seconds)) if seconds == seconds else 60.0
 
 
 def load_settings(paths: Paths | None = None) -> Settings:
