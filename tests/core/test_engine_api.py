@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from core.engine import Completion, EmbedResult, Engine, LoadOptions, SamplingParams, TextChunk
-from core.engine.worker import _template_message
+from core.engine.ops.tokens import template_message as _template_message
 from core.errors import ContextOverflowError, EngineError
 from tests.fixtures.scripted_model import write_scripted_chat_llama
 from tests.fixtures.tiny_embed import write_tiny_bert
