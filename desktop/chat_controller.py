@@ -14,15 +14,16 @@ lock before every answer.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.chats import ChatStore
-from core.chats.session import ChatSession
+from core.chats.session import ChatSession, ToolCallRequest, ToolCallResult
 from core.docs import DocsLibrary, DocsTurn, Embedder, EngineEmbedder, load_embedder, prepare_question
 from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
 from core.engine.gate import FairLock
@@ -31,6 +32,9 @@ from core.finetune.adapters import AdapterEntry, ensure_lora_gguf
 from core.library import ModelEntry
 from core.settings import ChatParameters
 from desktop.ops import Executor, Op, error_text
+
+if TYPE_CHECKING:
+    from desktop.tools_control import ToolsControl
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class ChatController(QObject):
     adapter_failed = Signal(str)  # message
     serving_changed = Signal(bool)  # the engine is (or no longer is) answering another app's request
     docs_used = Signal(object)  # DocsTurn: the passages put in the question asked with documents
+    tool_call_requested = Signal(object)  # ToolCallRequest: its card asks the user (answer_tool_call)
+    tool_call_finished = Signal(object)  # ToolCallResult
 
     HOLDER = "window"
 
@@ -105,6 +111,14 @@ class ChatController(QObject):
         # The adapter wanted on the loaded model: (name, GGUF LoRA path, scale). Written on the engine
         # thread only, so a send queued after a pick always sees the pick.
         self._adapter: tuple[str, str, float] | None = None
+        # Tools (Settings > Tools): offered while ``use_tools``; each call waits on the engine thread
+        # for the user's answer on its card, which ``answer_tool_call`` hands over through an Event.
+        self.tools: ToolsControl | None = None
+        self.use_tools = True
+        self.always_allowed: set[str] = set()  # tools answered "Always allow", until the window closes
+        self.answered_calls: set[str] = set()  # calls the user allowed (their cards show them running)
+        self._answers: dict[str, tuple[threading.Event, list[str]]] = {}
+        self._answers_lock = threading.Lock()
 
     # -- model ---------------------------------------------------------------------------------
     def load(self, entry: ModelEntry, params: ChatParameters) -> None:
@@ -189,18 +203,18 @@ class ChatController(QObject):
         self, conversation_id: int, text: str, entry: ModelEntry, params: ChatParameters, docs: str = ""
     ) -> None:
         """Answer ``text``; with ``docs`` (a collection's name) the question carries its best passages."""
-        self._stream(entry, params, lambda s: s.send(self._question(s, text, docs, params), params.sampling()),
-                     conversation_id)
+        self._stream(entry, params, lambda s, **kw: s.send(self._question(s, text, docs, params), params.sampling(),
+                                                           **kw), conversation_id)
 
     def regenerate(self, conversation_id: int, entry: ModelEntry, params: ChatParameters) -> None:
-        self._stream(entry, params, lambda s: s.regenerate(params.sampling()), conversation_id)
+        self._stream(entry, params, lambda s, **kw: s.regenerate(params.sampling(), **kw), conversation_id)
 
     def edit_and_rerun(
         self, conversation_id: int, message_id: int, text: str, entry: ModelEntry, params: ChatParameters,
         docs: str = "",
     ) -> None:
-        self._stream(entry, params, lambda s: s.edit_and_rerun(
-            message_id, self._question(s, text, docs, params), params.sampling()), conversation_id)
+        self._stream(entry, params, lambda s, **kw: s.edit_and_rerun(
+            message_id, self._question(s, text, docs, params), params.sampling(), **kw), conversation_id)
 
     def _question(self, session: ChatSession, text: str, docs: str, params: ChatParameters) -> str:
         """The message to send: ``text``, or with ``docs`` the question with the collection's passages.
@@ -257,7 +271,7 @@ class ChatController(QObject):
         self,
         entry: ModelEntry,
         params: ChatParameters,
-        start: Callable[[ChatSession], Iterator[TextChunk | Completion]],
+        start: Callable[..., Iterator[Any]],  # (session, **tool options) -> the session's stream
         conversation_id: int,
     ) -> None:
         if self.streaming:
@@ -280,7 +294,7 @@ class ChatController(QObject):
                 report(status)
                 self.store.update(conversation_id, model=entry.name)
                 session = ChatSession(self.store, self.engine, conversation_id)
-                stream = start(session)
+                stream = start(session, **self._tool_options())
                 report(Committed())
                 completion: Completion | None = None
                 cancelled = False
@@ -290,11 +304,46 @@ class ChatController(QObject):
                         self.engine.cancel()
                     if isinstance(item, TextChunk):
                         report(item.text)
+                    elif isinstance(item, (ToolCallRequest, ToolCallResult)):
+                        report(item)
                     else:
                         completion = item
                 return completion
 
         Op(work).on_progress(self._on_progress).on_success(self._finished).on_failure(self._failed).run(self.executor)
+
+    # -- tools ---------------------------------------------------------------------------------
+    def _tool_options(self) -> dict[str, Any]:
+        """The session's tool keywords: the running registry and the approval, while tools are on."""
+        registry = self.tools.registry if self.tools is not None and self.use_tools else None
+        return {"tools": registry, "approve": self._approve} if registry is not None else {}
+
+    def _approve(self, request: ToolCallRequest) -> str:
+        """Engine thread: wait until the user answers the call's card (Stop answers "deny")."""
+        if request.tool in self.always_allowed:
+            return "always"
+        event, answer = self._answer_slot(request.id)
+        while not event.wait(0.1):
+            if self._stop_asked:
+                break
+        with self._answers_lock:
+            self._answers.pop(request.id, None)
+        return answer[0] if answer else "deny"
+
+    def answer_tool_call(self, call_id: str, tool: str, decision: str) -> None:
+        """GUI thread: the user's answer to a waiting call: "once", "always" or "deny"."""
+        if decision == "always":
+            self.always_allowed.add(tool)
+        if decision != "deny":
+            self.answered_calls.add(call_id)
+        event, answer = self._answer_slot(call_id)
+        answer[:] = [decision]
+        event.set()
+
+    def _answer_slot(self, call_id: str) -> tuple[threading.Event, list[str]]:
+        # Either side may come first (a quick click, or the engine thread reaching approve): one slot each.
+        with self._answers_lock:
+            return self._answers.setdefault(call_id, (threading.Event(), []))
 
     def _locked(self, fn: Callable[[], ModelStatus]) -> ModelStatus:
         with self.lock(self.HOLDER):
@@ -320,6 +369,10 @@ class ChatController(QObject):
                 self.model_loading.emit(item.name)
         elif isinstance(item, Committed):
             self.history_changed.emit()
+        elif isinstance(item, ToolCallRequest):
+            self.tool_call_requested.emit(item)
+        elif isinstance(item, ToolCallResult):
+            self.tool_call_finished.emit(item)
 
     def _finished(self, completion: Completion | None) -> None:
         self.streaming = False

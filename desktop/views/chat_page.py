@@ -29,7 +29,9 @@ from core.settings import ChatParameters, Settings
 from desktop.chat_controller import ActiveAdapter, ChatController
 from desktop.models.library import LibraryTableModel
 from desktop.theme import Palette
+from desktop.tools_control import ToolsControl
 from desktop.views.chat_docs import DocsToggle, SourcesStrip
+from desktop.views.chat_tools import ChatTools, ToolsToggle
 from desktop.views.conversation_panel import ConversationPanel
 from desktop.views.params_panel import ParamsPanel
 from desktop.views.transcript import TranscriptView
@@ -183,7 +185,12 @@ class ChatPage(QWidget):
         self.docs_toggle = DocsToggle()
         self.docs_toggle.changed.connect(self._save_docs)
         composer_row.addWidget(self.docs_toggle)
+        # Tools (Settings > Tools): how many are on, or why this model cannot use them.
+        self.tools_toggle = ToolsToggle()
+        composer_row.addWidget(self.tools_toggle)
         col.addLayout(composer_row)
+        self.chat_tools = ChatTools(controller, self.transcript, self.tools_toggle,
+                                    lambda: self._streaming_conversation == self.current_id)
 
         self.params = ParamsPanel()
         self.params.setObjectName("panel")
@@ -346,8 +353,10 @@ class ChatPage(QWidget):
                 pending = None
             shown.append(m)
         self.transcript.set_messages(shown)
-        visible = [i for i, m in enumerate(shown) if m.role != "system"]
-        for bubble, index in zip(self.transcript.bubbles, visible, strict=False):
+        self.chat_tools.restore_cards()
+        index_of = {id(m): i for i, m in enumerate(shown)}  # tool calls are cards, not bubbles
+        for bubble in self.transcript.bubbles:
+            index = index_of.get(id(bubble.message), -1)
             if index in sources:
                 layout = bubble.layout()
                 assert isinstance(layout, QVBoxLayout)
@@ -440,6 +449,7 @@ class ChatPage(QWidget):
         self.load_bar.hide()
         self.load_label.setText(f"Ready · context {status.n_ctx:,} · loaded in {status.load_seconds:.1f} s")
         self.params.load_info.setText(f"Chat format: {status.chat_format_description}")
+        self.chat_tools.refresh()
         self._adapter_applied(self.controller.active_adapter())
 
     def _load_failed(self, message: str) -> None:
@@ -635,3 +645,7 @@ class ChatPage(QWidget):
     def _docs_used(self, turn: object) -> None:
         notes = list(getattr(turn, "notes", []))
         self.docs_toggle.note.setText("; ".join(notes).capitalize() if notes else "")
+
+    def set_tools(self, tools: ToolsControl) -> None:
+        """The window's MCP tools (Settings > Tools): the toggle follows them, answers may call them."""
+        self.chat_tools.set_tools(tools)

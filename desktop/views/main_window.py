@@ -37,6 +37,7 @@ from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.server_control import ServerControl
 from desktop.theme import Palette, apply_theme, icon_path
+from desktop.tools_control import ToolsControl
 from desktop.views.chat_page import ChatPage
 from desktop.views.discover_page import DiscoverPage
 from desktop.views.downloads_page import DownloadsPage
@@ -81,6 +82,7 @@ class MainWindow(QMainWindow):
         self.engine_lock = FairLock()
         self.controller = ChatController(self.store, self.engine_thread, lock=self.engine_lock)
         self.server = ServerControl(self.controller.engine, self.engine_lock)
+        self.tools = ToolsControl(call_timeout=self.settings.tool_timeout)  # MCP servers (Settings > Tools)
         self._quitting = False  # closing for good: no "keep serving?" question
         self._tray: QSystemTrayIcon | None = None
         self.library_model = LibraryTableModel()
@@ -90,6 +92,7 @@ class MainWindow(QMainWindow):
         self._closed = False
 
         self.chat = ChatPage(self.store, self.controller, self.library_model, self.settings, self.save_settings)
+        self.chat.set_tools(self.tools)
         self.discover = DiscoverPage(self.pool)
         self.discover.download_requested.connect(self.start_download)
         self.downloads_page = DownloadsPage(self.queue_model)
@@ -109,7 +112,8 @@ class MainWindow(QMainWindow):
         self.finetune.chat_requested.connect(self.chat_with_adapter)
         self.finetune.library_changed.connect(self.refresh_library)
         self.knowledge.finetune_requested.connect(self.finetune_on)
-        self.settings_page = SettingsPage(self.settings, self.pool, server=self.server, save=self.save_settings)
+        self.settings_page = SettingsPage(self.settings, self.pool, server=self.server, save=self.save_settings,
+                                          tools=self.tools)
         self.settings_page.theme_changed.connect(self.set_theme)
         self.settings_page.defaults_saved.connect(self.save_settings)
 
@@ -252,6 +256,8 @@ class MainWindow(QMainWindow):
         self.refresh_library()
         if self.settings.server.enabled:
             self.server.apply(self.settings.server)
+        if self.tools.servers:
+            self.tools.start()  # off the GUI thread: a slow server never holds up the window
         # Reopen the conversation that was open at the last close, else the most recent one.
         last = int(str(self.state.value("conversation", -1)))
         ids = [c.id for c in self.store.list()]
@@ -359,6 +365,7 @@ class MainWindow(QMainWindow):
             self._downloads.pause_all()
         self.controller.blockSignals(True)  # answers still queued must not reach the closed store
         self.controller.shutdown()
+        self.tools.shutdown()  # after the engine thread: an answer's tool call ends first
         self.pool.shutdown(wait=False)
         self.store.close()
 

@@ -30,8 +30,10 @@ from core.units import human_size
 from desktop.ops import Executor, Op, error_text
 from desktop.server_control import ServerControl
 from desktop.theme import Palette
+from desktop.tools_control import ToolsControl
 from desktop.views.params_panel import ParamsForm
 from desktop.views.server_section import ServerSection
+from desktop.views.tools_section import ToolsSection
 from desktop.views.widgets import button, flat_button, muted, title
 
 
@@ -76,6 +78,7 @@ class SettingsPage(QWidget):
         server: ServerControl | None = None,
         save: Callable[[], None] | None = None,
         parent: QWidget | None = None,
+        tools: ToolsControl | None = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("page")
@@ -156,7 +159,11 @@ class SettingsPage(QWidget):
         if server is not None:
             self.server = ServerSection(settings, server, save or (lambda: None))
             grid.addWidget(self.server, 1, 0, 1, 2)
-        grid.addWidget(params, 2, 0, 1, 2)
+        self.tools: ToolsSection | None = None
+        if tools is not None:
+            self.tools = ToolsSection(tools, save_timeout=lambda seconds: self._save_timeout(seconds, save))
+            grid.addWidget(self.tools, 2, 0, 1, 2)
+        grid.addWidget(params, 3, 0, 1, 2)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         layout.addLayout(grid)
@@ -166,6 +173,13 @@ class SettingsPage(QWidget):
     def set_palette(self, palette: Palette) -> None:
         if self.server is not None:
             self.server.set_palette(palette)
+        if self.tools is not None:
+            self.tools.set_palette(palette)
+
+    def _save_timeout(self, seconds: float, save: Callable[[], None] | None) -> None:
+        self.settings.tool_timeout = seconds
+        if save is not None:
+            save()
 
     def ensure_detected(self) -> None:
         if not self._detected:

@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
 from core.chats import Message
 from desktop.markdown import render_markdown
 from desktop.theme import LIGHT, Palette
+from desktop.views.chat_tools import stored_calls
+from desktop.views.tool_call_card import ToolCallCard
 from desktop.views.widgets import flat_button
 
 FINISH_WORDS = {"cancelled": "stopped", "interrupted": "interrupted", "length": "hit max tokens", "context": "context full"}
@@ -158,6 +160,7 @@ class TranscriptView(QScrollArea):
         self.setWidget(inner)
         self.palette_ = LIGHT
         self.bubbles: list[MessageBubble] = []
+        self.tool_cards: list[ToolCallCard] = []
         self.streaming: MessageBubble | None = None
         self._pending = ""
         self._render_timer = QTimer(self)
@@ -175,12 +178,50 @@ class TranscriptView(QScrollArea):
     def set_messages(self, messages: list[Message]) -> None:
         self._clear()
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+        calls = stored_calls(messages)  # tool calls show as finished cards, not as bubbles
         for i, m in enumerate(messages):
-            if m.role == "system":
-                continue
-            self._add(MessageBubble(m, self.palette_, last=i == last_assistant and i == len(messages) - 1))
-        self.empty.setVisible(not self.bubbles)
+            if m.role not in ("system", "tool") and not (i in calls and m.role == "assistant" and not m.content.strip()):
+                self._add(MessageBubble(m, self.palette_, last=i == last_assistant and i == len(messages) - 1))
+            for call in calls.get(i, []):
+                card = ToolCallCard(call.id, call.tool, call.arguments, self.palette_)
+                card.set_result(call.text, call.status)
+                self.add_tool_card(card)
+        self.empty.setVisible(not self.bubbles and not self.tool_cards)
         self._scroll_to_end()
+
+    def add_tool_card(self, card: ToolCallCard) -> None:
+        """Put a tool call's card at the end; text streamed after it starts a new answer bubble below."""
+        if self.streaming is not None:
+            self._render_timer.stop()
+            if self._pending.strip():
+                self.streaming.set_content(self._pending)
+            else:
+                self._drop(self.streaming)  # nothing was said before the call: no empty bubble above it
+            self.streaming = None
+            self._pending = ""
+        row = QHBoxLayout()
+        row.addWidget(card, 6)
+        row.addStretch(1)
+        self._layout.insertLayout(self._layout.count() - 1, row)
+        self.tool_cards.append(card)
+        self.empty.hide()
+        self._scroll_to_end()
+
+    def tool_card(self, call_id: str) -> ToolCallCard | None:
+        return next((c for c in reversed(self.tool_cards) if c.call_id == call_id), None)
+
+    def _drop(self, bubble: MessageBubble) -> None:
+        for index in range(self._layout.count()):
+            item = self._layout.itemAt(index)
+            row = item.layout() if item is not None else None
+            if row is not None and row.indexOf(bubble) >= 0:
+                self._layout.takeAt(index)
+                bubble.hide()
+                bubble.deleteLater()
+                row.deleteLater()
+                break
+        if bubble in self.bubbles:
+            self.bubbles.remove(bubble)
 
     def begin_answer(self) -> None:
         """Show an empty answer bubble that the stream fills."""
@@ -231,6 +272,7 @@ class TranscriptView(QScrollArea):
         self.streaming = None
         self._pending = ""
         self.bubbles = []
+        self.tool_cards = []
         while self._layout.count() > 2:
             item = self._layout.takeAt(1)
             row = item.layout() if item is not None else None
