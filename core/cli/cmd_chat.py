@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.chats import ChatStore
-from core.chats.session import ChatSession
+from core.chats.session import ChatSession, ToolCallRequest, ToolCallResult
+from core.cli.cmd_tools import add_mcp_arguments, chat_tool_options, print_tool_item
 from core.cli.output import print_json, print_table, status_line
 from core.engine import Completion, Engine, LoadOptions, SamplingParams, TextChunk
 from core.errors import EngineCrashedError, HearthError, NotFoundError
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--docs-k", type=int, default=5, metavar="N", help="passages to retrieve (default 5)")
     g.add_argument("--docs-budget", type=int, default=1024, metavar="TOKENS",
                    help="most tokens of passages in the prompt (default 1024; less when the context is smaller)")
+    add_mcp_arguments(p)
     g = p.add_argument_group("model loading")
     g.add_argument("--ctx", type=int, default=4096, help="context length in tokens (0: the model's own)")
     g.add_argument("--threads", type=int, default=None)
@@ -137,20 +140,24 @@ def chat(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}]", file=sys.stderr)
         embedder = _collection_embedder(collection, stack, quiet=args.json) if collection is not None else None
+        tool_options = chat_tool_options(args, status, stack)
         ask = _docs_asker(collection, engine, status.n_ctx, args, session, embedder) if collection is not None else None
         if args.prompt is not None:
             message, turn = ask(args.prompt) if ask else (args.prompt, None)
-            completion = _stream_answer(session.send(message, params), quiet=args.json)
+            calls: list[dict[str, str]] = []
+            completion = _stream_answer(session.send(message, params, **tool_options), quiet=args.json, calls=calls)
             if turn is not None and not args.json:
                 _print_sources(turn)
             if args.json and completion:
                 extra = {"sources": [{"n": n, **p.to_dict()} for n, p in enumerate(turn.context.passages, 1)],
                          "notes": turn.notes} if turn is not None else {}
+                if tool_options:
+                    extra["tool_calls"] = calls
                 print_json({"conversation_id": session.conversation_id, "text": completion.text,
                             "finish_reason": completion.finish_reason, "stats": completion.stats.__dict__,
                             "chat_format": status.chat_format_source, **extra})
             return 0
-        return _interactive(session, params, ask)
+        return _interactive(session, params, ask, tool_options)
 
 
 def _collection_embedder(collection: Collection, stack: contextlib.ExitStack, *, quiet: bool) -> Embedder | None:
@@ -202,11 +209,16 @@ def _print_sources(turn: DocsTurn) -> None:
             print(f"  {line}")
 
 
-def _stream_answer(stream: object, quiet: bool = False) -> Completion | None:
+def _stream_answer(stream: object, quiet: bool = False, calls: list[dict[str, str]] | None = None) -> Completion | None:
     completion = None
     try:
         for item in stream:  # type: ignore[attr-defined]
-            if isinstance(item, TextChunk):
+            if isinstance(item, (ToolCallRequest, ToolCallResult)):
+                if not quiet:
+                    print_tool_item(item)
+                if isinstance(item, ToolCallResult) and calls is not None:
+                    calls.append(asdict(item))
+            elif isinstance(item, TextChunk):
                 if not quiet:
                     sys.stdout.write(item.text)
                     sys.stdout.flush()
@@ -232,7 +244,8 @@ def _stream_answer(stream: object, quiet: bool = False) -> Completion | None:
 
 
 def _interactive(
-    session: ChatSession, params: SamplingParams, ask: Callable[[str], tuple[str, DocsTurn]] | None = None
+    session: ChatSession, params: SamplingParams, ask: Callable[[str], tuple[str, DocsTurn]] | None = None,
+    tool_options: dict[str, Any] | None = None,
 ) -> int:
     print(f"Conversation {session.conversation_id}. Type /exit or press Ctrl+D to leave; Ctrl+C stops an answer.",
           file=sys.stderr)
@@ -251,7 +264,7 @@ def _interactive(
             continue
         try:
             message, turn = ask(text) if ask else (text, None)
-            _stream_answer(session.send(message, params))
+            _stream_answer(session.send(message, params, **(tool_options or {})))
             if turn is not None:
                 _print_sources(turn)
         except EngineCrashedError as exc:
