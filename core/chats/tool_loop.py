@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from core.chats.store import Message
 from core.engine import Completion, SamplingParams, TextChunk
@@ -55,7 +55,7 @@ class ToolCallResult:
 
 
 Approval = Callable[[ToolCallRequest], str]  # "once" | "always" | "deny", asked on the session's thread
-ToolStreamItem = Union[TextChunk, Completion, ToolCallRequest, ToolCallResult]
+ToolStreamItem = TextChunk | Completion | ToolCallRequest | ToolCallResult
 
 
 def answer_with_tools(

@@ -96,7 +96,7 @@ class ServerOwner:
             async with contextlib.AsyncExitStack() as stack:
                 if self.config.transport == "stdio":
                     self.log_path.parent.mkdir(parents=True, exist_ok=True)
-                    errlog = stack.enter_context(open(self.log_path, "w", encoding="utf-8", errors="replace"))
+                    errlog = stack.enter_context(open(self.log_path, "w", encoding="utf-8", errors="replace"))  # noqa: SIM115
                 read, write = await stack.enter_async_context(self._transport(errlog))
                 # A pump between the transport and the session notices the moment the server goes
                 # away (its stdout ends), so the state says so before any call fails.
@@ -116,7 +116,7 @@ class ServerOwner:
                     self.status = "running"
                 ready.set_result(None)
                 await stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - every way a server can fail ends in a sentence
+        except BaseException as exc:  # every way a server can fail ends in a sentence
             if not self._stopping and self.status in ("starting", "running"):
                 self.status = "failed"
                 self.error = self._failure(exc, during_start=not ready.done())
@@ -183,7 +183,7 @@ class ServerOwner:
         except (ValidationError, RuntimeError, ValueError, TypeError) as exc:
             raise ToolError(f"The server '{self.name}' sent a malformed result for '{tool}' "
                             f"({_first_line(exc)}): it is a fault in that server.") from None
-        except Exception as exc:  # noqa: BLE001 - transport failures (HTTP errors, broken pipes)
+        except Exception as exc:  # transport failures (HTTP errors, broken pipes)
             raise ToolError(f"The call to '{tool}' on '{self.name}' failed: {_sentence(_describe(exc))}") from None
         return result_text(result.model_dump(by_alias=True, mode="json"))
 
@@ -286,9 +286,10 @@ def _b64_size(data: str) -> int:
 def _root_cause(exc: BaseException) -> BaseException:
     """The first real error inside anyio's exception groups and cancellations."""
     while True:
-        if isinstance(exc, BaseExceptionGroup):
-            inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
-            exc = (inner or list(exc.exceptions))[0]
+        group = getattr(exc, "exceptions", None)  # a BaseExceptionGroup (Python 3.11+, or anyio's backport)
+        if isinstance(group, (list, tuple)) and group:
+            inner = [e for e in group if not isinstance(e, asyncio.CancelledError)]
+            exc = (inner or list(group))[0]
             continue
         cause = exc.__cause__ or exc.__context__
         if isinstance(exc, asyncio.CancelledError) and cause is not None:
