@@ -65,7 +65,12 @@ class ToolRegistry:
             return self._loop
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
+        try:
+            loop = self._ensure_loop()
+        except ToolError:
+            coro.close()  # never started: no "never awaited" warning
+            raise
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
