@@ -1,9 +1,11 @@
-"""The ASGI application: the /v1 and /api routers behind the server's guard.
+"""The ASGI application: the /v1 (OpenAI), /v1/messages (Anthropic) and /api (Ollama) routers behind the
+server's guard.
 
 The guard (one plain ASGI middleware, so it also sees streamed answers to their end) checks, in
 order: the Host header on a loopback server (a web page cannot reach it through DNS rebinding),
-the API key (``Authorization: Bearer KEY``, compared in constant time), the body size; then it
-times the request and hands a ``RequestRecord`` to ``on_request``.
+the API key (``Authorization: Bearer KEY`` or Anthropic's ``x-api-key: KEY``, compared in constant
+time), the body size; then it times the request and hands a ``RequestRecord`` to ``on_request``.
+Bodies are parsed as strict JSON by the routers' ``JsonRoute`` (``body.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import HearthError
-from core.server import ollama_routes, openai_routes
+from core.server import anthropic_routes, ollama_routes, openai_routes
+from core.server.body import BodyError
 from core.server.config import RequestRecord, ServerConfig, is_loopback
 from core.server.errors import ApiError, ModelNotFound, from_exception
 from core.server.host import ModelHost
@@ -36,7 +39,9 @@ def create_app(config: ServerConfig, host: ModelHost,
     from core import __version__
 
     app = FastAPI(title="Hearth local API", version=__version__,
-                  description="OpenAI-compatible (/v1) and Ollama-compatible (/api) access to Hearth's models.")
+                  description="OpenAI-compatible (/v1), Anthropic-compatible (/v1/messages) and "
+                  "Ollama-compatible (/api) access to Hearth's models.")
+    app.include_router(anthropic_routes.router(host))
     app.include_router(openai_routes.router(host))
     app.include_router(ollama_routes.router(host))
 
@@ -59,6 +64,8 @@ def create_app(config: ServerConfig, host: ModelHost,
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyError):
+            return error_response(request.url.path, exc.error)
         message = {404: f"There is no {request.url.path} endpoint: see /docs for the API.",
                    405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
         return error_response(request.url.path, ApiError(exc.status_code, message))
@@ -79,15 +86,40 @@ def create_app(config: ServerConfig, host: ModelHost,
 
 
 def error_response(path: str, error: ApiError) -> JSONResponse:
-    body = error.ollama_body() if path.startswith("/api/") else error.openai_body()
+    """The error in the shape of the API that ``path`` belongs to."""
+    if path.startswith("/api/"):
+        body = error.ollama_body()
+    elif path == anthropic_routes.PREFIX or path.startswith(anthropic_routes.PREFIX + "/"):
+        body = error.anthropic_body()
+    else:
+        body = error.openai_body()
     return JSONResponse(body, status_code=error.status)
+
+
+def _field_path(loc: tuple[Any, ...], body: Any, missing: bool) -> list[str]:
+    """Pydantic's error location as the fields of the body it names. Steps that do not index into the body
+    (the tags pydantic gives the members of a union, such as 'str', 'list[ContentPart]' or a block's type)
+    are left out; a missing field, the last step, is kept."""
+    steps = loc[1:] if loc and loc[0] == "body" else loc
+    path: list[str] = []
+    at = body
+    for i, step in enumerate(steps):
+        if ((isinstance(at, dict) and step in at)
+                or (isinstance(at, list) and isinstance(step, int) and 0 <= step < len(at))):
+            at = at[step]
+        elif not (missing and i == len(steps) - 1):
+            continue
+        path.append(str(step))
+    return path
 
 
 def validation_error(exc: RequestValidationError) -> ApiError:
     """Pydantic's first complaint as one sentence that names the field (OpenAI answers these with 400)."""
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    body = getattr(exc, "body", None)
+    located = [(_field_path(tuple(e.get("loc", ())), body, e.get("type") == "missing"), e) for e in exc.errors()]
+    # The deepest: for a value that matches no member of a union (content: a string or a list of blocks),
+    # pydantic names each member's complaint, and the one that got furthest into the value says most.
+    loc, first = max(located, key=lambda pair: len(pair[0]), default=([], {}))
     param = ".".join(loc) or None
     kind = str(first.get("type", ""))
     if kind == "json_invalid":
@@ -100,7 +132,8 @@ def validation_error(exc: RequestValidationError) -> ApiError:
     if not loc and kind in ("model_attributes_type", "dict_type"):
         return ApiError(400, "The request body must be a JSON object.", code="invalid_json")
     shown = json.dumps(first.get("input"), default=str)[:80]
-    return ApiError(400, f"'{param}' is invalid: {first.get('msg', 'wrong value')} (got {shown}).",
+    what = f"'{param}'" if param else "The request body"
+    return ApiError(400, f"{what} is invalid: {first.get('msg', 'wrong value')} (got {shown}).",
                     param=param, code="invalid_value")
 
 
@@ -150,11 +183,15 @@ class Guard:
                 return ApiError(403, f"Host '{name}' is not allowed: this server only answers on localhost.",
                                 code="host_not_allowed")
         if self.key and scope.get("method") != "OPTIONS":
-            scheme, _, given = headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.key):
-                return ApiError(401, "Missing or wrong API key: send 'Authorization: Bearer KEY' with the key "
-                                "shown in Hearth's Settings > Server.", type="invalid_request_error",
-                                code="invalid_api_key")
+            scheme, _, bearer = headers.get("authorization", "").partition(" ")
+            given = [bearer.strip()] if scheme.lower() == "bearer" else []
+            if "x-api-key" in headers:  # Anthropic's clients send the key this way
+                given.append(headers["x-api-key"].strip())
+            # Both compared (no early exit), each in constant time.
+            if not sum(hmac.compare_digest(g.encode("latin-1"), self.key) for g in given):
+                return ApiError(401, "Missing or wrong API key: send 'Authorization: Bearer KEY' (or "
+                                "'x-api-key: KEY') with the key shown in Hearth's Settings > Server.",
+                                type="invalid_request_error", code="invalid_api_key")
         return None
 
     async def _read_body(self, receive: Receive) -> tuple[bytes, ApiError | None]:

@@ -9,6 +9,12 @@ from core.errors import HearthError
 from core.settings import ServerSettings
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+CLIP_CHARS = 200  # the most of a client-chosen text (model name, path, method) that a log entry keeps
+
+
+def clip(text: str, limit: int = CLIP_CHARS) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis: a client must not be able to flood the log."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ServerStartError(HearthError):
@@ -63,6 +69,14 @@ class RequestRecord:
     prompt_tokens: int
     completion_tokens: int
     seconds: float  # arrival to last byte sent
+
+    def __post_init__(self) -> None:
+        # Every text here can be chosen by the client: each is cut to CLIP_CHARS wherever the record is made,
+        # so the terminal log, the window's live log and its tooltips stay readable.
+        for name in ("client", "method", "path"):
+            object.__setattr__(self, name, clip(str(getattr(self, name))))
+        if self.model is not None:
+            object.__setattr__(self, "model", clip(str(self.model)))
 
     @property
     def tokens_per_second(self) -> float:

@@ -1,6 +1,7 @@
 """Errors as HTTP answers: OpenAI's ``{"error": {message, type, param, code}}`` under /v1, Ollama's
-``{"error": message}`` under /api. Every failure a request can cause becomes one of these; a bug
-becomes a 500 that says so, without a traceback (the traceback goes to the log).
+``{"error": message}`` under /api, Anthropic's ``{"type": "error", "error": {type, message}}`` under
+/v1/messages. Every failure a request can cause becomes one of these; a bug becomes a 500 that says
+so, without a traceback (the traceback goes to the log).
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from core.errors import (
     InvalidModelError,
     NotFoundError,
 )
+from core.server.config import clip
 
 log = logging.getLogger("hearth.server")
+
+# Anthropic's error types by HTTP status (docs.anthropic.com "Errors"); the SDK raises its exception
+# classes from the status (400 BadRequestError, 401 AuthenticationError, 404 NotFoundError...).
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                   500: "api_error", 503: "overloaded_error", 529: "overloaded_error"}
 
 
 class ApiError(Exception):
@@ -35,12 +43,16 @@ class ApiError(Exception):
     def ollama_body(self) -> dict[str, Any]:
         return {"error": self.message}
 
+    def anthropic_body(self) -> dict[str, Any]:
+        kind = ANTHROPIC_TYPES.get(self.status, "api_error" if self.status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": self.message}}
+
 
 class ModelNotFound(ApiError):  # named as the contract says
     def __init__(self, name: str, available: list[str]) -> None:
         names = ", ".join(available[:20]) or "none"
         super().__init__(
-            404, f"The model '{name}' does not exist: use one of the names GET /v1/models lists ({names}).",
+            404, f"The model '{clip(name)}' does not exist: use one of the names GET /v1/models lists ({names}).",
             param="model", code="model_not_found",
         )
         self.name = name  # what the client asked for, for the request log
@@ -48,6 +60,13 @@ class ModelNotFound(ApiError):  # named as the contract says
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+def no_vision(model: str, param: str) -> ApiError:
+    """The answer to an image sent to a model: Hearth loads no vision projector (mmproj) yet."""
+    return ApiError(400, f"The model '{clip(model)}' cannot read images: it has no vision projector (mmproj) "
+                    "loaded, and Hearth cannot load one yet. Send the request without images.",
+                    param=param, code="images_not_supported")
 
 
 def from_exception(exc: BaseException) -> ApiError:

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.engine import Completion, SamplingParams, TextChunk
 from core.server import generate
-from core.server.errors import bad_request, from_exception
+from core.server.body import JsonRoute
+from core.server.errors import bad_request, from_exception, no_vision
 from core.server.grammar import json_object_grammar, json_schema_grammar
 from core.server.host import ModelHost, ServedModel
-from core.server.openai_routes import _after, _completion_of, _first, embed, embed_inputs
+from core.server.openai_routes import embed, embed_inputs
 from core.server.tools import ToolCallStream, parse_tool_calls
 
 # The Ollama API version reported to clients that check it (the shapes here match it).
@@ -42,7 +43,7 @@ class Options(Lenient):
     repeat_last_n: int | None = Field(default=None, ge=0)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)  # Go's int
     num_predict: int | None = None
     stop: list[str] | str | None = None
 
@@ -92,7 +93,7 @@ class ShowBody(Lenient):
 
 
 def router(host: ModelHost) -> APIRouter:
-    api = APIRouter(prefix="/api")
+    api = APIRouter(prefix="/api", route_class=JsonRoute)
 
     @api.get("/version")
     def version() -> dict[str, str]:
@@ -234,9 +235,9 @@ def _line(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False) + "\n"
 
 
-def _message(message: OllamaMessage) -> dict[str, Any]:
+def _message(model: ServedModel, message: OllamaMessage, index: int) -> dict[str, Any]:
     if message.images:
-        raise bad_request("Images are not supported by Hearth's models.", param="messages.images")
+        raise no_vision(model.name, f"messages.{index}.images")
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
         out["tool_calls"] = message.tool_calls
@@ -255,25 +256,24 @@ async def _chat(host: ModelHost, body: ChatBody, request: Request) -> Response:
                              "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"})
     params = _sampling(host, model, body.options, body.format)
     tools = body.tools or None
-    from core.server.openai_routes import _check_tools
-
-    gen = generate.Generation(model, params, messages=[_message(m) for m in body.messages], tools=tools,
-                              check=_check_tools(model) if tools else None)
+    messages = [_message(model, m, i) for i, m in enumerate(body.messages)]
+    gen = generate.Generation(model, params, messages=messages, tools=tools,
+                              check=generate.check_tools(model) if tools else None)
     job = generate.start(host, request, gen)
     if not body.stream:
-        completion = _completion_of(await generate.wait_unless_gone(job, request))
+        completion = generate.completion_of(await generate.wait_unless_gone(job, request))
         generate.record(request, model.name, completion)
         content, calls = parse_tool_calls(completion.text) if tools else (completion.text, [])
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             message["tool_calls"] = [c.ollama() for c in calls]
         return JSONResponse({**_final(model.name, completion, started), "message": message})
-    first = await _first(job)
+    first = await generate.first(job)
 
     async def lines() -> AsyncIterator[str]:
         tool_stream = ToolCallStream() if tools else None
         try:
-            async for item in _after(first, job):
+            async for item in generate.after(first, job):
                 if isinstance(item, TextChunk):
                     text = tool_stream.feed(item.text) if tool_stream else item.text
                     if text:
@@ -301,7 +301,7 @@ async def _generate(host: ModelHost, body: GenerateBody, request: Request) -> Re
     generate.record(request, model.name)
     started = time.perf_counter()
     if body.images:
-        raise bad_request("Images are not supported by Hearth's models.", param="images")
+        raise no_vision(model.name, "images")
     if body.suffix:
         raise bad_request("'suffix' (fill-in-the-middle) is not supported.", param="suffix")
     if not body.prompt:  # Ollama: an empty prompt just loads the model
@@ -317,14 +317,14 @@ async def _generate(host: ModelHost, body: GenerateBody, request: Request) -> Re
         gen = generate.Generation(model, params, messages=messages)
     job = generate.start(host, request, gen)
     if not body.stream:
-        completion = _completion_of(await generate.wait_unless_gone(job, request))
+        completion = generate.completion_of(await generate.wait_unless_gone(job, request))
         generate.record(request, model.name, completion)
         return JSONResponse({**_final(model.name, completion, started), "response": completion.text})
-    first = await _first(job)
+    first = await generate.first(job)
 
     async def lines() -> AsyncIterator[str]:
         try:
-            async for item in _after(first, job):
+            async for item in generate.after(first, job):
                 if isinstance(item, TextChunk):
                     yield _line({"model": model.name, "created_at": _iso(time.time()), "response": item.text,
                                  "done": False})

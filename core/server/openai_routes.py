@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import struct
 import time
@@ -11,11 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from core.engine import Completion, TextChunk
 from core.server import generate
-from core.server.errors import ApiError, bad_request, from_exception
+from core.server.body import JsonRoute
+from core.server.errors import ApiError, bad_request, from_exception, no_vision
 from core.server.grammar import json_object_grammar, json_schema_grammar
 from core.server.host import ModelHost, ServedModel
 from core.server.openai_types import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
@@ -24,7 +24,7 @@ from core.server.tools import ToolCall, ToolCallStream, parse_tool_calls
 
 
 def router(host: ModelHost) -> APIRouter:
-    api = APIRouter(prefix="/v1")
+    api = APIRouter(prefix="/v1", route_class=JsonRoute)
 
     @api.get("/models")
     def list_models() -> dict[str, Any]:
@@ -55,11 +55,13 @@ def _model_card(model: ServedModel) -> dict[str, Any]:
 
 # -- chat -------------------------------------------------------------------------------------
 
-def _engine_message(message: ChatMessage, index: int) -> dict[str, Any]:
+def _engine_message(model: ServedModel, message: ChatMessage, index: int) -> dict[str, Any]:
     content = message.content
     if isinstance(content, list):
         texts = []
         for part in content:
+            if part.type in ("image_url", "input_image"):
+                raise no_vision(model.name, f"messages.{index}.content")
             if part.type != "text":
                 raise bad_request(f"messages[{index}] has a '{part.type}' part: only text parts are supported.",
                                   param=f"messages.{index}.content")
@@ -87,17 +89,6 @@ def _grammar(body: ChatCompletionRequest) -> str | None:
     return json_schema_grammar(fmt.json_schema.schema_, "response_format.json_schema.schema")
 
 
-def _check_tools(model: ServedModel) -> Any:
-    def check(status: Any) -> None:
-        if not getattr(status, "supports_tools", False):
-            raise bad_request(
-                f"The model '{model.name}' cannot use tools: its chat template has no tool support. Pick a model "
-                "whose template supports tools (Qwen 2.5+, Llama 3.1+, Hermes, Mistral) or leave 'tools' out.",
-                param="tools", code="tools_not_supported",
-            )
-    return check
-
-
 async def _chat(host: ModelHost, body: ChatCompletionRequest, request: Request) -> Response:
     model = host.resolve(body.model)
     generate.record(request, model.name)
@@ -113,16 +104,16 @@ async def _chat(host: ModelHost, body: ChatCompletionRequest, request: Request) 
         frequency_penalty=body.frequency_penalty, grammar=_grammar(body), logprobs=body.logprobs or None,
         top_logprobs=body.top_logprobs if body.logprobs else None,
     )
-    messages = [_engine_message(m, i) for i, m in enumerate(body.messages)]
+    messages = [_engine_message(model, m, i) for i, m in enumerate(body.messages)]
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     use_tools = bool(tools) and body.tool_choice != "none"
     gen = generate.Generation(model, params, messages=messages, tools=tools,
-                              check=_check_tools(model) if tools else None)
+                              check=generate.check_tools(model) if tools else None)
     job = generate.start(host, request, gen)
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     if not body.stream:
         items = await generate.wait_unless_gone(job, request)
-        completion = _completion_of(items)
+        completion = generate.completion_of(items)
         generate.record(request, model.name, completion)
         content, calls = parse_tool_calls(completion.text) if use_tools else (completion.text, [])
         message: dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
@@ -133,7 +124,7 @@ async def _chat(host: ModelHost, body: ChatCompletionRequest, request: Request) 
                   "finish_reason": "tool_calls" if calls else generate.FINISH_REASONS[completion.finish_reason]}
         return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": model.name,
                              "system_fingerprint": "hearth", "choices": [choice], "usage": _usage(completion)})
-    first = await _first(job)
+    first = await generate.first(job)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
@@ -151,7 +142,7 @@ async def _chat(host: ModelHost, body: ChatCompletionRequest, request: Request) 
         try:
             yield chunk({"role": "assistant", "content": ""})
             completion: Completion | None = None
-            async for item in _after(first, job):
+            async for item in generate.after(first, job):
                 if isinstance(item, TextChunk):
                     text = tool_stream.feed(item.text) if tool_stream else item.text
                     lp = {"content": item.logprobs or []} if body.logprobs else None
@@ -181,51 +172,17 @@ async def _chat(host: ModelHost, body: ChatCompletionRequest, request: Request) 
         finally:
             job.cancel()
 
-    return _event_stream(events())
-
-
-def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return generate.event_stream(events())
 
 
 def _sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    return f"data: {generate.to_json(data)}\n\n"
 
 
 def _usage(completion: Completion) -> dict[str, int]:
     s = completion.stats
     return {"prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens,
             "total_tokens": s.prompt_tokens + s.completion_tokens}
-
-
-def _completion_of(items: list[Any]) -> Completion:
-    for item in reversed(items):
-        if isinstance(item, Completion):
-            return item
-    raise ApiError(499, "The request was cancelled.", code="cancelled")
-
-
-async def _first(job: Job) -> Any:
-    """The job's first result, so that an error before any text (load, context) is a proper HTTP error."""
-    from core.server.runner import END, Failure
-
-    try:
-        item = await job.get()
-    except BaseException:
-        job.cancel()
-        raise
-    if isinstance(item, Failure):
-        raise item.error
-    if item is END:
-        raise ApiError(499, "The request was cancelled.", code="cancelled")
-    return item
-
-
-async def _after(first: Any, job: Job) -> AsyncIterator[Any]:
-    yield first
-    async for item in job.items():
-        yield item
 
 
 # -- completions --------------------------------------------------------------------------------
@@ -256,7 +213,7 @@ async def _complete(host: ModelHost, body: CompletionRequest, request: Request) 
                 "finish_reason": finish}
 
     if not body.stream:
-        completion = _completion_of(await generate.wait_unless_gone(job, request))
+        completion = generate.completion_of(await generate.wait_unless_gone(job, request))
         generate.record(request, model.name, completion)
         return JSONResponse({
             "id": ident, "object": "text_completion", "created": created, "model": model.name,
@@ -265,7 +222,7 @@ async def _complete(host: ModelHost, body: CompletionRequest, request: Request) 
                                completion.logprobs)],
             "usage": _usage(completion),
         })
-    first = await _first(job)
+    first = await generate.first(job)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def chunk(c: dict[str, Any] | None, usage: dict[str, int] | None = None) -> str:
@@ -279,7 +236,7 @@ async def _complete(host: ModelHost, body: CompletionRequest, request: Request) 
         try:
             if echo:
                 yield chunk(choice(echo, None, None))
-            async for item in _after(first, job):
+            async for item in generate.after(first, job):
                 if isinstance(item, TextChunk):
                     yield chunk(choice(item.text, None, item.logprobs))
                 elif isinstance(item, Completion):
@@ -294,7 +251,7 @@ async def _complete(host: ModelHost, body: CompletionRequest, request: Request) 
         finally:
             job.cancel()
 
-    return _event_stream(events())
+    return generate.event_stream(events())
 
 
 def _legacy_logprobs(items: list[dict[str, Any]] | None) -> dict[str, Any]:

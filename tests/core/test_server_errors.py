@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from core.server import ApiServer, ModelHost, ServerConfig, ServerStartError
+from core.server import ApiServer, ModelHost, RequestRecord, ServerConfig, ServerStartError
 from tests.core.test_server_support import Served, served, served_home, start_server  # noqa: F401
 from tests.fixtures.tool_model import TEXT_ANSWER
 
@@ -148,3 +149,49 @@ def test_start_stop_and_urls(served_home: Path) -> None:  # noqa: F811
     assert not server.running
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.base_url}/api/version")
+
+
+def test_lone_surrogates_are_400_in_every_api(served: Served) -> None:  # noqa: F811
+    """A "\\ud800" escape is valid JSON syntax but no Unicode text: refused where the body is parsed (it used to
+    reach the engine and come back as a 500)."""
+    cases = {
+        f"{served.url}/chat/completions": {"model": "text-llama", "messages": [{"role": "user", "content": "a\ud800"}]},
+        f"{served.base_url}/api/chat": {"model": "text-llama", "stream": False,
+                                        "messages": [{"role": "user", "content": "a\ud800"}]},
+        f"{served.base_url}/v1/messages": {"model": "text-llama", "max_tokens": 8,
+                                           "messages": [{"role": "user", "content": "a\ud800"}]},
+    }
+    for url, body in cases.items():
+        raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as the escape \ud800
+        assert b"\\ud800" in raw
+        response = httpx.post(url, content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (url, response.text)
+        error = response.json()["error"]  # each API's shape: {"error": text} or {"error": {"message": ...}}
+        message = error if isinstance(error, str) else error["message"]
+        assert "lone UTF-16 surrogate (\\ud800)" in message and "'messages.0.content'" in message
+    # In a model name, a key, a raw UTF-8-encoded surrogate; a proper pair (an emoji) is fine.
+    url = f"{served.url}/chat/completions"
+    for raw in (b'{"model": "\\udfff", "messages": []}', b'{"model": "text-llama", "\\ud800": 1, "messages": []}'):
+        assert httpx.post(url, content=raw, headers={"content-type": "application/json"}).status_code == 400
+    bad_bytes = httpx.post(url, content=b'{"model": "\xed\xa0\x80"}', headers={"content-type": "application/json"})
+    assert bad_bytes.status_code == 400 and "not valid UTF-8" in _error(bad_bytes)["message"]  # type: ignore[operator]
+    pair = httpx.post(url, content=json.dumps({"model": "text-llama", "messages": [
+        {"role": "user", "content": "\U0001f525 hi"}]}).encode(), headers={"content-type": "application/json"})
+    assert pair.status_code == 200 and pair.json()["choices"][0]["message"]["content"] == TEXT_ANSWER
+
+
+def test_client_chosen_fields_are_cut_in_the_log(served: Served) -> None:  # noqa: F811
+    served.records.clear()
+    huge = "m" * 100_000
+    response = httpx.post(f"{served.url}/chat/completions",
+                          json={"model": huge, "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 404 and len(response.text) < 2000  # the error does not echo it whole
+    record = served.logged("/v1/chat/completions")
+    assert record.model is not None and len(record.model) == 200 and record.model.endswith("…")
+    long_path = "/v1/" + "p" * 5000
+    assert httpx.get(f"{served.base_url}{long_path}").status_code == 404
+    logged = served.logged(long_path[:199] + "…")
+    assert len(logged.path) == 200 and record.method == "POST"
+    direct = RequestRecord(time=0, client="c" * 300, method="M" * 300, path="/", model="x" * 100_000, status=200,
+                           prompt_tokens=0, completion_tokens=0, seconds=0.1)
+    assert {len(direct.client), len(direct.method), len(direct.model or "")} == {200}
