@@ -88,6 +88,13 @@ def answer_with_tools(
         if completion is None:
             return
         rest, calls = stream.finish()
+        if completion.finish_reason in ("cancelled", "context"):
+            # Stopped by the user or by a full context: a half-written call is not run, nor answered again.
+            if rest and not calls:
+                yield TextChunk(rest, 0)
+            session._commit(completion.text, completion.finish_reason, started, completion)
+            yield completion
+            return
         content, parsed = parse_tool_calls(completion.text) if calls else (completion.text, [])
         found = [(c.id, c.name, c.arguments, "") for c in parsed]
         if not found:
