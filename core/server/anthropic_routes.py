@@ -245,7 +245,7 @@ async def _messages(host: ModelHost, body: MessagesRequest, request: Request) ->
     model = host.resolve(body.model)
     generate.record(request, model.name)
     params = generate.sampling(host, model, max_tokens=body.max_tokens, temperature=body.temperature,
-                               top_p=body.top_p, top_k=body.top_k)
+                               top_p=body.top_p, top_k=body.top_k, ignore_eos=body.ignore_eos)
     tools = _engine_tools(body)
     gen = generate.Generation(model, params, messages=engine_messages(model, body), tools=tools,
                               check=generate.check_tools(model) if tools else None,

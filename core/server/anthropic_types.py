@@ -138,3 +138,4 @@ class MessagesRequest(CountTokensRequest):
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
+    ignore_eos: bool | None = None  # not Anthropic's: llama.cpp server's extra, write max_tokens tokens (benchmarks)

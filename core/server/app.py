@@ -116,10 +116,11 @@ def _field_path(loc: tuple[Any, ...], body: Any, missing: bool) -> list[str]:
 def validation_error(exc: RequestValidationError) -> ApiError:
     """Pydantic's first complaint as one sentence that names the field (OpenAI answers these with 400)."""
     body = getattr(exc, "body", None)
-    located = [(_field_path(tuple(e.get("loc", ())), body, e.get("type") == "missing"), e) for e in exc.errors()]
+    errors: list[dict[str, Any]] = [dict(e) for e in exc.errors()]
+    located = [(_field_path(tuple(e.get("loc", ())), body, e.get("type") == "missing"), e) for e in errors]
     # The deepest: for a value that matches no member of a union (content: a string or a list of blocks),
     # pydantic names each member's complaint, and the one that got furthest into the value says most.
-    loc, first = max(located, key=lambda pair: len(pair[0]), default=([], {}))
+    loc, first = max(located, key=lambda pair: len(pair[0])) if located else ([], {})
     param = ".".join(loc) or None
     kind = str(first.get("type", ""))
     if kind == "json_invalid":
