@@ -133,6 +133,7 @@ QPushButton {{
 }}
 QPushButton:hover {{ border-color: {p.accent}; }}
 QPushButton:disabled {{ color: {p.muted}; }}
+QCheckBox:disabled {{ color: {p.muted}; }}
 QPushButton#primary {{ background: {p.accent}; color: {p.accent_text}; border: none; font-weight: 600; }}
 QPushButton#primary:disabled {{ background: {p.border}; color: {p.muted}; }}
 QPushButton#danger {{ color: {p.danger}; }}

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.errors import HearthError
 from desktop.ops import Executor, Op, error_text
@@ -54,6 +54,13 @@ class ToolsControl(QObject):
         self._executor = Executor(1, "hearth-tools")
         self._closed = False
         self._ticket = 0  # the latest rebuild asked for; older results are not shown
+        self._ops = 0  # starts and restarts under way: their results, not a poll, say the state then
+        # A server may die at any time (or during a chat's call): its state is read again every few
+        # seconds. ``states()`` only takes the registry's lock, it never waits for a server.
+        self._poll = QTimer(self)
+        self._poll.setInterval(2000)
+        self._poll.timeout.connect(self.poll)
+        self._poll.start()
 
     # -- what the views read -------------------------------------------------------------------
     def state(self, name: str) -> ServerState:
@@ -97,6 +104,7 @@ class ToolsControl(QObject):
         self._states = {name: st for name, st in self._states.items() if self.server(name) is not None}
         self.changed.emit()
         timeout = self.call_timeout
+        self._ops += 1
         Op(lambda: self._rebuild_blocking(servers, timeout)).on_success(
             lambda states: self._started(ticket, states)).on_failure(
             lambda exc: self._start_failed(ticket, exc)).run(self._executor)
@@ -140,6 +148,7 @@ class ToolsControl(QObject):
         registry, ticket = self.registry, self._ticket
         self._states[name] = self._new_state(name, "starting", tools=self.state(name).tools)
         self.changed.emit()
+        self._ops += 1
         Op(lambda: registry.restart(name)).on_success(lambda state: self._restarted(ticket, state)).on_failure(
             lambda exc: self._restarted(ticket, self._new_state(name, "failed", error=error_text(exc)))
         ).run(self._executor)
@@ -199,6 +208,7 @@ class ToolsControl(QObject):
         if self._closed:
             return
         self._closed = True
+        self._poll.stop()
         self._executor.shutdown(wait=True)
         registry, self.registry = self.registry, None
         if registry is not None:
@@ -222,13 +232,25 @@ class ToolsControl(QObject):
         return states
 
     # -- back on the GUI thread ----------------------------------------------------------------
+    def poll(self) -> None:
+        """Read the servers' states from the registry again; ``changed`` only when one moved."""
+        registry = self.registry
+        if registry is None or self._ops or self._closed:
+            return
+        states = {s.name: s for s in registry.states()}
+        if _signature(states) != _signature(self._states):
+            self._states = states
+            self.changed.emit()
+
     def _started(self, ticket: int, states: list[ServerState]) -> None:
+        self._ops -= 1
         if ticket != self._ticket or self._closed:
             return
         self._states = {s.name: s for s in states}
         self.changed.emit()
 
     def _start_failed(self, ticket: int, exc: BaseException) -> None:
+        self._ops -= 1
         if ticket != self._ticket or self._closed:
             return
         for s in self.servers:
@@ -237,6 +259,7 @@ class ToolsControl(QObject):
         self.changed.emit()
 
     def _restarted(self, ticket: int, state: ServerState) -> None:
+        self._ops -= 1
         if ticket != self._ticket or self._closed:
             return
         self._states[state.name] = state
@@ -251,6 +274,10 @@ class ToolsControl(QObject):
         from core.tools import ServerState
 
         return ServerState(name=name, status=status, error=error, tools=list(tools or []))
+
+
+def _signature(states: dict[str, ServerState]) -> list[tuple[str, str, str, list[tuple[str, bool]]]]:
+    return [(n, s.status, s.error, [(t.name, t.enabled) for t in s.tools]) for n, s in sorted(states.items())]
 
 
 def describe_state(state: ServerState) -> str:

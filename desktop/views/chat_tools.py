@@ -137,6 +137,8 @@ class ChatTools(QObject):
 
     def _finished(self, result: ToolCallResult) -> None:
         self._calls.pop(result.id, None)
+        if self.tools is not None and result.status == "error":
+            self.tools.poll()  # the server may have died in this call: Settings and the toggle say so now
         card = self.transcript.tool_card(result.id) if self._here() else None
         if card is not None:
             card.set_result(result.text, result.status)

@@ -137,8 +137,8 @@ class ToolCallCard(QFrame):
         self.note = plain_label("", "muted")
         layout.addWidget(self.note)
 
-        self.actions = QWidget()
-        row = QHBoxLayout(self.actions)
+        self.buttons = QWidget()
+        row = QHBoxLayout(self.buttons)
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(6)
         self.allow_button = button("Allow once", lambda: self._decide("once"), kind="primary",
@@ -150,7 +150,7 @@ class ToolCallCard(QFrame):
         row.addWidget(self.always_button)
         row.addWidget(self.deny_button)
         row.addStretch(1)
-        layout.addWidget(self.actions)
+        layout.addWidget(self.buttons)
 
         result_row = QHBoxLayout()
         result_row.setContentsMargins(0, 0, 0, 0)
@@ -171,11 +171,11 @@ class ToolCallCard(QFrame):
         self._set_status("waiting")
         self.note.setText("The model wants to run this tool. Nothing runs until you allow it.")
         self.note.setObjectName("muted")
-        self.actions.show()
+        self.buttons.show()
 
     def set_running(self, always: bool = False) -> None:
         self._set_status("running")
-        self.actions.hide()
+        self.buttons.hide()
         self.note.setText("Allowed for the rest of this session." if always else "")
         self.note.setVisible(bool(self.note.text()))
 
@@ -183,14 +183,14 @@ class ToolCallCard(QFrame):
         """Show how the call ended: ``status`` is "ok", "error", "denied" or "not_run"."""
         self.result_text = text
         self._set_status(status)
-        self.actions.hide()
+        self.buttons.hide()
         self.result.set_text(text)
         if status == "error":
             # The one sentence (dead server, timeout) is the result: shown at once, in red.
             self._set_note(text.strip().splitlines()[0] if text.strip() else "The tool failed.", error=True)
             self.result_toggle.setVisible(len(text.strip().splitlines()) > 1)
         elif status == "denied":
-            self._set_note("You denied this call: the model was told it did not run.", error=False)
+            self._set_note("Not run: the model was told the call was refused.", error=False)
             self.result_toggle.hide()
         elif status == "not_run":
             self._set_note("This call was never answered (the reply was stopped).", error=False)
@@ -218,7 +218,7 @@ class ToolCallCard(QFrame):
             return
         if decision == "deny":
             self._set_status("denied")
-            self.actions.hide()
+            self.buttons.hide()
             self.note.setText("")
         else:
             self.set_running(always=decision == "always")

@@ -189,13 +189,14 @@ class ToolsSection(QFrame):
         layout.addLayout(self.rows_box)
         self.rows: dict[str, ServerRow] = {}
 
-        layout.addSpacing(4)
+        layout.addSpacing(8)
         layout.addWidget(title("Add a server", "sectionTitle"))
         self.tabs = QTabWidget()
-        self.tabs.setDocumentMode(True)
         self.tabs.addTab(self._command_tab(), "Command")
         self.tabs.addTab(self._url_tab(), "Address (URL)")
         self.tabs.addTab(self._json_tab(), "Paste JSON")
+        self.tabs.currentChanged.connect(self._fit_tab)
+        self._fit_tab(0)
         layout.addWidget(self.tabs)
         add_row = QHBoxLayout()
         self.add_error = plain_label("", "errorText")
@@ -221,7 +222,7 @@ class ToolsSection(QFrame):
         layout.addLayout(timeout_row)
 
         control.changed.connect(self.refresh)
-        self.refresh()
+        self.set_palette(LIGHT)
 
     # -- the add form --------------------------------------------------------------------------
     def _command_tab(self) -> QWidget:
@@ -274,6 +275,12 @@ class ToolsSection(QFrame):
         col.addWidget(self.json_edit)
         return tab
 
+    def _fit_tab(self, index: int) -> None:
+        # A QTabWidget is as tall as its tallest page (whatever the pages' size policies): held to the
+        # page shown, so the short Command form has no gap under it.
+        page = self.tabs.widget(index)
+        self.tabs.setFixedHeight(self.tabs.tabBar().sizeHint().height() + page.sizeHint().height() + 4)
+
     def add_from_form(self) -> None:
         """Add what the current tab describes; a mistake is said under the form and nothing is added."""
         from core.tools import McpServerConfig, parse_mcp_config
@@ -325,6 +332,13 @@ class ToolsSection(QFrame):
     # -- showing the state ---------------------------------------------------------------------
     def set_palette(self, palette: Palette) -> None:
         self.palette_ = palette
+        p = palette
+        self.tabs.setStyleSheet(
+            f"QTabWidget::pane {{ border: none; border-top: 1px solid {p.border}; }}"
+            f"QTabBar::tab {{ background: transparent; border: none; border-bottom: 2px solid transparent; "
+            f"padding: 5px 12px; color: {p.muted}; }}"
+            f"QTabBar::tab:selected {{ color: {p.text}; border-bottom: 2px solid {p.accent}; font-weight: 600; }}"
+            f"QTabBar::tab:hover:!selected {{ color: {p.text}; }}")
         self.refresh()
 
     def refresh(self) -> None:

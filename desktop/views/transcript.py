@@ -133,6 +133,8 @@ class MessageBubble(QFrame):
         used, n_ctx = m.meta.get("context_used"), m.meta.get("n_ctx")
         if used and n_ctx:
             parts.append(f"context {used:,} / {n_ctx:,}")
+        if m.meta.get("drafted_tokens"):
+            parts.append(f"drafted {m.meta['drafted_tokens']}, accepted {m.meta.get('accepted_tokens', 0)}")
         if m.meta.get("dropped_messages"):
             parts.append(f"{m.meta['dropped_messages']} older messages left out")
         if m.finish_reason in FINISH_WORDS:
@@ -174,8 +176,11 @@ class TranscriptView(QScrollArea):
 
     def set_palette(self, palette: Palette) -> None:
         self.palette_ = palette
+        for card in self.tool_cards:  # a card waiting for the user is not rebuilt by a reload
+            card.set_palette(palette)
 
     def set_messages(self, messages: list[Message]) -> None:
+        opened = {c.call_id for c in self.tool_cards if not c.result.isHidden()}  # kept open through a reload
         self._clear()
         last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
         calls = stored_calls(messages)  # tool calls show as finished cards, not as bubbles
@@ -185,6 +190,8 @@ class TranscriptView(QScrollArea):
             for call in calls.get(i, []):
                 card = ToolCallCard(call.id, call.tool, call.arguments, self.palette_)
                 card.set_result(call.text, call.status)
+                if call.id in opened and card.result.isHidden():
+                    card.toggle_result()
                 self.add_tool_card(card)
         self.empty.setVisible(not self.bubbles and not self.tool_cards)
         self._scroll_to_end()

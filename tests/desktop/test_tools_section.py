@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from core.settings import load_settings
 from core.tools import default_config_path, load_mcp_config
@@ -71,7 +72,7 @@ def test_empty_state_then_a_server_added_by_command_lists_its_tools_and_switches
     wait_until(qtbot, lambda: _status(window, "mcp_servers") == "running", START, "the server to start")
     row = section.rows["mcp_servers"]
     assert set(row.tool_checks) == FIXTURE_TOOLS and all(c.isChecked() for c in row.tool_checks.values())
-    assert "Running · 7 tools" == row.status.text()
+    assert row.status.text() == "Running · 7 tools"
     assert not section.empty.isVisibleTo(section)
     texts = [label.text() for label in row.findChildren(type(row.status))]
     assert "Add two whole numbers and return the sum." in texts  # each tool's description, as plain text
@@ -211,3 +212,46 @@ def _message_box() -> QMessageBox:
     assert len(boxes) == 1
     return boxes[0]
 
+
+
+SHOTS = Path(__file__).resolve().parents[2] / ".screenshots"
+
+
+def shoot(window: MainWindow, qtbot: object, name: str, focus: Callable[[], QWidget] | None = None) -> list[Path]:
+    """The window in light and dark (Settings scrolled to ``focus()``) as .screenshots/<name>-<theme>.png."""
+    SHOTS.mkdir(exist_ok=True)
+    written = []
+    for theme in ("light", "dark"):
+        window.set_theme(theme)
+        qtbot.wait(150)  # type: ignore[attr-defined]
+        if focus is not None:
+            area, widget = window.settings_page.scroll_area, focus()  # rows are rebuilt with the theme
+            area.verticalScrollBar().setValue(widget.mapTo(area.widget(), widget.rect().topLeft()).y() - 12)
+            qtbot.wait(50)  # type: ignore[attr-defined]
+        path = SHOTS / f"{name}-{theme}.png"
+        assert window.grab().save(str(path))
+        written.append(path)
+    window.set_theme("system")
+    return written
+
+
+def test_screenshots_of_settings_tools(make_window: WindowFactory, qtbot: object) -> None:
+    window = make_window()
+    window.resize(1280, 800)
+    section = _section(window)
+    shots = shoot(window, qtbot, "tools-empty", lambda: section)
+    _add_by_command(section, "fixture", _fixture_argv())
+    _add_by_command(section, "ghost", ["hearth-no-such-mcp-server"])
+    wait_until(qtbot, lambda: _status(window, "fixture") == "running" and _status(window, "ghost") == "failed",
+               START, "one server running, one failed")
+    section.rows["fixture"].tool_checks["slow"].setChecked(False)
+    shots += shoot(window, qtbot, "tools-servers", lambda: section)
+    shots += shoot(window, qtbot, "tools-failed", lambda: section.rows["ghost"])
+    # The smallest the window goes: nothing in the section may be cut off or pushed past the edge.
+    window.resize(window.minimumSizeHint())
+    qtbot.wait(100)  # type: ignore[attr-defined]
+    shots += shoot(window, qtbot, "tools-smallest", lambda: section)
+    # The section never widens the page: its narrowest is well under the Server section's beside it.
+    server = window.settings_page.server
+    assert server is not None and section.minimumSizeHint().width() <= server.minimumSizeHint().width()
+    assert all(p.exists() for p in shots)
