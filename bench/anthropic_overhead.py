@@ -4,7 +4,10 @@ first token through ``POST /v1/messages`` vs ``POST /v1/chat/completions`` on th
 Same server, model (the starter), load options, prompts and greedy sampling; ``ignore_eos`` so that both
 write exactly ``--tokens`` tokens. Each run's prompt is new (no KV prefix reuse); the two endpoints
 alternate; medians. Two ways of reading the stream: raw SSE over httpx (the server alone), and the
-official ``anthropic`` and ``openai`` clients (what an app sees, their parsing included).
+official ``anthropic`` and ``openai`` clients (what an app sees, their parsing included). Besides wall
+time, the CPU time of this process (server, request threads and client; the engine works in its own
+process) per token: on a busy machine, where the wall-clock rates swing with the neighbours' load, it
+is the steadier measure of what each endpoint costs.
 
     .venv/bin/python -m bench.anthropic_overhead [--tokens 128] [--reps 5]
 """
@@ -111,26 +114,30 @@ def sdk_anthropic(client: object, tokens: int, i: int) -> Run:
 
 def compare(label: str, openai_run: Callable[[int], Run], anthropic_run: Callable[[int], Run], reps: int,
             counter: list[int]) -> None:
-    def next_i() -> int:
+    def timed(run: Callable[[int], Run]) -> tuple[float, float, int, float]:
         counter[0] += 1
-        return counter[0]
+        cpu = time.process_time()
+        ttft, rate, n = run(counter[0])
+        return ttft, rate, n, (time.process_time() - cpu) / max(n, 1)
 
-    openai_run(next_i())  # warm-up, both paths
-    anthropic_run(next_i())
-    o_ttft, o_rate, a_ttft, a_rate = [], [], [], []
+    timed(openai_run)  # warm-up, both paths
+    timed(anthropic_run)
+    o_runs, a_runs = [], []
     for _ in range(reps):
-        t, r, n_o = openai_run(next_i())
-        o_ttft.append(t)
-        o_rate.append(r)
-        t, r, n_a = anthropic_run(next_i())
-        a_ttft.append(t)
-        a_rate.append(r)
-        assert n_o == n_a, f"the endpoints wrote {n_o} and {n_a} tokens"
-    print(f"{label}")
-    print(f"  decode tok/s   openai {median(o_rate):7.1f}   anthropic {median(a_rate):7.1f}   "
-          f"ratio {median(a_rate) / median(o_rate):.3f}  (target >= 0.97)")
-    print(f"  TTFT ms        openai {median(o_ttft) * 1000:7.1f}   anthropic {median(a_ttft) * 1000:7.1f}   "
-          f"difference {(median(a_ttft) - median(o_ttft)) * 1000:+.1f} ms")
+        o_runs.append(timed(openai_run))
+        a_runs.append(timed(anthropic_run))
+        assert o_runs[-1][2] == a_runs[-1][2], f"the endpoints wrote {o_runs[-1][2]} and {a_runs[-1][2]} tokens"
+
+    def med(runs: list[tuple[float, float, int, float]], k: int) -> float:
+        return median([r[k] for r in runs])
+
+    print(label)
+    print(f"  decode tok/s       openai {med(o_runs, 1):7.1f}   anthropic {med(a_runs, 1):7.1f}   "
+          f"ratio {med(a_runs, 1) / med(o_runs, 1):.3f}  (target >= 0.97)")
+    print(f"  TTFT ms            openai {med(o_runs, 0) * 1000:7.1f}   anthropic {med(a_runs, 0) * 1000:7.1f}   "
+          f"difference {(med(a_runs, 0) - med(o_runs, 0)) * 1000:+.1f} ms")
+    print(f"  CPU us per token   openai {med(o_runs, 3) * 1e6:7.0f}   anthropic {med(a_runs, 3) * 1e6:7.0f}   "
+          f"anthropic/openai {med(a_runs, 3) / med(o_runs, 3):.3f}")
 
 
 def main() -> None:

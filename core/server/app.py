@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.errors import HearthError
 from core.server import anthropic_routes, ollama_routes, openai_routes
 from core.server.body import BodyError
-from core.server.config import RequestRecord, ServerConfig, is_loopback
+from core.server.config import RequestRecord, ServerConfig, clip, is_loopback
 from core.server.errors import ApiError, ModelNotFound, from_exception
 from core.server.host import ModelHost
 
@@ -66,8 +66,9 @@ def create_app(config: ServerConfig, host: ModelHost,
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc, BodyError):
             return error_response(request.url.path, exc.error)
-        message = {404: f"There is no {request.url.path} endpoint: see /docs for the API.",
-                   405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
+        path = clip(request.url.path)  # the client chose it: the answer does not echo it whole
+        message = {404: f"There is no {path} endpoint: see /docs for the API.",
+                   405: f"{clip(request.method, 20)} is not allowed on {path}."}.get(exc.status_code, str(exc.detail))
         return error_response(request.url.path, ApiError(exc.status_code, message))
 
     @app.exception_handler(HearthError)
@@ -181,7 +182,7 @@ class Guard:
         if self.config.loopback and not self.config.api_key:
             name = headers.get("host", "").rsplit(":", 1)[0].strip("[]").lower()
             if name and not is_loopback(name):
-                return ApiError(403, f"Host '{name}' is not allowed: this server only answers on localhost.",
+                return ApiError(403, f"Host '{clip(name)}' is not allowed: this server only answers on localhost.",
                                 code="host_not_allowed")
         if self.key and scope.get("method") != "OPTIONS":
             scheme, _, bearer = headers.get("authorization", "").partition(" ")

@@ -13,6 +13,7 @@ import anthropic
 import httpx
 import pytest
 
+from core.server.generate import StopWatch
 from tests.core.test_server_support import Served, served, served_home, start_server  # noqa: F401  (fixtures)
 from tests.fixtures.tool_model import TEXT_ANSWER
 
@@ -100,6 +101,18 @@ def test_stop_sequences(client: anthropic.Anthropic) -> None:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == " one two three four" and final.stop_reason == "stop_sequence" and final.stop_sequence == " five"
+
+
+def test_stop_watch_holds_back_what_may_start_a_stop_sequence() -> None:
+    watch = StopWatch(["cd", "xyz"])
+    assert watch.feed("ab") == "ab"
+    assert watch.feed("c") == ""  # perhaps the start of "cd"
+    assert watch.feed("de") == "" and watch.matched == "cd" and watch.text == "ab"
+    assert watch.feed("more") == "" and watch.finish() == ""
+    other = StopWatch(["cd"])
+    assert other.feed("ac") == "a" and other.feed("e") == "ce" and other.finish() == "" and other.matched is None
+    tail = StopWatch(["xyz"])
+    assert tail.feed("axy") == "a" and tail.finish() == "xy" and tail.matched is None
 
 
 def test_streamed_event_sequence(served: Served) -> None:  # noqa: F811
