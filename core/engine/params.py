@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# SamplingParams.draft: how generation drafts tokens to verify in one batch (speculative decoding).
+# "off": one token per step; "lookup": prompt lookup (n-grams of the conversation, no second model);
+# "model": the draft model loaded with LoadOptions.draft_model (none loaded: no drafting).
+DRAFT_MODES: tuple[str, ...] = ("off", "lookup", "model")
+
 
 @dataclass
 class LoadOptions:
@@ -19,6 +24,7 @@ class LoadOptions:
     flash_attn: bool | None = None  # None: llama.cpp decides (on where the backend supports it)
     loras: list[tuple[str, float]] = field(default_factory=list)  # (GGUF LoRA path, scale)
     embedding: bool = False  # a context that computes embeddings (for Engine.embed)
+    draft_model: str | None = None  # a small GGUF with the same vocabulary, loaded beside to draft tokens
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +49,10 @@ class SamplingParams:
     grammar: str | None = None  # GBNF text (root rule "root") the answer must match
     logprobs: bool = False  # report each token's log-probability (TextChunk.logprobs, Completion.logprobs)
     top_logprobs: int = 0  # with logprobs: the most likely alternatives per token (0..20)
+    # Speculative decoding (DRAFT_MODES); the output is the same, only the speed and the stats differ.
+    # Not used with a grammar or logprobs.
+    draft: str = "off"
+    draft_max: int = 8  # most tokens drafted per step (1..64)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +81,7 @@ class ModelStatus:
     embedding: bool = False  # loaded with LoadOptions.embedding (Engine.embed works)
     n_embd: int = 0  # the length of an embedding vector
     has_decoder: bool = True  # False for encoder-only models (bert): no chat or completion
+    draft_model: str | None = None  # the draft model loaded beside (LoadOptions.draft_model)
 
 
 @dataclass
@@ -84,6 +95,8 @@ class GenerationStats:
     context_used: int = 0
     n_ctx: int = 0
     dropped_messages: int = 0  # oldest turns left out to fit the context window
+    drafted_tokens: int = 0  # tokens proposed by drafting (SamplingParams.draft) and verified
+    accepted_tokens: int = 0  # of those, the ones the model agreed with (each saved a decoding step)
 
     @property
     def tokens_per_second(self) -> float:

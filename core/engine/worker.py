@@ -28,6 +28,7 @@ from core.engine.llama_log import LlamaLog
 from core.engine.ops import adapters, embed, generate, score, tokens
 from core.engine.ops.adapters import apply_loras
 from core.engine.ops.base import RequestError
+from core.engine.ops.drafting import DraftModel
 from core.engine.ops.tokens import is_special_token, token_text
 from core.engine.params import LoadOptions
 from core.engine.templates import ChatFormat, choose_format
@@ -62,6 +63,7 @@ class Worker:
         self.embedding = False  # the context computes embeddings (LoadOptions.embedding)
         self.model_pooling = False  # the model pools its embeddings itself (bert...); else the worker averages
         self.generative = True  # False for encoder-only models (bert): no chat, completion or scoring
+        self.draft_model: DraftModel | None = None  # LoadOptions.draft_model, drafting for SamplingParams.draft
 
     # -- loop ----------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -102,6 +104,9 @@ class Worker:
 
     # -- model ---------------------------------------------------------------------------------
     def unload(self) -> None:
+        if self.draft_model is not None:
+            self.draft_model.free()
+            self.draft_model = None
         if self.batch is not None:
             L.llama_batch_free(self.batch)
             self.batch = None
@@ -200,6 +205,16 @@ class Worker:
         template = template_ptr.decode("utf-8", errors="replace") if template_ptr else None
         self.fmt = choose_format(arch, template, lambda text: is_special_token(self, text))
         apply_loras(self, [(str(p), float(s)) for p, s in opts.loras])
+        if opts.draft_model:
+            try:
+                self.draft_model = DraftModel(
+                    str(opts.draft_model), self.vocab, n_ctx=self.n_ctx, n_batch=n_batch, n_threads=threads,
+                    n_threads_batch=cparams.n_threads_batch, n_gpu_layers=opts.n_gpu_layers,
+                    flash_attn=opts.flash_attn, log=self.log,
+                )
+            except RequestError:
+                self.unload()  # all or nothing: the caller asked for both models
+                raise
         self.conn.send(
             {
                 "type": "loaded",
@@ -218,6 +233,7 @@ class Worker:
                     "embedding": self.embedding,
                     "n_embd": int(L.llama_model_n_embd(model)),
                     "has_decoder": self.generative,
+                    "draft_model": self.draft_model.path if self.draft_model else None,
                 },
             }
         )

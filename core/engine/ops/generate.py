@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp as L
 
 from core.engine.ops.base import RequestError
+from core.engine.ops.drafting import check_draft_params, speculation_for
 from core.engine.ops.sampling import (
     GrammarSampling,
     check_params,
@@ -31,6 +32,7 @@ def op_chat(w: Worker, request: dict[str, Any]) -> None:
     w.require_generative()
     params = SamplingParams.from_dict(request["params"])
     check_params(params)
+    check_draft_params(params)
     reserve = min(max(params.max_tokens, 1), max(w.n_ctx // 4, 1))
     messages = [template_message(m) for m in request["messages"]]
     tokens, dropped = chat_prompt(w, messages, reserve, request.get("tools") or None)
@@ -41,6 +43,7 @@ def op_complete(w: Worker, request: dict[str, Any]) -> None:
     w.require_generative()
     params = SamplingParams.from_dict(request["params"])
     check_params(params)
+    check_draft_params(params)
     tokens = prompt_tokens(w, request["prompt"])
     if len(tokens) >= w.n_ctx:
         raise RequestError(
@@ -53,6 +56,7 @@ def op_complete(w: Worker, request: dict[str, Any]) -> None:
 def generate(w: Worker, prompt: list[int], params: SamplingParams, dropped: int, stop: list[str]) -> None:
     """Answer after ``prompt``: stream ``chunk`` messages, then one ``done`` with the text and stats."""
     w.cancel.value = 0
+    spec = speculation_for(w, params)  # before any work: a request it refuses changes nothing
     stats = GenerationStats(prompt_tokens=len(prompt), n_ctx=w.n_ctx, dropped_messages=dropped)
     started = time.perf_counter()
     stats.cached_tokens = w.evaluate_prompt(prompt)
@@ -80,7 +84,9 @@ def generate(w: Worker, prompt: list[int], params: SamplingParams, dropped: int,
             if w.cancel.value:
                 finish = "cancelled"
                 break
-            token = constrained.sample(ctx) if constrained else L.llama_sampler_sample(chain, ctx, -1)
+            token = spec.next_token() if spec else None
+            if token is None:
+                token = constrained.sample(ctx) if constrained else L.llama_sampler_sample(chain, ctx, -1)
             if not params.ignore_eos and L.llama_vocab_is_eog(vocab, token):
                 finish = "stop"
                 break
@@ -114,9 +120,14 @@ def generate(w: Worker, prompt: list[int], params: SamplingParams, dropped: int,
                              **({"logprobs": pending_logprobs} if logprobs is not None else {})})
                 sent, pending_tokens, last_flush = safe, 0, now
                 pending_logprobs = []
+            if spec and spec.in_cache():
+                continue
             if len(w.kv_tokens) >= w.n_ctx:
                 finish = "context"
                 break
+            room = min(params.max_tokens - stats.completion_tokens, w.n_ctx - len(w.kv_tokens)) - 1
+            if spec and spec.step(token, chain, room):
+                continue
             batch.token[0] = token
             batch.pos[0] = len(w.kv_tokens)
             batch.n_tokens = 1
@@ -135,6 +146,8 @@ def generate(w: Worker, prompt: list[int], params: SamplingParams, dropped: int,
                      **({"logprobs": pending_logprobs} if logprobs is not None else {})})
     stats.generation_seconds = time.perf_counter() - gen_started
     stats.context_used = len(w.kv_tokens)
+    if spec:
+        stats.drafted_tokens, stats.accepted_tokens = spec.drafted, spec.accepted
     w.conn.send({"type": "done", "text": text, "finish_reason": finish, "stats": stats.__dict__,
                  "logprobs": logprobs})
 
