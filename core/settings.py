@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from core.engine.params import LoadOptions, SamplingParams
+from core.engine.params import DRAFT_MODES, LoadOptions, SamplingParams
 from core.errors import HearthError
 from core.paths import Paths, get_paths, write_text_atomic
 
@@ -34,15 +34,22 @@ class ChatParameters:
     n_ctx: int = 4096
     n_gpu_layers: int = 0
     n_threads: int = 0  # 0 = llama.cpp's choice (the physical cores)
+    draft: str = "off"  # speculative decoding: "off", "lookup" or "model" (SamplingParams.draft)
+    draft_model: str = ""  # the draft model's GGUF path, loaded beside the model when draft is "model"
+    draft_max: int = 8  # most tokens per draft
 
     def sampling(self) -> SamplingParams:
+        draft = self.draft if self.draft != "model" or self.draft_model else "off"
         return SamplingParams(
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
             repeat_penalty=self.repeat_penalty, seed=self.seed, max_tokens=self.max_tokens,
+            draft=draft, draft_max=self.draft_max,
         )
 
     def load_options(self) -> LoadOptions:
-        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads or None)
+        draft_model = self.draft_model if self.draft == "model" and self.draft_model else None
+        return LoadOptions(n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads or None,
+                           draft_model=draft_model)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +66,9 @@ class ChatParameters:
                 setattr(result, f.name, type(default)(data[f.name]))
             except (TypeError, ValueError):
                 continue
+        if result.draft not in DRAFT_MODES:
+            result.draft = cls.draft
+        result.draft_max = min(max(result.draft_max, 1), 64)
         return result
 
 

@@ -156,6 +156,8 @@ class ChatSession:
             meta = {"context_used": stats.context_used, "n_ctx": stats.n_ctx,
                     "dropped_messages": stats.dropped_messages, "cached_tokens": stats.cached_tokens,
                     "time_to_first_token": stats.time_to_first_token}
+            if stats.drafted_tokens:  # speculative decoding ran (SamplingParams.draft)
+                meta.update(drafted_tokens=stats.drafted_tokens, accepted_tokens=stats.accepted_tokens)
         meta.update(extra or {})  # the tool loop's keys: tool_calls, tools_stopped
         status = self.engine.status
         self.store.add_message(

@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--repeat-penalty", type=float, default=defaults.repeat_penalty)
     g.add_argument("--seed", type=int, default=defaults.seed)
     g.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    g.add_argument("--draft", default=None, metavar="off|lookup|MODEL",
+                   help="speculative decoding, the same answer sooner: 'lookup' guesses tokens from the conversation, "
+                        "a model's name or .gguf drafts with that small model of the same family "
+                        f"(default: {defaults.draft})")
     p.add_argument("--json", action="store_true", help="with -p: print the answer and its stats as JSON")
     p.set_defaults(func=chat)
 
@@ -115,6 +119,10 @@ def chat(args: argparse.Namespace) -> int:
     entry = library.get(model_ref)
     loras = [resolve_lora(spec) for spec in args.lora]
     params = _sampling(args)
+    draft_model = None
+    if args.draft not in (None, "off", "lookup"):
+        draft_model = library.get(args.draft).path  # a name or path not in the library: NotFoundError says so
+    params.draft = "model" if draft_model else (args.draft or params.draft)
     collection = None
     if args.docs:
         from core.cli.cmd_docs import open_refreshed
@@ -129,7 +137,8 @@ def chat(args: argparse.Namespace) -> int:
             status_line(f"Loading {entry.name}… {fraction:4.0%}")
 
         status = engine.load(entry.path, LoadOptions(n_ctx=args.ctx, n_threads=args.threads,
-                                                     n_gpu_layers=args.gpu_layers, loras=loras),
+                                                     n_gpu_layers=args.gpu_layers, loras=loras,
+                                                     draft_model=str(draft_model) if draft_model else None),
                              progress=loading if shown else None)
         if shown:
             status_line()
@@ -233,6 +242,8 @@ def _stream_answer(stream: object, quiet: bool = False, calls: list[dict[str, st
     if completion and not quiet:
         s = completion.stats
         notes = [f"{s.completion_tokens} tokens", f"{s.tokens_per_second:.1f} tok/s", f"context {s.context_used}/{s.n_ctx}"]
+        if s.drafted_tokens:
+            notes.append(f"drafted {s.drafted_tokens}, accepted {s.accepted_tokens}")
         if s.dropped_messages:
             notes.append(f"{s.dropped_messages} oldest messages left out to fit the context")
         if completion.finish_reason == "length":

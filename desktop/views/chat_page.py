@@ -197,6 +197,7 @@ class ChatPage(QWidget):
         self.params.setAttribute(Qt.WidgetAttribute.WA_StyledBackground)
         self.params.save_preset.connect(self.save_preset)
         self.params.reset_preset.connect(self.reset_preset)
+        self.params.form.set_models(library)  # the draft model picker lists the library
         self.params.form.set_values(settings.defaults)
         self.params.system_prompt.setPlainText(settings.system_prompt)
 

@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
         self.knowledge.finetune_requested.connect(self.finetune_on)
         self.settings_page = SettingsPage(self.settings, self.pool, server=self.server, save=self.save_settings,
                                           tools=self.tools)
+        self.settings_page.defaults.set_models(self.library_model)  # its draft model picker lists the library
         self.settings_page.theme_changed.connect(self.set_theme)
         self.settings_page.defaults_saved.connect(self.save_settings)
 

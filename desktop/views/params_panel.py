@@ -1,11 +1,13 @@
-"""The chat parameters form: sampling, length, context and GPU layers, built from ChatParameters."""
+"""The chat parameters form: sampling, length, context, GPU layers and drafting, built from ChatParameters."""
 
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.settings import ChatParameters
+from desktop.models.library import LibraryTableModel
 from desktop.views.widgets import button, muted, title
 
 # label, minimum, maximum, step, tooltip — one line per ChatParameters field.
@@ -31,7 +34,14 @@ FIELDS: dict[str, tuple[str, float, float, float, str]] = {
     "n_ctx": ("Context length", 0, 1048576, 512, "Tokens the model keeps in view (0 = as trained). Reloads the model."),
     "n_gpu_layers": ("GPU layers", -1, 1000, 1, "Layers offloaded to the GPU (-1 = all). Reloads the model."),
     "n_threads": ("CPU threads", 0, 256, 1, "Threads for generation (0 = one per physical core). Reloads the model."),
+    "draft_max": ("Draft tokens", 1, 64, 1, "Most tokens guessed ahead per step."),
 }
+# ChatParameters.draft: value, label.
+DRAFT_CHOICES = (("off", "Off"), ("lookup", "Prompt lookup"), ("model", "Draft model"))
+DRAFT_TIP = ("Speculative decoding: guess a few tokens ahead cheaply, then check them in one step. The answer is "
+             "the same; it comes faster when it repeats text (rewrites, edits of code or documents).\n"
+             "Prompt lookup guesses from the conversation itself; a draft model is a small model of the same "
+             "family (the same vocabulary) and reloads the model.")
 
 
 class ParamsForm(QWidget):
@@ -44,9 +54,16 @@ class ParamsForm(QWidget):
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.setVerticalSpacing(6)
+        self._form = form
         self.editors: dict[str, QSpinBox | QDoubleSpinBox] = {}
+        self._library: LibraryTableModel | None = None
         defaults = ChatParameters()
         for f in fields(ChatParameters):
+            if f.name == "draft":
+                self._add_drafting(form)
+                continue
+            if f.name not in FIELDS:
+                continue  # draft_model: the picker that _add_drafting made
             label, lo, hi, step, tip = FIELDS[f.name]
             editor: QSpinBox | QDoubleSpinBox
             if isinstance(getattr(defaults, f.name), float):
@@ -63,15 +80,71 @@ class ParamsForm(QWidget):
             editor.valueChanged.connect(lambda _v: self.changed.emit())
             form.addRow(label, editor)
             self.editors[f.name] = editor
+        self._show_drafting()
+
+    def _add_drafting(self, form: QFormLayout) -> None:
+        self.draft = QComboBox()
+        for value, label in DRAFT_CHOICES:
+            self.draft.addItem(label, value)
+        self.draft.setToolTip(DRAFT_TIP)
+        self.draft.currentIndexChanged.connect(self._draft_changed)
+        form.addRow("Drafting", self.draft)
+        self.draft_model = QComboBox()
+        self.draft_model.setToolTip("A small model from your library with the chat model's vocabulary "
+                                    "(a smaller one of the same family). Reloads the model.")
+        self.draft_model.setPlaceholderText("Pick a model")
+        self.draft_model.setMinimumContentsLength(8)
+        self.draft_model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.draft_model.currentIndexChanged.connect(lambda _i: self.changed.emit())
+        # Model names are long and the panel is narrow: the picker gets the full width, under its label.
+        self.draft_model_label = QLabel("Draft model")
+        form.addRow(self.draft_model_label)
+        form.addRow(self.draft_model)
+
+    def _draft_changed(self) -> None:
+        self._show_drafting()
+        self.changed.emit()
+
+    def _show_drafting(self) -> None:
+        mode = self.draft.currentData()
+        self._form.setRowVisible(self.draft_model_label, mode == "model")
+        self._form.setRowVisible(self.draft_model, mode == "model")
+        if "draft_max" in self.editors:
+            self._form.setRowVisible(self.editors["draft_max"], mode != "off")
+
+    def set_models(self, library: LibraryTableModel) -> None:
+        """List the library's models in the draft model picker, and follow the library's changes."""
+        self._library = library
+        library.modelReset.connect(self._fill_models)
+        self._fill_models()
+
+    def _fill_models(self, keep: str | None = None) -> None:
+        path = self.draft_model.currentData() if keep is None else keep
+        self.draft_model.blockSignals(True)
+        self.draft_model.clear()
+        for entry in self._library.entries() if self._library is not None else []:
+            self.draft_model.addItem(entry.name, str(entry.path))
+        if path and self.draft_model.findData(path) < 0:
+            self.draft_model.addItem(Path(path).name, path)  # a model no longer in the library: still shown
+        self.draft_model.setCurrentIndex(self.draft_model.findData(path) if path else -1)
+        self.draft_model.blockSignals(False)
 
     def set_values(self, params: ChatParameters) -> None:
         for name, editor in self.editors.items():
             editor.blockSignals(True)
             editor.setValue(getattr(params, name))
             editor.blockSignals(False)
+        self.draft.blockSignals(True)
+        self.draft.setCurrentIndex(max(0, self.draft.findData(params.draft)))
+        self.draft.blockSignals(False)
+        self._fill_models(keep=params.draft_model)
+        self._show_drafting()
 
     def values(self) -> ChatParameters:
-        return ChatParameters.from_dict({name: e.value() for name, e in self.editors.items()})
+        data: dict[str, object] = {name: e.value() for name, e in self.editors.items()}
+        data["draft"] = self.draft.currentData()
+        data["draft_model"] = self.draft_model.currentData() or ""
+        return ChatParameters.from_dict(data)
 
 
 class ParamsPanel(QWidget):

@@ -3,6 +3,8 @@ and the API server; a draft model with another vocabulary is refused; stops and 
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +195,27 @@ def test_the_server_drafts_as_the_settings_say(starter_in_library: Path, tmp_pat
     finally:
         served.server.stop()
         served.host.close()
+
+
+def test_hearth_chat_draft_option(starter_in_library: Path, tmp_path: Path) -> None:
+    from tests.core.test_cli import hearth
+
+    def chat(*more: str) -> subprocess.CompletedProcess[str]:
+        return hearth("chat", "gemma-3-270m-q4_k_m", "-p", REWRITE, "--temperature", "0", "--repeat-penalty", "1",
+                      "--max-tokens", "24", "--ctx", "1024", "--threads", "2", "--json", *more)
+
+    plain = json.loads(chat("--draft", "off").stdout)
+    for choice in ("lookup", "gemma-3-270m-q4_k_m", str(starter_in_library)):
+        result = chat("--draft", choice)
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert data["text"] == plain["text"] and 0 < data["stats"]["accepted_tokens"] <= data["stats"]["drafted_tokens"]
+    shown = hearth("chat", "gemma-3-270m-q4_k_m", "-p", REWRITE, "--max-tokens", "16", "--draft", "lookup",
+                   "--temperature", "0")
+    assert shown.returncode == 0 and "drafted " in shown.stderr and ", accepted " in shown.stderr
+    tiny = write_tiny_llama(tmp_path / "tiny-llama.gguf")
+    refused = chat("--draft", str(tiny))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "The draft model tiny-llama.gguf has a different vocabulary" in refused.stderr
+    missing = chat("--draft", "no-such-model")
+    assert missing.returncode != 0 and "no-such-model" in missing.stderr and "Traceback" not in missing.stderr
