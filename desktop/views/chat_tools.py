@@ -104,7 +104,10 @@ class ChatTools(QObject):
         # Before the first load the model is not known: it loads on send, and gets tools if it can use them.
         reason = tools_unavailable_reason(status) if status is not None else ""
         self.toggle.update_state(len(t.servers) if t else 0, len(t.enabled_tools()) if t else 0, reason)
-        self.controller.use_tools = self.toggle.wanted()
+        # The user's choice only: whether the model can use them is decided on the engine thread when the
+        # answer starts (ChatSession skips tools for a template without them). The greyed state follows
+        # the last load, which a quick send after picking another model would otherwise outrun.
+        self.controller.use_tools = self.toggle.check.isChecked() and self.toggle.count > 0
 
     def restore_cards(self) -> None:
         """After the transcript was reloaded: calls still waiting (or running) get their live cards back."""
