@@ -81,7 +81,7 @@ class ServerOwner:
         command = self.config.command
         path = self.config.env.get("PATH") if self.config.env else None
         if shutil.which(command, path=path) is None and shutil.which(command) is None:
-            return f"'{command}' was not found: check the command in mcp.json."
+            return f"'{command}' was not found: check the server's command."
         return ""
 
     async def _run(self, ready: asyncio.Future[None], stop: asyncio.Event) -> None:
@@ -193,22 +193,22 @@ class ServerOwner:
         from mcp.types import CONNECTION_CLOSED
 
         root = _root_cause(exc)
-        name, where = self.name, ("command" if self.config.transport == "stdio" else "url")
+        name, where = self.name, ("command" if self.config.transport == "stdio" else "address")
         if isinstance(root, FileNotFoundError) and self.config.transport == "stdio":
-            return f"'{self.config.command}' was not found: check the command in mcp.json."
+            return f"'{self.config.command}' was not found: check the server's command."
         if isinstance(root, PermissionError) and self.config.transport == "stdio":
-            return f"'{self.config.command}' cannot be run (permission denied): check the command in mcp.json."
+            return f"'{self.config.command}' cannot be run (permission denied): check the server's command."
         if isinstance(root, TimeoutError):
             return (f"The tool server '{name}' did not answer within {self.start_timeout:g} s{self._stderr_tail()}: "
-                    f"check that its {where} in mcp.json starts an MCP server.")
+                    f"check that its {where} starts an MCP server.")
         if isinstance(root, MCPError) and root.code == CONNECTION_CLOSED:
             verb = "exited before it was ready" if during_start else "stopped"
-            return f"The tool server '{name}' {verb}{self._stderr_tail()}: check its {where} in mcp.json."
+            return f"The tool server '{name}' {verb}{self._stderr_tail()}: check its {where}."
         if not during_start:
             return f"The tool server '{name}' stopped ({_first_line(root)}): restart it in Settings > Tools."
         if self.config.transport == "http":
-            return f"Could not connect to {self.config.url} ({_describe(root)}): check the url in mcp.json and that the server is running."
-        return f"The tool server '{name}' could not start ({_first_line(root)}{self._stderr_tail(', ')}): check its command in mcp.json."
+            return f"Could not connect to {self.config.url} ({_describe(root)}): check the address and that the server is running."
+        return f"The tool server '{name}' could not start ({_first_line(root)}{self._stderr_tail(', ')}): check its command."
 
     def _mark_log(self) -> None:
         try:

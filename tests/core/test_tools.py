@@ -207,7 +207,7 @@ def test_servers_that_cannot_start_are_failed_states_with_a_sentence(tmp_path: P
     with ToolRegistry([mute], start_timeout=1.0) as registry:  # a server that never answers
         states.update({s.name: s for s in registry.start()})
     assert states["missing"].status == "failed"
-    assert states["missing"].error == "'no-such-mcp-server-command' was not found: check the command in mcp.json."
+    assert states["missing"].error == "'no-such-mcp-server-command' was not found: check the server's command."
     assert states["quits"].status == "failed"
     assert states["quits"].error.startswith("The tool server 'quits' exited before it was ready (bad config file)")
     assert states["mute"].status == "failed"

@@ -43,7 +43,7 @@ def test_tools_lists_servers_and_tools(config: Path) -> None:
     assert [t["name"] for t in data["fixture"]["tools"]][:2] == ["add", "echo"]
     assert data["fixture"]["tools"][0]["description"] == "Add two whole numbers and return the sum."
     assert data["broken"] == {"name": "broken", "status": "failed", "transport": "stdio", "tools": [],
-                              "error": "'no-such-mcp-command' was not found: check the command in mcp.json."}
+                              "error": "'no-such-mcp-command' was not found: check the server's command."}
     text = hearth("tools", "--mcp", str(config)).stdout
     assert "fixture: running, 7 tools" in text and "Add two whole numbers and return the sum." in text
     assert "broken: failed: 'no-such-mcp-command' was not found" in text
