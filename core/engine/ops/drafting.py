@@ -5,9 +5,11 @@ with logits at every position, and the request's own sampler chain samples each 
 (``llama_sampler_sample(chain, ctx, i)``). Drafted tokens are accepted while they equal what was
 sampled; the first sample that differs is taken instead and ends the step, and the cache is rolled
 back past the accepted tokens (``llama_memory_seq_rm``). Each output token is therefore sampled by
-the same chain from the same logits as without drafting: greedy output is the same, and sampling
-keeps its distribution. This is the scheme of llama.cpp's ``common/speculative.cpp`` and
-``examples/speculative-simple``.
+the same chain from the model's logits for the same context as without drafting, so sampling keeps
+its distribution and greedy output is the same up to rounding: llama.cpp computes a batch of
+positions with other kernels than one position at a time (on x86 CPUs, from 4 positions on, a
+logit can move by ~0.5), which can tip a near-tie. This is the scheme of llama.cpp's
+``common/speculative.cpp`` and ``examples/speculative-simple``.
 
 Two drafters: prompt lookup (the tokens that followed the latest earlier occurrence of the
 conversation's last n-gram, no second model; the idea of llama.cpp's ``common/ngram-map`` and
@@ -30,7 +32,10 @@ from core.engine.params import DRAFT_MODES, SamplingParams
 if TYPE_CHECKING:
     from core.engine.worker import Worker
 
-NGRAM_SIZES = (3, 2)  # n-gram lengths prompt lookup matches, longest first
+NGRAM_SIZES = (4, 3)  # n-gram lengths prompt lookup matches, longest first (a 2-gram predicts poorly)
+# Shorter drafts are not verified: on a CPU a batch of 2 positions costs about 2.2 plain steps and one of
+# 3 about 2.7 (the starter model, whose output layer over 262k tokens runs once per position).
+DRAFT_MIN = 3
 VOCAB_SIZE_SLACK = 128  # llama.cpp's SPEC_VOCAB_MAX_SIZE_DIFFERENCE: padded vocabularies still match
 VOCAB_CHECK_START = 5  # llama.cpp's SPEC_VOCAB_CHECK_START_TOKEN_ID: the first ids are control tokens
 VOCAB_SAMPLE = 4096  # token texts compared (evenly spread over the shared ids)
@@ -39,7 +44,7 @@ VOCAB_SAMPLE = 4096  # token texts compared (evenly spread over the shared ids)
 # and of plain steps are kept as decaying averages; while drafting costs more, it pauses for a number
 # of tokens that doubles with each loss in a row (free chat), and is back at full pace after a win.
 PACE_DECAY = 0.8
-PAUSE_MIN, PAUSE_MAX = 4, 256
+PAUSE_MIN, PAUSE_MAX = 8, 256
 
 
 class Drafter(Protocol):
@@ -255,7 +260,7 @@ class Speculation:
             self.pause -= 1
             return False
         draft = self.drafter.draft([*w.kv_tokens, token], min(self.draft_max, room)) if room > 0 else []
-        if not draft:
+        if len(draft) < DRAFT_MIN:
             return False
         seq = [token, *draft]
         n_past = len(w.kv_tokens)
