@@ -27,7 +27,7 @@ from core.engine.llama_flags import use_extra_buffers
 from core.engine.llama_log import LlamaLog
 from core.engine.ops import adapters, embed, generate, score, tokens
 from core.engine.ops.adapters import apply_loras
-from core.engine.ops.base import RequestError
+from core.engine.ops.base import RequestError, fill_batch
 from core.engine.ops.drafting import DraftModel
 from core.engine.ops.tokens import is_special_token, token_text
 from core.engine.params import LoadOptions
@@ -268,15 +268,7 @@ class Worker:
 
     def fill_batch(self, tokens: list[int]) -> None:
         """Put ``tokens`` at the next positions of sequence 0; logits only for the last one."""
-        batch, n_past = self.batch, len(self.kv_tokens)
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = n_past + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = False
-        batch.logits[len(tokens) - 1] = True
-        batch.n_tokens = len(tokens)
+        fill_batch(self.batch, tokens, len(self.kv_tokens))
 
     def decode(self, tokens: list[int]) -> None:
         """Evaluate ``tokens`` after the cache, in batches; logits of the last one only."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import llama_cpp as L
 
-from core.engine.ops.base import RequestError
+from core.engine.ops.base import RequestError, fill_batch
 from core.engine.params import DRAFT_MODES, SamplingParams
 
 if TYPE_CHECKING:
@@ -153,15 +153,7 @@ class DraftModel:
         batch = self.batch
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
-            n_past = len(self.kv_tokens)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = n_past + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = False
-            batch.logits[len(chunk) - 1] = True
-            batch.n_tokens = len(chunk)
+            fill_batch(batch, chunk, len(self.kv_tokens))
             if L.llama_decode(self.ctx, batch) != 0:
                 L.llama_memory_clear(self.mem, True)
                 self.kv_tokens = []
