@@ -154,7 +154,8 @@ def chat(args: argparse.Namespace) -> int:
         if args.prompt is not None:
             message, turn = ask(args.prompt) if ask else (args.prompt, None)
             calls: list[dict[str, str]] = []
-            completion = _stream_answer(session.send(message, params, **tool_options), quiet=args.json, calls=calls)
+            completion = _stream_answer(session.send(message, params, **tool_options), quiet=args.json, calls=calls,
+                                     session=session)
             if turn is not None and not args.json:
                 _print_sources(turn)
             if args.json and completion:
@@ -218,7 +219,8 @@ def _print_sources(turn: DocsTurn) -> None:
             print(f"  {line}")
 
 
-def _stream_answer(stream: object, quiet: bool = False, calls: list[dict[str, str]] | None = None) -> Completion | None:
+def _stream_answer(stream: object, quiet: bool = False, calls: list[dict[str, str]] | None = None,
+                   session: ChatSession | None = None) -> Completion | None:
     completion = None
     try:
         for item in stream:  # type: ignore[attr-defined]
@@ -251,6 +253,9 @@ def _stream_answer(stream: object, quiet: bool = False, calls: list[dict[str, st
         elif completion.finish_reason == "context":
             notes.append("stopped: the context window is full")
         print(f"[{', '.join(notes)}]", file=sys.stderr)
+        stored = session.store.messages(session.conversation_id)[-1:] if session is not None else []
+        if stored and stored[0].meta.get("tools_stopped"):  # the cap on tool calls per answer was reached
+            print(f"[{stored[0].meta['tools_stopped']}]", file=sys.stderr)
     return completion
 
 
@@ -275,7 +280,7 @@ def _interactive(
             continue
         try:
             message, turn = ask(text) if ask else (text, None)
-            _stream_answer(session.send(message, params, **(tool_options or {})))
+            _stream_answer(session.send(message, params, **(tool_options or {})), session=session)
             if turn is not None:
                 _print_sources(turn)
         except EngineCrashedError as exc:

@@ -139,6 +139,8 @@ class MessageBubble(QFrame):
             parts.append(f"{m.meta['dropped_messages']} older messages left out")
         if m.finish_reason in FINISH_WORDS:
             parts.append(FINISH_WORDS[m.finish_reason])
+        if m.meta.get("tools_stopped"):  # the tool loop's cap on calls per answer was reached
+            parts.append(str(m.meta["tools_stopped"]))
         return "  ·  ".join(parts)
 
 

@@ -103,3 +103,12 @@ def test_interactive_chat_remembers_always(config: Path, model: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("Run it?") == 1 and result.stderr.count("[add result: 5]") == 2
     assert result.stdout.count(ANSWER_TEXT) == 2
+
+
+def test_chat_says_when_the_cap_on_tool_calls_stopped_the_answer(config: Path, tmp_path: Path) -> None:
+    always = write_tool_chat_llama(tmp_path / "always-calls.gguf", answer=None)
+    result = hearth("chat", str(always), "--mcp", str(config), "--allow-tools", "--max-tool-calls", "2",
+                    "-p", "Add forever", "--temperature", "0", "--max-tokens", "40")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("[add result: 5]") == 2
+    assert "[Stopped after 2 tool calls in one answer: send a message to let the model go on.]" in result.stderr

@@ -252,3 +252,20 @@ def test_screenshots_of_tool_calls_in_the_chat(
     _idle(qtbot, page)
     shots += shoot(window, qtbot, "chat-tool-error")
     assert all(p.exists() for p in shots)
+
+
+def test_an_answer_stopped_by_the_cap_on_tool_calls_says_so(qtbot: object) -> None:
+    from core.chats.store import Message
+    from desktop.theme import LIGHT
+    from desktop.views.transcript import MessageBubble
+
+    note = "Stopped after 8 tool calls in one answer: send a message to let the model go on."
+    answer = Message(role="assistant", content="", finish_reason="stop", completion_tokens=3,
+                     meta={"tools_stopped": note})
+    bubble = MessageBubble(answer, LIGHT, last=True)
+    qtbot.addWidget(bubble)  # type: ignore[attr-defined]
+    assert note in bubble.stats.text()
+    plain = MessageBubble(Message(role="assistant", content="Hi", finish_reason="stop", completion_tokens=1),
+                          LIGHT, last=True)
+    qtbot.addWidget(plain)  # type: ignore[attr-defined]
+    assert "Stopped after" not in plain.stats.text()
