@@ -27,7 +27,7 @@ from core.engine.llama_flags import use_extra_buffers
 from core.engine.llama_log import LlamaLog
 from core.engine.ops import adapters, embed, generate, score, tokens
 from core.engine.ops.adapters import apply_loras
-from core.engine.ops.base import RequestError, fill_batch
+from core.engine.ops.base import RequestError, fill_batch, rewind_to_prefix
 from core.engine.ops.drafting import DraftModel
 from core.engine.ops.tokens import is_special_token, token_text
 from core.engine.params import LoadOptions
@@ -283,18 +283,7 @@ class Worker:
 
     def evaluate_prompt(self, prompt: list[int]) -> int:
         """Bring the cache to ``prompt``, reusing the longest shared prefix; returns tokens reused."""
-        common = 0
-        limit = min(len(prompt), len(self.kv_tokens))
-        while common < limit and prompt[common] == self.kv_tokens[common]:
-            common += 1
-        if common == len(prompt):
-            common -= 1  # re-evaluate the last token: its logits start the answer
-        if common < len(self.kv_tokens):
-            if common <= 0 or not L.llama_memory_seq_rm(self.mem, 0, common, -1):
-                self.reset_cache()
-                common = 0
-            else:
-                del self.kv_tokens[common:]
+        common = rewind_to_prefix(self.mem, self.kv_tokens, prompt)
         self.decode(prompt[common:])
         return common
 

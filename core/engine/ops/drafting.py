@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import llama_cpp as L
 
-from core.engine.ops.base import RequestError, fill_batch
+from core.engine.ops.base import RequestError, fill_batch, rewind_to_prefix
 from core.engine.params import DRAFT_MODES, SamplingParams
 
 if TYPE_CHECKING:
@@ -165,17 +165,7 @@ class DraftModel:
         limit = min(limit, self.n_ctx - len(history))
         if limit <= 0 or not history:
             return []
-        common = 0
-        shared = min(len(history), len(self.kv_tokens))
-        while common < shared and history[common] == self.kv_tokens[common]:
-            common += 1
-        if common == len(history):
-            common -= 1  # re-evaluate the last token: its logits start the draft
-        if common < len(self.kv_tokens):
-            if common <= 0 or not L.llama_memory_seq_rm(self.mem, 0, common, -1):
-                L.llama_memory_clear(self.mem, True)
-                common = 0
-            del self.kv_tokens[common:]
+        common = rewind_to_prefix(self.mem, self.kv_tokens, history)
         if not self._decode(history[common:]):
             return []
         out: list[int] = []
