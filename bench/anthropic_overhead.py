@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from bench.common import median, starter_model_path
+from bench.common import median, starter_home
 
 QUESTION = "Write a long story about a lighthouse keeper and the storm that changed her life."
 Run = tuple[float, float, int]  # time to first token (s), decode tokens/s, tokens
@@ -146,19 +143,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="hearth-bench-anthropic-"))
-    os.environ["HEARTH_HOME"] = str(home)
+    starter_home("hearth-bench-anthropic-")
     import anthropic
     import openai
 
-    from core.library import Library
     from core.server import ApiServer, ModelHost, ServerConfig
-
-    models = home / "data" / "models"
-    models.mkdir(parents=True)
-    model_file = models / starter_model_path().name
-    os.link(starter_model_path(), model_file)
-    Library().register(model_file, name="starter", source="starter")
 
     host = ModelHost()
     host.preload("starter")

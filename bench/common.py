@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,3 +25,17 @@ def starter_model_path() -> Path:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def starter_home(prefix: str) -> Path:
+    """A fresh HEARTH_HOME (set in this process) whose library holds the starter model as "starter"."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["HEARTH_HOME"] = str(home)
+    from core.library import Library
+
+    models = home / "data" / "models"
+    models.mkdir(parents=True)
+    model_file = models / starter_model_path().name
+    os.link(starter_model_path(), model_file)
+    Library().register(model_file, name="starter", source="starter")
+    return home

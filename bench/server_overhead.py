@@ -12,14 +12,11 @@ The server answers concurrent clients one after another (one generation at a tim
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from bench.common import median, starter_model_path
+from bench.common import median, starter_home
 
 QUESTION = "Write a long story about a lighthouse keeper and the storm that changed her life."
 
@@ -72,25 +69,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="hearth-bench-server-"))
-    os.environ["HEARTH_HOME"] = str(home)
+    starter_home("hearth-bench-server-")
     import openai
 
     from core.engine import Engine
-    from core.library import Library
     from core.server import ApiServer, ModelHost, ServerConfig
     from core.server.generate import sampling
-
-    models = home / "data" / "models"
-    models.mkdir(parents=True)
-    model_file = models / starter_model_path().name
-    os.link(starter_model_path(), model_file)
-    Library().register(model_file, name="starter", source="starter")
 
     with Engine() as engine:
         host = ModelHost(engine=engine)
         model = host.resolve("starter")
-        engine.load(model_file, host.load_options(model))
+        engine.load(model.base.path, host.load_options(model))
         from dataclasses import replace
 
         params = replace(sampling(host, model, max_tokens=args.tokens), ignore_eos=True)
