@@ -55,6 +55,10 @@ ADDED_COLUMNS = (
     ("conversations", "adapter", "TEXT NOT NULL DEFAULT ''"),
     ("conversations", "adapter_scale", "REAL NOT NULL DEFAULT 1.0"),
     ("conversations", "docs", "TEXT NOT NULL DEFAULT ''"),
+    # Compare (core.chats.compare): the two sides of a comparison share ``compare_group`` (the left
+    # side's id; 0 = an ordinary chat) and say which column they are (0 left, 1 right).
+    ("conversations", "compare_group", "INTEGER NOT NULL DEFAULT 0"),
+    ("conversations", "compare_side", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -90,6 +94,8 @@ class Conversation:
     adapter: str = ""  # name of the fine-tuned adapter applied to ``model`` ('' = none)
     adapter_scale: float = 1.0
     docs: str = ""  # the document collection attached to the chat ('' = none)
+    compare_group: int = 0  # a side of a comparison (core.chats.compare): the group's id; 0 = an ordinary chat
+    compare_side: int = 0  # which column of the comparison: 0 left, 1 right
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -221,7 +227,8 @@ class ChatStore:
         return [self._conversation(r) for r in rows]
 
     def update(self, conversation_id: int, **changes: Any) -> Conversation:
-        allowed = {"title", "model", "system_prompt", "params", "adapter", "adapter_scale", "docs"}
+        allowed = {"title", "model", "system_prompt", "params", "adapter", "adapter_scale", "docs", "compare_group",
+                   "compare_side"}
         bad = set(changes) - allowed
         if bad:
             raise ValueError(f"cannot update {bad}")
@@ -327,6 +334,8 @@ class ChatStore:
             adapter=row["adapter"] or "",
             adapter_scale=float(row["adapter_scale"] if row["adapter_scale"] is not None else 1.0),
             docs=row["docs"] or "",
+            compare_group=int(row["compare_group"] or 0),
+            compare_side=int(row["compare_side"] or 0),
         )
 
     @staticmethod
