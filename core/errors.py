@@ -75,3 +75,7 @@ class TrainingError(HearthError):
 
 class ExportError(HearthError):
     """An adapter or model cannot be exported, merged or quantized as asked."""
+
+
+class ImageError(HearthError):
+    """An image the user attached cannot be used (not an image, unsupported format, corrupt, far too large)."""
