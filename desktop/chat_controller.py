@@ -24,7 +24,6 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from core.chats import ChatStore
 from core.chats.session import ChatSession, ToolCallRequest, ToolCallResult
-from core.docs import DocsLibrary, DocsTurn, Embedder, EngineEmbedder, load_embedder, prepare_question
 from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
 from core.engine.gate import FairLock
 from core.errors import HearthError
@@ -33,7 +32,8 @@ from core.library import ModelEntry
 from core.settings import ChatParameters
 from desktop.ops import Executor, Op, error_text
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # core.docs imports numpy: loaded with the first question asked with documents
+    from core.docs import DocsLibrary, DocsTurn, Embedder, EngineEmbedder
     from desktop.tools_control import ToolsControl
 
 
@@ -92,7 +92,7 @@ class ChatController(QObject):
     ) -> None:
         super().__init__()
         self.store = store
-        self.docs = docs or DocsLibrary()
+        self._docs = docs
         self._embedder: EngineEmbedder | None = None  # a documents collection's embedding model, engine thread
         self._embedder_stack = contextlib.ExitStack()  # keeps that model's engine open between questions
         self.executor = engine_executor
@@ -216,6 +216,15 @@ class ChatController(QObject):
         self._stream(entry, params, lambda s, **kw: s.edit_and_rerun(
             message_id, self._question(s, text, docs, params), params.sampling(), **kw), conversation_id)
 
+    @property
+    def docs(self) -> DocsLibrary:
+        """The document collections (opened on the first question asked with documents)."""
+        if self._docs is None:
+            from core.docs import DocsLibrary
+
+            self._docs = DocsLibrary()
+        return self._docs
+
     def _question(self, session: ChatSession, text: str, docs: str, params: ChatParameters) -> str:
         """The message to send: ``text``, or with ``docs`` the question with the collection's passages.
 
@@ -226,6 +235,8 @@ class ChatController(QObject):
             return text
         status = self.engine.status
         n_ctx = status.n_ctx if status is not None else params.n_ctx
+        from core.docs import prepare_question
+
         with self.docs.open(docs) as collection:
             embedder, note = self._embedder_for(collection.embed_model)
             turn: DocsTurn = prepare_question(
@@ -250,6 +261,8 @@ class ChatController(QObject):
         if self._embedder is not None and self._embedder.model_name == model:
             return self._embedder, ""
         self._close_embedder()
+        from core.docs import load_embedder
+
         try:
             self._embedder = self._embedder_stack.enter_context(load_embedder(model))
         except HearthError as exc:

@@ -6,10 +6,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.docs.search import Passage, search
-from core.docs.store import Collection
-from core.docs.vectors import Embedder
+if TYPE_CHECKING:  # search and the store import numpy: the window reads messages without them
+    from core.docs.search import Passage
+    from core.docs.store import Collection
+    from core.docs.vectors import Embedder
 
 # Below this many tokens left, a shortened passage would be a fragment: stop instead.
 MIN_PASSAGE_TOKENS = 48
@@ -143,6 +145,8 @@ def prepare_question(
 
     The budget shrinks when the context cannot hold it beside the question and ``answer_tokens``.
     """
+    from core.docs.search import search
+
     passages = search(collection, question, k, embedder=embedder)
     reserve = min(answer_tokens, max(n_ctx // 4, 1)) + count_tokens(question) + count_tokens(INSTRUCTIONS) + 64
     budget, budget_note = retrieval_budget(n_ctx, budget_tokens, reserve)

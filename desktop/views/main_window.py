@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QShortcut, QShowEvent
@@ -39,15 +39,17 @@ from desktop.server_control import ServerControl
 from desktop.theme import Palette, apply_theme, icon_path
 from desktop.tools_control import ToolsControl
 from desktop.views.chat_page import ChatPage
-from desktop.views.discover_page import DiscoverPage
-from desktop.views.downloads_page import DownloadsPage
-from desktop.views.finetune_page import FinetunePage
-from desktop.views.knowledge_page import KnowledgePage
-from desktop.views.models_page import ModelsPage
-from desktop.views.settings_page import SettingsPage
 
 if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: loaded on the first download instead
     from core.hub import DownloadManager, DownloadProgress, QuantGroup
+
+    # The other pages are imported when first opened (``MainWindow.page``): the window shows without them.
+    from desktop.views.discover_page import DiscoverPage
+    from desktop.views.downloads_page import DownloadsPage
+    from desktop.views.finetune_page import FinetunePage
+    from desktop.views.knowledge_page import KnowledgePage
+    from desktop.views.models_page import ModelsPage
+    from desktop.views.settings_page import SettingsPage
 
 PAGES = ("chat", "discover", "downloads", "models", "knowledge", "finetune", "settings")
 PAGE_LABELS = {"chat": "Chat", "discover": "Discover", "downloads": "Downloads", "models": "My Models",
@@ -93,37 +95,14 @@ class MainWindow(QMainWindow):
 
         self.chat = ChatPage(self.store, self.controller, self.library_model, self.settings, self.save_settings)
         self.chat.set_tools(self.tools)
-        self.discover = DiscoverPage(self.pool)
-        self.discover.download_requested.connect(self.start_download)
-        self.downloads_page = DownloadsPage(self.queue_model)
-        self.downloads_page.pause_requested.connect(lambda i: self._task(i, "pause"))
-        self.downloads_page.resume_requested.connect(lambda i: self._task(i, "resume"))
-        self.downloads_page.cancel_requested.connect(lambda i: self._task(i, "cancel"))
-        self.models = ModelsPage(self.library_model, self.pool)
-        self.models.import_requested.connect(self.import_files)
-        self.models.open_in_chat.connect(self.open_in_chat)
-        self.models.delete_requested.connect(self.delete_model)
-        self.models.adapters.chat_requested.connect(lambda base, name: (self.show_page("chat"), self.chat.start_chat_with_adapter(base, name)))
-        self.models.adapters.library_edited.connect(self.refresh_library)
-        self.models.adapters.adapters_changed.connect(self.chat.refresh_adapters)
-        self.knowledge = KnowledgePage(self.library_model, self.pool)
-        self.knowledge.collections_changed.connect(self.chat.set_collections)
-        self.finetune = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
-        self.finetune.chat_requested.connect(self.chat_with_adapter)
-        self.finetune.library_changed.connect(self.refresh_library)
-        self.knowledge.finetune_requested.connect(self.finetune_on)
-        self.settings_page = SettingsPage(self.settings, self.pool, server=self.server, save=self.save_settings,
-                                          tools=self.tools)
-        self.settings_page.defaults.set_models(self.library_model)  # its draft model picker lists the library
-        self.settings_page.theme_changed.connect(self.set_theme)
-        self.settings_page.defaults_saved.connect(self.save_settings)
-
+        # Only the chat (the first page seen) is built now; each other page is an empty holder in the stack,
+        # replaced by the page the first time it is opened or needed (``page``).
         self.stack = QStackedWidget()
-        self.pages: dict[str, QWidget] = {
-            "chat": self.chat, "discover": self.discover, "downloads": self.downloads_page,
-            "models": self.models, "knowledge": self.knowledge, "finetune": self.finetune, "settings": self.settings_page,
-        }
-        for widget in self.pages.values():
+        self.pages: dict[str, QWidget] = {}
+        self._built: dict[str, QWidget] = {"chat": self.chat}
+        for name in PAGES:
+            widget = self.chat if name == "chat" else _holder(name)
+            self.pages[name] = widget
             self.stack.addWidget(widget)
         central = QWidget()
         row = QHBoxLayout(central)
@@ -181,12 +160,116 @@ class MainWindow(QMainWindow):
         logo = icon_path("hearth", p)
         if Path(logo).exists():
             self.setWindowIcon(QIcon(logo))
-        self.discover.set_palette(p)
-        self.chat.set_palette(p)
-        self.downloads_page.set_palette(p.border, p.accent)
-        self.finetune.set_palette(p)
-        self.knowledge.set_palette(p)
-        self.settings_page.set_palette(p)
+        for name in self._built:
+            self._page_palette(name)
+
+    def _page_palette(self, name: str) -> None:
+        p = self.palette_
+        page = self._built[name]
+        if name == "downloads":
+            self.downloads_page.set_palette(p.border, p.accent)
+        else:
+            page.set_palette(p)  # type: ignore[attr-defined]
+
+    # -- pages, built when first needed ----------------------------------------------------------
+    def page(self, name: str) -> QWidget:
+        """The page ``name``, built (its module imported, its signals wired) the first time it is asked for."""
+        built = self._built.get(name)
+        if built is not None:
+            return built
+        page: QWidget = getattr(self, f"_build_{name}")()
+        self._built[name] = page
+        holder = self.pages[name]
+        was_current = self.stack.currentWidget() is holder
+        self.stack.insertWidget(self.stack.indexOf(holder), page)
+        self.pages[name] = page
+        if was_current:
+            self.stack.setCurrentWidget(page)
+        self.stack.removeWidget(holder)
+        holder.deleteLater()
+        self._page_palette(name)
+        return page
+
+    def is_built(self, name: str) -> bool:
+        return name in self._built
+
+    def _build_discover(self) -> DiscoverPage:
+        from desktop.views.discover_page import DiscoverPage
+
+        page = DiscoverPage(self.pool)
+        page.download_requested.connect(self.start_download)
+        return page
+
+    def _build_downloads(self) -> DownloadsPage:
+        from desktop.views.downloads_page import DownloadsPage
+
+        page = DownloadsPage(self.queue_model)
+        page.pause_requested.connect(lambda i: self._task(i, "pause"))
+        page.resume_requested.connect(lambda i: self._task(i, "resume"))
+        page.cancel_requested.connect(lambda i: self._task(i, "cancel"))
+        return page
+
+    def _build_models(self) -> ModelsPage:
+        from desktop.views.models_page import ModelsPage
+
+        page = ModelsPage(self.library_model, self.pool)
+        page.import_requested.connect(self.import_files)
+        page.open_in_chat.connect(self.open_in_chat)
+        page.delete_requested.connect(self.delete_model)
+        page.adapters.chat_requested.connect(self.chat_with_adapter)
+        page.adapters.library_edited.connect(self.refresh_library)
+        page.adapters.adapters_changed.connect(self.chat.refresh_adapters)
+        return page
+
+    def _build_knowledge(self) -> KnowledgePage:
+        from desktop.views.knowledge_page import KnowledgePage
+
+        page = KnowledgePage(self.library_model, self.pool)
+        page.collections_changed.connect(self.chat.set_collections)
+        page.finetune_requested.connect(self.finetune_on)
+        return page
+
+    def _build_finetune(self) -> FinetunePage:
+        from desktop.views.finetune_page import FinetunePage
+
+        page = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
+        page.chat_requested.connect(self.chat_with_adapter)
+        page.library_changed.connect(self.refresh_library)
+        return page
+
+    def _build_settings(self) -> SettingsPage:
+        from desktop.views.settings_page import SettingsPage
+
+        page = SettingsPage(self.settings, self.pool, server=self.server, save=self.save_settings, tools=self.tools)
+        page.defaults.set_models(self.library_model)  # its draft model picker lists the library
+        page.theme_changed.connect(self.set_theme)
+        page.defaults_saved.connect(self.save_settings)
+        return page
+
+    # The pages by name, as before they were built lazily: asking for one builds it.
+    @property
+    def discover(self) -> DiscoverPage:
+        return self.page("discover")  # type: ignore[return-value]
+
+    @property
+    def downloads_page(self) -> DownloadsPage:
+        return self.page("downloads")  # type: ignore[return-value]
+
+    @property
+    def models(self) -> ModelsPage:
+        return self.page("models")  # type: ignore[return-value]
+
+    @property
+    def knowledge(self) -> KnowledgePage:
+        return self.page("knowledge")  # type: ignore[return-value]
+
+    @property
+    def finetune(self) -> FinetunePage:
+        return self.page("finetune")  # type: ignore[return-value]
+
+    @property
+    def settings_page(self) -> SettingsPage:
+        return self.page("settings")  # type: ignore[return-value]
 
     def finetune_on(self, paths: list[str]) -> None:
         """Fine-tune with these documents (a collection's files): the form gets them unless a job is shown."""
@@ -196,7 +279,7 @@ class MainWindow(QMainWindow):
             self.finetune.form.add_paths(paths)
 
     def show_page(self, name: str) -> None:
-        self.stack.setCurrentWidget(self.pages[name])
+        self.stack.setCurrentWidget(self.page(name))
         self.nav_buttons[name].setChecked(True)
         if name == "discover":
             self.discover.ensure_searched()
@@ -264,10 +347,19 @@ class MainWindow(QMainWindow):
         ids = [c.id for c in self.store.list()]
         if ids:
             self.chat.open_conversation(last if last in ids else ids[0])
+        # A fine-tune still training, or one left to resume, shows on its page as it did when every page was
+        # built at start: that page is built (and reattaches to the run) when there is one.
+        from core.finetune import runs
+
+        Op(runs.list_runs).on_success(self._runs_listed).on_failure(lambda exc: None).run(self.pool)
         self.show_status("Preparing the starter model…")
         Op(lambda: self.library.ensure_starter()).on_success(self._starter_ready).on_failure(
             lambda exc: self.show_status(error_text(exc))
         ).run(self.pool)
+
+    def _runs_listed(self, listed: list[Any]) -> None:
+        if not self._closed and any(r.state == "running" or r.resumable for r in listed):
+            self.page("finetune")
 
     def _starter_ready(self, entry: ModelEntry | None) -> None:
         if self._closed:
@@ -359,8 +451,9 @@ class MainWindow(QMainWindow):
         self._closed = True
         self._save_state()
         self._unsubscribe()
-        self.finetune.shutdown()
-        self.knowledge.shutdown()
+        for name in ("finetune", "knowledge"):  # only pages that were built have work to stop
+            if name in self._built:
+                self._built[name].shutdown()  # type: ignore[attr-defined]
         self.server.shutdown()  # before the engine: a request in flight ends first
         if self._downloads is not None:
             self._downloads.pause_all()
@@ -383,10 +476,11 @@ class MainWindow(QMainWindow):
     def _set_library(self, entries: list[ModelEntry]) -> None:
         if self._closed:
             return
-        selected = self.models.selected()
+        models: ModelsPage | None = self._built.get("models")  # type: ignore[assignment]
+        selected = models.selected() if models is not None else None
         self.library_model.set_entries(entries)
-        if selected is not None:
-            self.models.select(selected.name)
+        if models is not None and selected is not None:
+            models.select(selected.name)
         self.library_changed.emit()
 
     def open_in_chat(self, name: str) -> None:
@@ -503,6 +597,14 @@ class MainWindow(QMainWindow):
         task = next((t for t in self.downloads.tasks() if t.id == task_id), None) if self._downloads else None
         if task is not None:
             getattr(task, action)()
+
+
+def _holder(name: str) -> QWidget:
+    """The stand-in for a page not built yet (the stack keeps one widget per sidebar entry)."""
+    holder = QWidget()
+    holder.setObjectName("page")
+    holder.setProperty("page_name", name)
+    return holder
 
 
 def _gguf_files(urls: Sequence[QUrl]) -> list[str]:
