@@ -11,13 +11,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.errors import HearthError, NotFoundError
+from core.media.images import PreparedImage
 from core.paths import get_paths
 
 SCHEMA = """
@@ -47,7 +48,26 @@ CREATE TABLE IF NOT EXISTS messages (
     meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT PRIMARY KEY,
+    mime TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS message_images (
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES images(sha256),
+    PRIMARY KEY (message_id, position)
+);
+CREATE INDEX IF NOT EXISTS message_images_by_image ON message_images(sha256);
 """
+# Images attached to messages (core.media.PreparedImage: re-encoded, at most 1536 px a side) are kept
+# once per content (sha256), linked to messages in order by ``message_images``; an image goes when no
+# message links to it any more (``_drop_unused_images``). A database made before images simply gains
+# the two empty tables (CREATE TABLE IF NOT EXISTS): its rows are untouched.
 
 # Columns added after the first release: (table, column, declaration). A database made before one
 # was added gets it with ``ALTER TABLE ... ADD COLUMN`` when it is opened; old rows take the default.
@@ -76,6 +96,7 @@ class Message:
     finish_reason: str | None = None
     model: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)  # sha256s of the attached images, in order (ChatStore.image)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -247,15 +268,63 @@ class ChatStore:
         return self.update(conversation_id, title=title)
 
     def delete(self, conversation_id: int) -> None:
+        """Delete a conversation, its messages, and the images no other conversation's message uses."""
         self.get(conversation_id)
         with self._tx() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            self._drop_unused_images(db)
+
+    # -- images --------------------------------------------------------------------------------
+    def add_image(self, image: PreparedImage) -> str:
+        """Keep a prepared image (once per content) and return its sha256, the key messages link by.
+
+        An image no message links to is removed by the next delete or truncate: link it with
+        ``add_message`` (or pass it there as ``images``) right away.
+        """
+        with self._tx() as db:
+            self._insert_image(db, image)
+        return image.sha256
+
+    def image(self, sha256: str) -> PreparedImage:
+        """An image a message links to, as it was stored."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT mime, width, height, data FROM images WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"No image {sha256[:12]} in the chat history: it was deleted with its conversation.")
+        return PreparedImage(bytes(row["data"]), row["mime"], int(row["width"]), int(row["height"]), sha256)
+
+    @staticmethod
+    def _insert_image(db: sqlite3.Connection, image: PreparedImage) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO images (sha256, mime, width, height, data, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (image.sha256, image.mime, image.width, image.height, sqlite3.Binary(image.data), time.time()),
+        )
+
+    @staticmethod
+    def _drop_unused_images(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM images WHERE NOT EXISTS "
+                   "(SELECT 1 FROM message_images mi WHERE mi.sha256 = images.sha256)")
 
     # -- messages ------------------------------------------------------------------------------
-    def add_message(self, conversation_id: int, message: Message) -> Message:
-        """Commit one complete message (and bump the conversation's ``updated_at``)."""
+    def add_message(
+        self, conversation_id: int, message: Message, images: Sequence[PreparedImage] = (),
+    ) -> Message:
+        """Commit one complete message (and bump the conversation's ``updated_at``).
+
+        ``images`` are stored with it and appended to ``message.images``; sha256s already in
+        ``message.images`` must name images the store holds (``add_image``).
+        """
         self.get(conversation_id)
         with self._tx() as db:
+            for image in images:
+                self._insert_image(db, image)
+            shas = [*message.images, *(image.sha256 for image in images)]
+            known = {row[0] for row in db.execute(
+                f"SELECT sha256 FROM images WHERE sha256 IN ({', '.join('?' * len(shas))})", shas)} if shas else set()
+            missing = [sha for sha in shas if sha not in known]
+            if missing:
+                raise NotFoundError(f"No image {missing[0][:12]} in the chat history: attach the image again.")
             cur = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, created_at, completed_at, prompt_tokens, "
                 "completion_tokens, tokens_per_second, finish_reason, model, meta) "
@@ -276,7 +345,10 @@ class ChatStore:
             )
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
             message.id = int(cur.lastrowid or 0)
+            db.executemany("INSERT INTO message_images (message_id, position, sha256) VALUES (?, ?, ?)",
+                           [(message.id, position, sha) for position, sha in enumerate(shas)])
             message.conversation_id = conversation_id
+            message.images = shas
         return message
 
     def messages(self, conversation_id: int) -> builtins.list[Message]:
@@ -285,7 +357,17 @@ class ChatStore:
             rows = self._db.execute(
                 "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
             ).fetchall()
-        return [self._message(r) for r in rows]
+            links = self._db.execute(
+                "SELECT mi.message_id, mi.sha256 FROM message_images mi JOIN messages m ON m.id = mi.message_id "
+                "WHERE m.conversation_id = ? ORDER BY mi.message_id, mi.position", (conversation_id,)
+            ).fetchall()
+        images: dict[int, builtins.list[str]] = {}
+        for link in links:
+            images.setdefault(int(link[0]), []).append(str(link[1]))
+        messages = [self._message(r) for r in rows]
+        for m in messages:
+            m.images = images.get(m.id or 0, [])
+        return messages
 
     def truncate_from(self, conversation_id: int, message_id: int) -> int:
         """Delete ``message_id`` and every later message (edit-and-rerun, regenerate)."""
@@ -293,16 +375,23 @@ class ChatStore:
             cur = db.execute(
                 "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
             )
+            removed = cur.rowcount
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
-        return cur.rowcount
+            self._drop_unused_images(db)
+        return removed
 
     # -- export --------------------------------------------------------------------------------
     def export(self, conversation_id: int, fmt: str = "md") -> str:
         conv = self.get(conversation_id)
         messages = self.messages(conversation_id)
+        shas = list(dict.fromkeys(sha for m in messages for sha in m.images))
+        sizes = self._image_sizes(shas)
         if fmt == "json":
+            # Images by sha256 (their bytes stay in the database: a JSON export is for reading and tools).
+            images = {sha: {"mime": mime, "width": w, "height": h} for sha, (mime, w, h) in sizes.items()}
             return json.dumps(
-                {"conversation": conv.to_dict(), "messages": [m.to_dict() for m in messages]}, indent=2
+                {"conversation": conv.to_dict(), "messages": [m.to_dict() for m in messages], "images": images},
+                indent=2,
             )
         if fmt != "md":
             raise HearthError(f"Unknown export format '{fmt}': use md or json.")
@@ -313,8 +402,22 @@ class ChatStore:
         if conv.system_prompt:
             lines += ["## System", "", conv.system_prompt, ""]
         for m in messages:
-            lines += [f"## {m.role.capitalize()}", "", m.content, ""]
+            lines += [f"## {m.role.capitalize()}", ""]
+            for sha in m.images:
+                _, w, h = sizes.get(sha, ("", 0, 0))
+                lines += [f"[image: {w}x{h}]", ""]
+            lines += [m.content, ""]
         return "\n".join(lines)
+
+    def _image_sizes(self, shas: builtins.list[str]) -> dict[str, tuple[str, int, int]]:
+        """sha256 -> (mime, width, height) of stored images, without reading their bytes."""
+        if not shas:
+            return {}
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT sha256, mime, width, height FROM images WHERE sha256 IN ({', '.join('?' * len(shas))})",
+                shas).fetchall()
+        return {str(r[0]): (str(r[1]), int(r[2]), int(r[3])) for r in rows}
 
     @staticmethod
     def _conversation(row: sqlite3.Row) -> Conversation:
