@@ -45,6 +45,18 @@ class ContextOverflowError(EngineError):
     """The conversation cannot fit in the model's context window even after dropping old turns."""
 
 
+class NoVisionError(EngineError):
+    """A message has images but the loaded model has no vision projector (mmproj) to read them."""
+
+    MESSAGE = (
+        "This model cannot read images: it has no vision projector (mmproj) loaded. Pull the model's mmproj file "
+        "or import one with `hearth import --mmproj`."
+    )
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
+
+
 class NetworkError(HearthError):
     """The Hub could not be reached or answered with an error."""
 

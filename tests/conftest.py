@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.tiny_models import write_tiny_llama
+from tests.fixtures.tiny_vision import TinyVision, write_tiny_vision
 
 ROOT = Path(__file__).resolve().parent.parent
 # The assembled starter model is kept between runs here (253 MB, rebuilt if missing or damaged).
@@ -66,3 +67,10 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "work"
     folder.mkdir()
     yield folder
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory: pytest.TempPathFactory) -> TinyVision:
+    """A tiny text model with a chat template, its random-weight vision projector (mmproj), a projector of
+    another width, and a folder for test images (tests/fixtures/tiny_vision.py)."""
+    return write_tiny_vision(tmp_path_factory.mktemp("tiny-vision"))

@@ -29,7 +29,9 @@ from core.errors import (
     EngineCrashedError,
     EngineError,
     EngineInternalError,
+    ImageError,
     InvalidModelError,
+    NoVisionError,
 )
 
 START_TIMEOUT = 120.0
@@ -153,6 +155,10 @@ class Engine:
             raise ContextOverflowError(message)
         if kind == "internal":
             raise EngineInternalError(message)
+        if kind == "no_vision":
+            raise NoVisionError(message)
+        if kind == "image":
+            raise ImageError(message)
         raise EngineError(message)
 
     # -- model ---------------------------------------------------------------------------------
@@ -232,7 +238,9 @@ class Engine:
     ) -> Iterator[TextChunk | Completion]:
         """Answer a conversation: yields ``TextChunk``s as they come, then one ``Completion``.
 
-        Messages are OpenAI-style dicts: ``role`` and ``content``, an assistant's ``tool_calls``
+        Messages are OpenAI-style dicts: ``role`` and ``content`` (a string, or a list of parts:
+        ``{"type": "text", "text": str}`` and ``{"type": "image", "data": bytes}``, an encoded PNG, JPEG or WebP;
+        images need a projector, ``LoadOptions.mmproj``, else ``NoVisionError``), an assistant's ``tool_calls``
         (``function.arguments`` a JSON string or a dict), a ``tool`` message's ``tool_call_id``/``name``.
         ``tools`` (OpenAI function schemas) reach the chat template; ``status.supports_tools`` says
         whether the model's template reads them. Stopping to read the stream cancels the answer.

@@ -25,6 +25,7 @@ class LoadOptions:
     loras: list[tuple[str, float]] = field(default_factory=list)  # (GGUF LoRA path, scale)
     embedding: bool = False  # a context that computes embeddings (for Engine.embed)
     draft_model: str | None = None  # a small GGUF with the same vocabulary, loaded beside to draft tokens
+    mmproj: str | None = None  # a vision projector GGUF (mmproj-*.gguf) loaded beside: the model reads images
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +84,8 @@ class ModelStatus:
     n_embd: int = 0  # the length of an embedding vector
     has_decoder: bool = True  # False for encoder-only models (bert): no chat or completion
     draft_model: str | None = None  # the draft model loaded beside (LoadOptions.draft_model)
+    vision: bool = False  # a projector is loaded and reads images (chat messages may have image parts)
+    mmproj: str | None = None  # the projector loaded beside (LoadOptions.mmproj)
 
 
 @dataclass
@@ -98,6 +101,8 @@ class GenerationStats:
     dropped_messages: int = 0  # oldest turns left out to fit the context window
     drafted_tokens: int = 0  # tokens proposed by drafting (SamplingParams.draft) and verified
     accepted_tokens: int = 0  # of those, the ones the model agreed with (each saved a decoding step)
+    image_tokens: int = 0  # prompt tokens that are image embeddings (part of prompt_tokens)
+    image_seconds: float = 0.0  # encoding the images with the projector (part of prompt_seconds)
 
     @property
     def tokens_per_second(self) -> float:

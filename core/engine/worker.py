@@ -25,7 +25,7 @@ import llama_cpp as L
 from core.engine.backends import load_backends
 from core.engine.llama_flags import use_extra_buffers
 from core.engine.llama_log import LlamaLog
-from core.engine.ops import adapters, embed, generate, score, tokens
+from core.engine.ops import adapters, embed, generate, score, tokens, vision
 from core.engine.ops.adapters import apply_loras
 from core.engine.ops.base import RequestError, fill_batch, rewind_to_prefix
 from core.engine.ops.drafting import DraftModel
@@ -51,7 +51,11 @@ class Worker:
         self.n_ctx = 0
         self.n_ctx_train = 0
         self.n_batch = 512
-        self.kv_tokens: list[int] = []  # tokens whose keys/values are in the cache, in order
+        self.kv_tokens: list[int] = []  # tokens whose keys/values are in the cache, in order (images: ops.vision)
+        self.kv_images: list[tuple[int, int, int]] = []  # images in the cache: (first cell, cells, positions)
+        self.pos_shift = 0  # positions minus cells of those images (M-RoPE models give an image fewer positions)
+        self.mtmd: Any = None  # the vision projector's mtmd context (LoadOptions.mmproj), ops.vision
+        self.mmproj: str | None = None
         self.fmt = ChatFormat("plain", "plain", None)
         self.bos_text = ""
         self.eos_text = ""
@@ -107,6 +111,7 @@ class Worker:
         if self.draft_model is not None:
             self.draft_model.free()
             self.draft_model = None
+        vision.free_projector(self)
         if self.batch is not None:
             L.llama_batch_free(self.batch)
             self.batch = None
@@ -117,7 +122,7 @@ class Worker:
         if self.model is not None:
             L.llama_model_free(self.model)
             self.model = None
-        self.kv_tokens = []
+        self.kv_tokens, self.kv_images, self.pos_shift = [], [], 0
 
     def op_unload(self, _request: dict[str, Any]) -> None:
         self.unload()
@@ -215,6 +220,13 @@ class Worker:
             except RequestError:
                 self.unload()  # all or nothing: the caller asked for both models
                 raise
+        if opts.mmproj:
+            try:
+                vision.load_projector(self, str(opts.mmproj), n_threads=threads, use_gpu=opts.n_gpu_layers != 0,
+                                      flash_attn=opts.flash_attn)
+            except (RequestError, HearthError):
+                self.unload()  # all or nothing, as with the draft model
+                raise
         self.conn.send(
             {
                 "type": "loaded",
@@ -234,6 +246,8 @@ class Worker:
                     "n_embd": int(L.llama_model_n_embd(model)),
                     "has_decoder": self.generative,
                     "draft_model": self.draft_model.path if self.draft_model else None,
+                    "vision": self.mtmd is not None,
+                    "mmproj": self.mmproj,
                 },
             }
         )
@@ -264,11 +278,27 @@ class Worker:
     def reset_cache(self) -> None:
         if self.mem is not None:
             L.llama_memory_clear(self.mem, True)
-        self.kv_tokens = []
+        self.kv_tokens, self.kv_images, self.pos_shift = [], [], 0
 
     def fill_batch(self, tokens: list[int]) -> None:
         """Put ``tokens`` at the next positions of sequence 0; logits only for the last one."""
-        fill_batch(self.batch, tokens, len(self.kv_tokens))
+        fill_batch(self.batch, tokens, len(self.kv_tokens) + self.pos_shift)
+
+    def add_image_cells(self, keys: list[int], n_pos: int) -> None:
+        """Record an image just decoded into the cache: its cells' keys and the positions it took."""
+        self.kv_images.append((len(self.kv_tokens), len(keys), n_pos))
+        self.pos_shift += n_pos - len(keys)
+        self.kv_tokens.extend(keys)
+
+    def position_of(self, cell: int) -> int:
+        """The position of the ``cell``-th cell of the cache (cells and positions differ after M-RoPE images)."""
+        return cell + sum(n_pos - n for start, n, n_pos in self.kv_images if start + n <= cell)
+
+    def forget_after(self, cell: int) -> None:
+        """Drop the record of cells from ``cell`` on (the caller removed them from llama.cpp's memory)."""
+        del self.kv_tokens[cell:]
+        self.kv_images = [span for span in self.kv_images if span[0] + span[1] <= cell]
+        self.pos_shift = sum(n_pos - n for _start, n, n_pos in self.kv_images)
 
     def decode(self, tokens: list[int]) -> None:
         """Evaluate ``tokens`` after the cache, in batches; logits of the last one only."""
@@ -284,6 +314,8 @@ class Worker:
     def evaluate_prompt(self, prompt: list[int]) -> int:
         """Bring the cache to ``prompt``, reusing the longest shared prefix; returns tokens reused."""
         common = rewind_to_prefix(self.mem, self.kv_tokens, prompt)
+        if self.kv_images:  # a text prompt never shares an image's cells (their keys are negative)
+            self.forget_after(common)
         self.decode(prompt[common:])
         return common
 

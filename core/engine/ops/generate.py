@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import codecs
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import llama_cpp as L
 
+from core.engine.ops import vision
 from core.engine.ops.base import RequestError
 from core.engine.ops.drafting import check_draft_params, speculation_for
 from core.engine.ops.sampling import (
@@ -24,6 +25,30 @@ from core.engine.params import GenerationStats, SamplingParams
 if TYPE_CHECKING:
     from core.engine.worker import Worker
 
+class Prompt(Protocol):
+    """What generation answers after: a prompt that brings the KV cache to itself (``evaluate``)."""
+
+    n_tokens: int
+    draftable: bool  # speculative drafting may be used after it (not after images)
+
+    def evaluate(self, w: Worker, stats: GenerationStats) -> None:
+        """Evaluate the prompt after what the cache keeps of it; set ``stats.cached_tokens`` (and image stats)."""
+        ...
+
+
+class TextPrompt:
+    """A prompt of text tokens, evaluated in the worker's batches after the longest prefix the cache shares."""
+
+    draftable = True
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = tokens
+        self.n_tokens = len(tokens)
+
+    def evaluate(self, w: Worker, stats: GenerationStats) -> None:
+        stats.cached_tokens = w.evaluate_prompt(self.tokens)
+
+
 FLUSH_SECONDS = 0.03  # stream batching: send text at least this often while generating
 FLUSH_TOKENS = 16
 
@@ -35,8 +60,15 @@ def op_chat(w: Worker, request: dict[str, Any]) -> None:
     check_draft_params(params)
     reserve = min(max(params.max_tokens, 1), max(w.n_ctx // 4, 1))
     messages = [template_message(m) for m in request["messages"]]
+    if vision.has_images(messages):
+        prompt, dropped = vision.image_chat_prompt(w, messages, reserve, request.get("tools") or None)
+        try:
+            generate(w, prompt, params, dropped, stop=w.fmt.stop + params.stop)
+        finally:
+            prompt.free()
+        return
     tokens, dropped = chat_prompt(w, messages, reserve, request.get("tools") or None)
-    generate(w, tokens, params, dropped, stop=w.fmt.stop + params.stop)
+    generate(w, TextPrompt(tokens), params, dropped, stop=w.fmt.stop + params.stop)
 
 
 def op_complete(w: Worker, request: dict[str, Any]) -> None:
@@ -50,16 +82,17 @@ def op_complete(w: Worker, request: dict[str, Any]) -> None:
             "context_overflow",
             f"The prompt needs {len(tokens)} tokens, more than the {w.n_ctx}-token context.",
         )
-    generate(w, tokens, params, 0, stop=params.stop)
+    generate(w, TextPrompt(tokens), params, 0, stop=params.stop)
 
 
-def generate(w: Worker, prompt: list[int], params: SamplingParams, dropped: int, stop: list[str]) -> None:
+def generate(w: Worker, prompt: Prompt, params: SamplingParams, dropped: int, stop: list[str]) -> None:
     """Answer after ``prompt``: stream ``chunk`` messages, then one ``done`` with the text and stats."""
     w.cancel.value = 0
-    spec = speculation_for(w, params)  # before any work: a request it refuses changes nothing
-    stats = GenerationStats(prompt_tokens=len(prompt), n_ctx=w.n_ctx, dropped_messages=dropped)
+    # Before any work: a request it refuses changes nothing. Drafts are text tokens: not after images.
+    spec = speculation_for(w, params) if prompt.draftable else None
+    stats = GenerationStats(prompt_tokens=prompt.n_tokens, n_ctx=w.n_ctx, dropped_messages=dropped)
     started = time.perf_counter()
-    stats.cached_tokens = w.evaluate_prompt(prompt)
+    prompt.evaluate(w, stats)
     stats.prompt_seconds = time.perf_counter() - started
     grammar = grammar_sampler(w, params)
     chain = sampler_chain(w, params)
@@ -129,7 +162,7 @@ def generate(w: Worker, prompt: list[int], params: SamplingParams, dropped: int,
             if spec and spec.step(token, chain, room):
                 continue
             batch.token[0] = token
-            batch.pos[0] = len(w.kv_tokens)
+            batch.pos[0] = len(w.kv_tokens) + w.pos_shift
             batch.n_tokens = 1
             batch.logits[0] = True
             if L.llama_decode(ctx, batch) != 0:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import llama_cpp as L
 
@@ -13,6 +14,8 @@ from core.engine.templates import render
 
 if TYPE_CHECKING:
     from core.engine.worker import Worker
+
+P = TypeVar("P")
 
 
 def tokenize(w: Worker, text: str, add_bos: bool) -> list[int]:
@@ -68,23 +71,41 @@ def prompt_tokens(w: Worker, text: str) -> list[int]:
 def chat_prompt(
     w: Worker, messages: list[dict[str, Any]], reserve: int, tools: list[dict[str, Any]] | None = None
 ) -> tuple[list[int], int]:
-    """Prompt tokens for ``messages``, dropping the oldest turns until ``reserve`` tokens fit after it.
+    """Prompt tokens for ``messages``, dropping the oldest turns until ``reserve`` tokens fit after it."""
+
+    def build(kept: list[dict[str, Any]]) -> tuple[list[int], int]:
+        tokens = prompt_tokens(w, render(w.fmt, kept, bos_token=w.bos_text, eos_token=w.eos_text, tools=tools))
+        return tokens, len(tokens)
+
+    return fit_messages(w, messages, reserve, build)
+
+
+def fit_messages(
+    w: Worker,
+    messages: list[dict[str, Any]],
+    reserve: int,
+    build: Callable[[list[dict[str, Any]]], tuple[P, int]],
+    release: Callable[[P], None] = lambda _prompt: None,
+) -> tuple[P, int]:
+    """The prompt ``build`` makes of ``messages`` (it returns the prompt and its length in tokens), dropping
+    the oldest turns until ``reserve`` tokens fit after it; returns it and how many messages were dropped.
 
     Rule: the system prompt and the newest user message are always kept; older messages are
-    dropped oldest first, a user message together with the answer that followed it.
+    dropped oldest first, a user message together with the answer that followed it. ``release``
+    gets each prompt built and not used.
     """
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system) :]
     dropped = 0
     while True:
-        text = render(w.fmt, system + turns, bos_token=w.bos_text, eos_token=w.eos_text, tools=tools)
-        tokens = prompt_tokens(w, text)
-        if len(tokens) + reserve <= w.n_ctx:
-            return tokens, dropped
+        prompt, n_tokens = build(system + turns)
+        if n_tokens + reserve <= w.n_ctx:
+            return prompt, dropped
+        release(prompt)
         if len(turns) <= 1:
             raise RequestError(
                 "context_overflow",
-                f"The message needs {len(tokens)} tokens plus {reserve} for the answer, more than the "
+                f"The message needs {n_tokens} tokens plus {reserve} for the answer, more than the "
                 f"{w.n_ctx}-token context: shorten it, lower max tokens, or reload with a larger context.",
             )
         cut = 1
