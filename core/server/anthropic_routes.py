@@ -11,8 +11,6 @@ the OpenAI route's (``generate``), tool calls are read back by ``tools.parse_too
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -36,10 +34,12 @@ from core.server.anthropic_types import (
     ToolChoiceTool,
     ToolResultBlock,
     ToolUseBlock,
+    UrlImageSource,
 )
 from core.server.body import JsonRoute
-from core.server.errors import bad_request, from_exception, no_vision
-from core.server.host import ModelHost, ServedModel
+from core.server.errors import bad_request, from_exception
+from core.server.host import ModelHost
+from core.server.images import RequestImages, check_media_type, only_in_user_messages, refuse_remote
 from core.server.tools import ToolCall, ToolCallStream, parse_tool_calls
 
 PREFIX = "/v1/messages"
@@ -67,31 +67,38 @@ def _joined(blocks: list[TextBlock]) -> str:
     return "\n\n".join(b.text for b in blocks)
 
 
-def _check_image(model: ServedModel, block: ImageBlock, where: str) -> None:
-    """Refuse an image: a malformed one says what is wrong with it, a good one that the model cannot see."""
+def _image(images: RequestImages, role: str, block: ImageBlock, where: str) -> dict[str, Any]:
+    """An image block as the engine's image part: base64 sources only (a URL is never fetched)."""
     source = block.source
-    if isinstance(source, Base64ImageSource):
-        try:
-            base64.b64decode(source.data, validate=True)
-        except (binascii.Error, ValueError):
-            raise bad_request(f"'{where}.source.data' is not valid base64: send the image's bytes base64-encoded.",
-                              param=f"{where}.source.data") from None
-    raise no_vision(model.name, where)
+    only_in_user_messages(role, where)
+    if isinstance(source, UrlImageSource):
+        raise refuse_remote(source.url, f"{where}.source.url")
+    if not isinstance(source, Base64ImageSource):
+        raise bad_request(f"'{where}.source' is a file reference, and Hearth has no Files API: send the image "
+                          "itself as a base64 source ({\"type\": \"base64\", \"media_type\": \"image/png\", "
+                          "\"data\": ...}).", param=f"{where}.source", code="invalid_image")
+    check_media_type(source.media_type, f"{where}.source.media_type")
+    return images.from_base64(source.data, f"{where}.source.data")
 
 
-def _tool_result(model: ServedModel, block: ToolResultBlock, where: str) -> str:
+def _tool_result(images: RequestImages, block: ToolResultBlock, where: str) -> str:
     if isinstance(block.content, str):
         text = block.content
     else:
         for j, part in enumerate(block.content):
             if isinstance(part, ImageBlock):
-                _check_image(model, part, f"{where}.content.{j}")
+                at = f"{where}.content.{j}"
+                _image(images, "user", part, at)  # a malformed image says so first
+                raise bad_request(f"'{at}' is an image in a tool result, which Hearth does not pass to the model: "
+                                  "send the image in the user message's own content.", param=at,
+                                  code="invalid_image")
         text = _joined([p for p in block.content if isinstance(p, TextBlock)])
     return f"Error: {text}" if block.is_error else text
 
 
-def engine_messages(model: ServedModel, body: CountTokensRequest) -> list[dict[str, Any]]:
-    """The request's system prompt and messages as the engine's OpenAI-style messages.
+def engine_messages(images: RequestImages, body: CountTokensRequest) -> list[dict[str, Any]]:
+    """The request's system prompt and messages as the engine's OpenAI-style messages; the images found go
+    into ``images`` (to be checked with ``images.prepare()`` before the engine reads them).
 
     A user turn's ``tool_result`` blocks become ``tool`` messages (before its text, as Anthropic places
     them); an assistant turn's ``tool_use`` blocks become its ``tool_calls``.
@@ -102,15 +109,33 @@ def engine_messages(model: ServedModel, body: CountTokensRequest) -> list[dict[s
         out.append({"role": "system", "content": system})
     names: dict[str, str] = {}  # tool_use id -> tool name, for the results that answer them
     for i, message in enumerate(body.messages):
-        out.extend(_engine_turn(model, message, i, names))
+        out.extend(_engine_turn(images, message, i, names))
     return out
 
 
-def _engine_turn(model: ServedModel, message: MessageParam, index: int,
+def _user_content(texts: list[TextBlock | dict[str, Any]]) -> Any:
+    """The text blocks joined as before; with images, parts in their order (neighbouring texts joined)."""
+    if all(isinstance(t, TextBlock) for t in texts):
+        return _joined([t for t in texts if isinstance(t, TextBlock)])
+    parts: list[dict[str, Any]] = []
+    run: list[TextBlock] = []
+    for item in [*texts, None]:
+        if isinstance(item, TextBlock):
+            run.append(item)
+            continue
+        if run:
+            parts.append({"type": "text", "text": _joined(run)})
+            run = []
+        if item is not None:
+            parts.append(item)
+    return parts
+
+
+def _engine_turn(images: RequestImages, message: MessageParam, index: int,
                  names: dict[str, str]) -> list[dict[str, Any]]:
     if isinstance(message.content, str):
         return [{"role": message.role, "content": message.content}]
-    texts: list[TextBlock] = []
+    texts: list[TextBlock | dict[str, Any]] = []  # text blocks and image parts, in order
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for j, block in enumerate(message.content):
@@ -118,7 +143,7 @@ def _engine_turn(model: ServedModel, message: MessageParam, index: int,
         if isinstance(block, TextBlock):
             texts.append(block)
         elif isinstance(block, ImageBlock):
-            _check_image(model, block, where)
+            texts.append(_image(images, message.role, block, where))
         elif isinstance(block, ToolUseBlock):
             if message.role != "assistant":
                 raise bad_request(f"'{where}' is a tool_use block in a user message: tool_use blocks belong to "
@@ -131,7 +156,7 @@ def _engine_turn(model: ServedModel, message: MessageParam, index: int,
                 raise bad_request(f"'{where}' is a tool_result block in an assistant message: tool results "
                                   "belong to the user's messages.", param=where)
             result: dict[str, Any] = {"role": "tool", "tool_call_id": block.tool_use_id,
-                                      "content": _tool_result(model, block, where)}
+                                      "content": _tool_result(images, block, where)}
             if block.tool_use_id in names:
                 result["name"] = names[block.tool_use_id]
             results.append(result)
@@ -141,12 +166,12 @@ def _engine_turn(model: ServedModel, message: MessageParam, index: int,
         elif isinstance(block, ThinkingBlock):
             continue  # a previous answer's reasoning is not part of the prompt
     if message.role == "assistant":
-        turn: dict[str, Any] = {"role": "assistant", "content": _joined(texts)}
+        turn: dict[str, Any] = {"role": "assistant", "content": _user_content(texts)}
         if calls:
             turn["tool_calls"] = calls
         return [turn]
     if texts or not results:
-        results.append({"role": "user", "content": _joined(texts)})
+        results.append({"role": "user", "content": _user_content(texts)})
     return results
 
 
@@ -247,9 +272,12 @@ async def _messages(host: ModelHost, body: MessagesRequest, request: Request) ->
     params = generate.sampling(host, model, max_tokens=body.max_tokens, temperature=body.temperature,
                                top_p=body.top_p, top_k=body.top_k, ignore_eos=body.ignore_eos)
     tools = _engine_tools(body)
-    gen = generate.Generation(model, params, messages=engine_messages(model, body), tools=tools,
+    images = RequestImages(model)
+    messages = engine_messages(images, body)
+    await images.prepare()
+    gen = generate.Generation(model, params, messages=messages, tools=tools,
                               check=generate.check_tools(model) if tools else None,
-                              watch_stop=list(body.stop_sequences or []))
+                              watch_stop=list(body.stop_sequences or []), image_param=images.first_path)
     one_call = bool(body.tool_choice is not None and getattr(body.tool_choice, "disable_parallel_tool_use", False))
     job = generate.start(host, request, gen)
     ident = f"msg_{secrets.token_hex(12)}"
@@ -312,8 +340,11 @@ async def _count_tokens(host: ModelHost, body: CountTokensRequest, request: Requ
     generate.record(request, model.name)
     tools = _engine_tools(body)
     params = generate.sampling(host, model, max_tokens=1, temperature=0.0)
-    gen = generate.Generation(model, params, messages=engine_messages(model, body), tools=tools,
-                              check=generate.check_tools(model) if tools else None)
+    images = RequestImages(model)
+    messages = engine_messages(images, body)
+    await images.prepare()
+    gen = generate.Generation(model, params, messages=messages, tools=tools,
+                              check=generate.check_tools(model) if tools else None, image_param=images.first_path)
     completion = generate.completion_of(await generate.wait_unless_gone(generate.start(host, request, gen), request))
     generate.record(request, model.name, prompt_tokens=completion.stats.prompt_tokens)
     return JSONResponse({"input_tokens": completion.stats.prompt_tokens})

@@ -209,7 +209,7 @@ class Guard:
                 while message.get("more_body", False):  # read the rest so the client gets to see the answer
                     message = await receive()
                 return b"", ApiError(413, f"The request body is larger than {limit // 2**20} MB: send less text "
-                                     "per request.", code="request_too_large")
+                                     "or fewer and smaller images per request.", code="request_too_large")
             chunks.append(part)
             if not message.get("more_body", False):
                 return b"".join(chunks), None

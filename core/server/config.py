@@ -30,7 +30,8 @@ class ServerConfig:
     api_key: str = ""  # "" = no key (only allowed on loopback)
     cors_origins: list[str] = field(default_factory=list)  # browser origins allowed to call the server
     idle_unload_s: float = 600.0  # unload a model the server loaded after this long unused (0: never)
-    max_body_bytes: int = 8 * 2**20
+    # Room for a few photos: a phone's 3-5 MB JPEG is 4-7 MB as base64 (OpenAI allows 20 MB per image).
+    max_body_bytes: int = 32 * 2**20
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> ServerConfig:

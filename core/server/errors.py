@@ -15,8 +15,10 @@ from core.errors import (
     EngineError,
     EngineInternalError,
     HearthError,
+    ImageError,
     InvalidModelError,
     NotFoundError,
+    NoVisionError,
 )
 from core.server.config import clip
 
@@ -62,10 +64,10 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ApiError(400, message, param=param, code=code)
 
 
-def no_vision(model: str, param: str) -> ApiError:
-    """The answer to an image sent to a model: Hearth loads no vision projector (mmproj) yet."""
+def no_vision(model: str, param: str | None) -> ApiError:
+    """The answer to an image sent to a model that has no vision projector (mmproj) paired in the library."""
     return ApiError(400, f"The model '{clip(model)}' cannot read images: it has no vision projector (mmproj) "
-                    "loaded, and Hearth cannot load one yet. Send the request without images.",
+                    "loaded. Pull the model's mmproj file or import one with `hearth import --mmproj`.",
                     param=param, code="images_not_supported")
 
 
@@ -79,6 +81,10 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(exc, EngineCrashedError):
         return ApiError(500, f"The engine stopped while answering ({exc}). It restarts by itself: send the "
                         "request again.", type="server_error", code="engine_crashed")
+    if isinstance(exc, NoVisionError):  # the projector did not load after all (the request's own check passed)
+        return ApiError(400, str(exc), code="images_not_supported")
+    if isinstance(exc, ImageError):  # an image the engine could not decode
+        return ApiError(400, str(exc), code="invalid_image")
     if isinstance(exc, EngineInternalError):
         return ApiError(500, str(exc), type="server_error", code="engine_error")
     if isinstance(exc, NotFoundError):

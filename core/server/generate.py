@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from core.engine import Completion, Engine, SamplingParams, TextChunk
-from core.server.errors import ApiError, bad_request
+from core.server.errors import ApiError, bad_request, no_vision
 from core.server.host import ModelHost, ServedModel
 from core.server.runner import END, Failure, Job
 
@@ -68,6 +68,8 @@ class Generation:
     # the answer (Anthropic's ``stop_sequence``); the one found is put in ``stopped_by``.
     watch_stop: list[str] = field(default_factory=list)
     stopped_by: str | None = None
+    # Where the request's first image is (its parameter path); None: no images, the projector is not needed.
+    image_param: str | None = None
 
 
 def holder(request: Request) -> str:
@@ -79,9 +81,11 @@ def start(host: ModelHost, request: Request, gen: Generation) -> Job:
     """Start the generation on its own thread (it waits for the engine first)."""
 
     def work(job: Job) -> None:
-        with host.use(gen.model, holder(request)) as engine:
+        with host.use(gen.model, holder(request), vision=gen.image_param is not None) as engine:
             if job.cancelled.is_set():
                 return
+            if gen.image_param is not None and not (engine.status is not None and engine.status.vision):
+                raise no_vision(gen.model.name, gen.image_param)
             if gen.check is not None:
                 gen.check(engine.status)
             if gen.prompt is not None:

@@ -44,6 +44,16 @@ class ServedModel:
     def size_bytes(self) -> int:
         return int(self.base.size_bytes)
 
+    @property
+    def mmproj(self) -> str | None:
+        """The vision projector paired with the base model in the library, if its file is there."""
+        return self.base.mmproj if self.base.vision else None
+
+    @property
+    def vision(self) -> bool:
+        """The model reads images: a projector is paired with it (an adapter's model uses its base's)."""
+        return self.mmproj is not None
+
 
 def _same_path(a: str, b: str) -> bool:
     try:
@@ -104,10 +114,12 @@ class ModelHost:
         raise ModelNotFound(name, [m.name for m in models])
 
     def load_options(self, model: ServedModel) -> LoadOptions:
-        """The user's load settings for the model (its preset, else the defaults), as the window uses them."""
+        """The user's load settings for the model (its preset, else the defaults), as the window uses them,
+        with the model's paired vision projector."""
+        from core.library import load_options_for
         from core.settings import load_settings
 
-        return load_settings().parameters_for(model.base.name).load_options()
+        return load_options_for(model.base, load_settings().parameters_for(model.base.name).load_options())
 
     # -- the engine ----------------------------------------------------------------------------
     @property
@@ -119,12 +131,14 @@ class ModelHost:
         return self.lock.holder
 
     @contextmanager
-    def use(self, name: str | ServedModel, holder: str, *, embedding: bool = False) -> Iterator[Engine]:
-        """Wait for the engine, make it hold ``name`` (loaded for embeddings if asked), and yield it."""
+    def use(self, name: str | ServedModel, holder: str, *, embedding: bool = False,
+            vision: bool = False) -> Iterator[Engine]:
+        """Wait for the engine, make it hold ``name`` (loaded for embeddings, or with its vision projector
+        reading images, if asked), and yield it."""
         model = name if isinstance(name, ServedModel) else self.resolve(name)
         with self.lock(holder):
             try:
-                self._ensure(model, embedding)
+                self._ensure(model, embedding, vision)
                 yield self.engine
             finally:
                 self._last_used = time.monotonic()
@@ -143,14 +157,18 @@ class ModelHost:
 
         return [(str(ensure_lora_gguf(model.adapter, model.base.path)), 1.0)]
 
-    def _ensure(self, model: ServedModel, embedding: bool) -> None:
+    def _ensure(self, model: ServedModel, embedding: bool, vision: bool = False) -> None:
         engine = self.engine
         loras = self._loras_for(model)
         status = engine.status if engine.alive else None
+        # The model as someone else loaded it (the window, without its projector) serves text; a request with
+        # images needs it loaded with the projector.
         same_model = (status is not None and _same_path(status.path, model.base.path)
-                      and bool(status.embedding) == embedding)
+                      and bool(status.embedding) == embedding and (status.vision or not vision))
         if not same_model:
             options = replace(self.load_options(model), loras=loras, embedding=embedding)
+            if embedding and options.mmproj:  # embeddings read text only: the projector's memory is not needed
+                options = replace(options, mmproj=None)
             engine.load(model.base.path, options)
         elif status is not None and [(str(p), float(s)) for p, s in status.loras] != loras:
             engine.set_loras(loras)

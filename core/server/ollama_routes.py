@@ -20,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.engine import Completion, SamplingParams, TextChunk
 from core.server import generate
 from core.server.body import JsonRoute
-from core.server.errors import bad_request, from_exception, no_vision
+from core.server.errors import bad_request, from_exception
 from core.server.grammar import json_object_grammar, json_schema_grammar
 from core.server.host import ModelHost, ServedModel
+from core.server.images import RequestImages, only_in_user_messages
 from core.server.openai_routes import embed, embed_inputs
 from core.server.tools import ToolCallStream, parse_tool_calls
 
@@ -161,8 +162,10 @@ def _details(model: ServedModel) -> dict[str, Any]:
     from core.units import human_count
 
     entry = model.base
+    # Ollama lists a model with a vision projector as of two families, its own and "clip" (llava: ["llama", "clip"]).
+    families = [entry.architecture, "clip"] if model.vision else [entry.architecture]
     return {"parent_model": entry.name if model.adapter else "", "format": "gguf", "family": entry.architecture,
-            "families": [entry.architecture], "parameter_size": human_count(entry.parameters) if entry.parameters
+            "families": families, "parameter_size": human_count(entry.parameters) if entry.parameters
             else "", "quantization_level": entry.file_type or ""}
 
 
@@ -180,12 +183,29 @@ def _show(model: ServedModel) -> dict[str, Any]:
     capabilities = ["completion"]
     if "tools" in template:
         capabilities.append("tools")
-    return {
+    shown: dict[str, Any] = {
         "modelfile": f"FROM {model.name}\n", "parameters": "", "template": template, "details": _details(model),
         "model_info": {"general.architecture": arch, "general.parameter_count": model.base.parameters,
                        f"{arch}.context_length": model.base.context_length or 0},
         "capabilities": capabilities, "modified_at": _iso(model.created),
     }
+    if model.mmproj is not None:  # Ollama's capability names (types/model/capability.go) and projector_info
+        capabilities.append("vision")
+        shown["projector_info"] = _projector_info(model.mmproj)
+    return shown
+
+
+def _projector_info(path: str) -> dict[str, Any]:
+    """The projector's scalar metadata (``clip.*``, ``general.*``), as Ollama's show lists it."""
+    from core.errors import HearthError
+    from core.library import read_gguf_info
+
+    try:
+        metadata = read_gguf_info(path, check_architecture=False).metadata
+    except (HearthError, OSError, ValueError):
+        return {"general.architecture": "clip"}
+    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)
+            and (k.startswith("clip.") or k in ("general.architecture", "general.name", "general.file_type"))}
 
 
 def _sampling(host: ModelHost, model: ServedModel, options: Options | None, fmt: Any) -> SamplingParams:
@@ -235,10 +255,22 @@ def _line(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False) + "\n"
 
 
-def _message(model: ServedModel, message: OllamaMessage, index: int) -> dict[str, Any]:
-    if message.images:
-        raise no_vision(model.name, f"messages.{index}.images")
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+def _content(images: RequestImages, role: str, text: str, given: list[str] | None, where: str) -> Any:
+    """The text alone, or (with images) the images and then the text, where Ollama puts them: it writes
+    each image's ``[img-N]`` tag before the message's text (``server/prompt.go``, ``chatPrompt``)."""
+    if not given:
+        return text
+    parts = []
+    for j, data in enumerate(given):
+        only_in_user_messages(role, f"{where}.{j}")
+        parts.append(images.from_base64(data, f"{where}.{j}"))
+    return [*parts, {"type": "text", "text": text}] if text else parts
+
+
+def _message(images: RequestImages, message: OllamaMessage, index: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role,
+                           "content": _content(images, message.role, message.content, message.images,
+                                               f"messages.{index}.images")}
     if message.tool_calls:
         out["tool_calls"] = message.tool_calls
     if message.tool_name:
@@ -256,9 +288,11 @@ async def _chat(host: ModelHost, body: ChatBody, request: Request) -> Response:
                              "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"})
     params = _sampling(host, model, body.options, body.format)
     tools = body.tools or None
-    messages = [_message(model, m, i) for i, m in enumerate(body.messages)]
+    images = RequestImages(model)
+    messages = [_message(images, m, i) for i, m in enumerate(body.messages)]
+    await images.prepare()
     gen = generate.Generation(model, params, messages=messages, tools=tools,
-                              check=generate.check_tools(model) if tools else None)
+                              check=generate.check_tools(model) if tools else None, image_param=images.first_path)
     job = generate.start(host, request, gen)
     if not body.stream:
         completion = generate.completion_of(await generate.wait_unless_gone(job, request))
@@ -300,21 +334,24 @@ async def _generate(host: ModelHost, body: GenerateBody, request: Request) -> Re
     model = host.resolve(body.model)
     generate.record(request, model.name)
     started = time.perf_counter()
-    if body.images:
-        raise no_vision(model.name, "images")
     if body.suffix:
         raise bad_request("'suffix' (fill-in-the-middle) is not supported.", param="suffix")
-    if not body.prompt:  # Ollama: an empty prompt just loads the model
+    if not body.prompt and not body.images:  # Ollama: an empty prompt just loads the model
         await _load_only(host, model, request)
         return JSONResponse({"model": model.name, "created_at": _iso(time.time()), "response": "", "done": True,
                              "done_reason": "load"})
     params = _sampling(host, model, body.options, body.format)
+    if body.raw and body.images:
+        raise bad_request("'images' cannot be used with 'raw': true (a raw prompt has no place for them): leave "
+                          "'raw' out so that the model's chat template places the images.", param="images")
     if body.raw:
         gen = generate.Generation(model, params, prompt=body.prompt)
     else:
+        images = RequestImages(model)
         messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
-            {"role": "user", "content": body.prompt}]
-        gen = generate.Generation(model, params, messages=messages)
+            {"role": "user", "content": _content(images, "user", body.prompt, body.images, "images")}]
+        await images.prepare()
+        gen = generate.Generation(model, params, messages=messages, image_param=images.first_path)
     job = generate.start(host, request, gen)
     if not body.stream:
         completion = generate.completion_of(await generate.wait_unless_gone(job, request))

@@ -15,10 +15,18 @@ from fastapi.responses import JSONResponse, Response
 from core.engine import Completion, TextChunk
 from core.server import generate
 from core.server.body import JsonRoute
-from core.server.errors import ApiError, bad_request, from_exception, no_vision
+from core.server.errors import ApiError, bad_request, from_exception
 from core.server.grammar import json_object_grammar, json_schema_grammar
 from core.server.host import ModelHost, ServedModel
-from core.server.openai_types import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest
+from core.server.images import RequestImages, only_in_user_messages
+from core.server.openai_types import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ContentPart,
+    EmbeddingRequest,
+    ImageUrl,
+)
 from core.server.runner import Job
 from core.server.tools import ToolCall, ToolCallStream, parse_tool_calls
 
@@ -55,18 +63,21 @@ def _model_card(model: ServedModel) -> dict[str, Any]:
 
 # -- chat -------------------------------------------------------------------------------------
 
-def _engine_message(model: ServedModel, message: ChatMessage, index: int) -> dict[str, Any]:
-    content = message.content
+def _engine_message(images: RequestImages, message: ChatMessage, index: int) -> dict[str, Any]:
+    content: Any = message.content
     if isinstance(content, list):
-        texts = []
-        for part in content:
+        parts: list[dict[str, Any]] = []
+        for j, part in enumerate(content):
+            where = f"messages.{index}.content.{j}"
             if part.type in ("image_url", "input_image"):
-                raise no_vision(model.name, f"messages.{index}.content")
-            if part.type != "text":
-                raise bad_request(f"messages[{index}] has a '{part.type}' part: only text parts are supported.",
-                                  param=f"messages.{index}.content")
-            texts.append(part.text or "")
-        content = "".join(texts)
+                parts.append(_image_part(images, message.role, part, where))
+            elif part.type == "text":
+                parts.append({"type": "text", "text": part.text or ""})
+            else:
+                raise bad_request(f"messages[{index}] has a '{part.type}' part: only text and image_url parts are "
+                                  "supported.", param=where)
+        # With images: text and images in their order, as the engine places them.
+        content = parts if any(p["type"] == "image" for p in parts) else "".join(p["text"] for p in parts)
     out: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role, "content": content}
     if message.name:
         out["name"] = message.name
@@ -75,6 +86,17 @@ def _engine_message(model: ServedModel, message: ChatMessage, index: int) -> dic
     if message.tool_call_id:
         out["tool_call_id"] = message.tool_call_id
     return out
+
+
+def _image_part(images: RequestImages, role: str, part: ContentPart, where: str) -> dict[str, Any]:
+    """An image_url part (``{"url": ...}``) or an input_image one (the URL itself), as an engine image part."""
+    where = f"{where}.image_url"
+    url = part.image_url.url if isinstance(part.image_url, ImageUrl) else part.image_url
+    if not url:
+        raise bad_request(f"'{where}' is missing: send the image as a data: URI (data:image/png;base64,...).",
+                          param=where, code="invalid_image")
+    only_in_user_messages(role, where)
+    return images.from_url(url, where)
 
 
 def _grammar(body: ChatCompletionRequest) -> str | None:
@@ -104,11 +126,13 @@ async def _chat(host: ModelHost, body: ChatCompletionRequest, request: Request) 
         frequency_penalty=body.frequency_penalty, grammar=_grammar(body), logprobs=body.logprobs or None,
         top_logprobs=body.top_logprobs if body.logprobs else None,
     )
-    messages = [_engine_message(model, m, i) for i, m in enumerate(body.messages)]
+    images = RequestImages(model)
+    messages = [_engine_message(images, m, i) for i, m in enumerate(body.messages)]
+    await images.prepare()
     tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
     use_tools = bool(tools) and body.tool_choice != "none"
     gen = generate.Generation(model, params, messages=messages, tools=tools,
-                              check=generate.check_tools(model) if tools else None)
+                              check=generate.check_tools(model) if tools else None, image_param=images.first_path)
     job = generate.start(host, request, gen)
     ident, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     if not body.stream:

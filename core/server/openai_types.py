@@ -16,9 +16,16 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class ImageUrl(Lenient):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
 class ContentPart(Lenient):
     type: str
     text: str | None = None
+    # An image_url part: {"url": "data:image/png;base64,..."}; the Responses API's input_image part: the URL itself.
+    image_url: ImageUrl | str | None = None
 
 
 class FunctionCall(Lenient):

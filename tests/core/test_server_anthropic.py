@@ -277,6 +277,6 @@ def test_malformed_requests_are_4xx_in_anthropic_shape(served: Served) -> None: 
     assert nothing.status_code == 404 and _anthropic_error(nothing)["type"] == "not_found_error"
     wrong_method = httpx.get(url)
     assert wrong_method.status_code == 405 and _anthropic_error(wrong_method)["type"] == "invalid_request_error"
-    big = httpx.post(url, content=b"x" * (9 * 2**20), headers={"content-type": "application/json"})
+    big = httpx.post(url, content=b"x" * (33 * 2**20), headers={"content-type": "application/json"})
     assert big.status_code == 413 and _anthropic_error(big)["type"] == "request_too_large"
     assert httpx.post(url, json=ok).json()["content"][0]["text"] == TEXT_ANSWER  # still serving

@@ -80,9 +80,9 @@ def test_limits(client: openai.OpenAI, served: Served) -> None:  # noqa: F811
     assert overflow.value.code == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError, match="n"):
         client.chat.completions.create(model="text-llama", messages=[{"role": "user", "content": "hi"}], n=2)
-    big = httpx.post(f"{served.url}/chat/completions", content=b"x" * (9 * 2**20),
+    big = httpx.post(f"{served.url}/chat/completions", content=b"x" * (33 * 2**20),
                      headers={"content-type": "application/json"})
-    assert big.status_code == 413 and "larger than 8 MB" in str(_error(big)["message"])
+    assert big.status_code == 413 and "larger than 32 MB" in str(_error(big)["message"])
     # The server keeps serving after all of that.
     reply = client.chat.completions.create(model="text-llama", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == TEXT_ANSWER
