@@ -26,13 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=run_files)
 
-    p = sub.add_parser("pull", help="download a GGUF model from the Hub into the library")
-    p.add_argument("repo", help="Hub model id")
+    p = sub.add_parser("pull", help="download a GGUF model (and its vision projector) from the Hub into the library")
+    p.add_argument("repo", help="Hub model id, optionally with the quant: REPO:Q4_K_M")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--quant", help="quant to fetch, e.g. Q4_K_M (default: the one recommended here)")
     which.add_argument("--file", dest="filename", help="exact file to fetch (any part of a split model)")
     p.add_argument("--name", help="name in the library (default from the file name)")
     p.add_argument("--revision", help="branch, tag or commit (default main)")
+    vision = p.add_mutually_exclusive_group()
+    vision.add_argument(
+        "--mmproj", metavar="NAME", help="the vision projector to fetch with it (file name or precision, e.g. F32)"
+    )
+    vision.add_argument("--no-mmproj", action="store_true", help="do not fetch the repo's vision projector")
     p.set_defaults(func=run_pull)
 
 
@@ -89,6 +94,12 @@ def run_files(args: argparse.Namespace) -> int:
             parts += f" (incomplete: {len(g.files)} of {g.parts_expected})"
         rows.append((mark, g.name, human_size(g.size), _fit_words(g.fit), parts))
     print_table(rows, ["", "QUANT", "SIZE", "FIT", "FILES"])
+    if rq.projectors:
+        chosen = rq.mmproj
+        listed = ", ".join(f"{f.path} {human_size(f.size)}" for f in rq.projectors)
+        print(f"Vision projectors: {listed}")
+        if chosen is not None:
+            print(f"Reads images: 'hearth pull' also fetches {rq.mmproj_reason}.")
     if rq.fit_error:
         print(f"No fit verdicts: {rq.fit_error}.")
     if rq.recommended:
@@ -123,22 +134,47 @@ class _ProgressLine:
 def run_pull(args: argparse.Namespace) -> int:
     from core.hub.pull import plan_pull, start_pull
 
-    plan = plan_pull(args.repo, quant=args.quant, filename=args.filename, revision=args.revision)
+    plan = plan_pull(
+        args.repo,
+        quant=args.quant,
+        filename=args.filename,
+        revision=args.revision,
+        mmproj=args.mmproj,
+        no_mmproj=args.no_mmproj,
+    )
     group = plan.group
     print(
-        f"Downloading {args.repo} {group.name} ({human_size(group.size)}, {len(group.files)} file(s)): {plan.reason}"
+        f"Downloading {plan.repo_id} {group.name} ({human_size(group.size)}, {len(group.files)} file(s)): {plan.reason}"
     )
+    if plan.mmproj is not None:
+        print(f"With its vision projector {plan.mmproj.path} ({human_size(plan.mmproj.size)}): {plan.mmproj_reason}")
     task = start_pull(plan, name=args.name, on_progress=_ProgressLine())
+    again = f"hearth pull {plan.repo_id}" + (
+        f" --quant {group.name}" if not args.filename else f" --file {args.filename}"
+    ) + (f" --mmproj {args.mmproj}" if args.mmproj else "")
     try:
         entry = task.wait()
     except KeyboardInterrupt:
         task.pause()
+        if task.entry is not None and plan.mmproj is not None:
+            print(
+                f"\nStopped. '{task.entry.name}' is in the library and usable for text; its vision projector "
+                f"{plan.mmproj.name} is not paired yet: run '{again}' to resume it.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"\nStopped. What was fetched is kept: run '{again}' again to resume.", file=sys.stderr)
+        return 130
+    if task.pair_with is not None:
+        print(f"'{entry.name}' was already in the library: paired it with {plan.mmproj.name if plan.mmproj else '-'}.")
+    else:
+        print(f"Added '{entry.name}' to the library ({entry.path}).")
+    if task.mmproj_error is not None:
         print(
-            f"\nStopped. What was fetched is kept: run 'hearth pull {args.repo}"
-            + (f" --quant {group.name}" if not args.filename else f" --file {args.filename}")
-            + "' again to resume.",
+            f"Its vision projector did not arrive ({task.mmproj_error}): run '{again}' to resume it.",
             file=sys.stderr,
         )
-        return 130
-    print(f"Added '{entry.name}' to the library ({entry.path}).")
+        return 1
+    if entry.mmproj:
+        print(f"Reads images with {entry.mmproj}.")
     return 0

@@ -8,6 +8,7 @@ quant from a repository's files; ``read_remote_shape`` reads a Hub file's header
 from __future__ import annotations
 
 from core.fit.estimate import MemoryEstimate, estimate_memory, kv_cache_bytes
+from core.fit.projector import ProjectorShape, read_projector_shape, read_remote_projector_shape
 from core.fit.recommend import Recommendation, quant_bits, recommend
 from core.fit.remote import RangeReader, read_remote_shape
 from core.fit.resolve import parse_hub_ref, shape_for
@@ -18,6 +19,7 @@ __all__ = [
     "FitVerdict",
     "MemoryEstimate",
     "ModelShape",
+    "ProjectorShape",
     "RangeReader",
     "Recommendation",
     "assess",
@@ -25,6 +27,8 @@ __all__ = [
     "kv_cache_bytes",
     "parse_hub_ref",
     "quant_bits",
+    "read_projector_shape",
+    "read_remote_projector_shape",
     "read_remote_shape",
     "recommend",
     "shape_for",

@@ -25,6 +25,8 @@ Sources of the formulas (llama.cpp, ``src/``):
 - Output buffer (``llama-context.cpp`` ``output_reserve``): ``n_vocab`` floats per sequence.
 - Vocabulary tables (``llama-vocab.cpp``): ~160 bytes per token (text, score, attributes, the
   text→id map and the piece cache), measured on a 262k-token vocabulary.
+- Vision projector (``shape.projector``): its weights plus clip.cpp's compute buffer, on the GPU
+  when layers are offloaded (mtmd's ``use_gpu``) and in RAM otherwise; see ``core/fit/projector.py``.
 """
 
 from __future__ import annotations
@@ -90,17 +92,24 @@ class MemoryEstimate:
     margin_cpu: int
     unified: bool = False  # GPU memory is system RAM (Apple Silicon)
     notes: list[str] = field(default_factory=list)
+    projector_gpu: int = 0  # a vision projector's weights + compute buffer, where mtmd puts them
+    projector_cpu: int = 0
+
+    @property
+    def projector_bytes(self) -> int:
+        return self.projector_gpu + self.projector_cpu
 
     @property
     def gpu_bytes(self) -> int:
         if self.n_gpu_layers == 0:
             return 0
-        return self.weights_gpu + self.kv_gpu + self.compute_gpu + self.gpu_runtime + self.margin_gpu
+        parts = self.weights_gpu + self.kv_gpu + self.compute_gpu + self.gpu_runtime + self.margin_gpu
+        return parts + self.projector_gpu
 
     @property
     def cpu_bytes(self) -> int:
         parts = self.weights_cpu + self.kv_cpu + self.compute_cpu + self.output + self.vocab + self.baseline
-        return parts + self.margin_cpu
+        return parts + self.margin_cpu + self.projector_cpu
 
     @property
     def total_bytes(self) -> int:
@@ -118,6 +127,7 @@ class MemoryEstimate:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(
+            projector_bytes=self.projector_bytes,
             gpu_bytes=self.gpu_bytes,
             cpu_bytes=self.cpu_bytes,
             ram_bytes=self.ram_bytes,
@@ -255,6 +265,12 @@ def estimate_memory(
     margin_cpu = int(MARGIN_FRACTION * cpu_parts)
     if shape.recurrent:
         notes.append("a recurrent (state-space) model: its small fixed state is not counted")
+    projector_gpu = projector_cpu = 0
+    if shape.projector is not None:
+        if g > 0:
+            projector_gpu = shape.projector.total_bytes
+        else:
+            projector_cpu = shape.projector.total_bytes
     return MemoryEstimate(
         n_ctx=n_ctx,
         n_gpu_layers=g,
@@ -279,4 +295,6 @@ def estimate_memory(
         margin_cpu=margin_cpu,
         unified=unified,
         notes=notes,
+        projector_gpu=projector_gpu,
+        projector_cpu=projector_cpu,
     )

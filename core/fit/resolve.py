@@ -25,7 +25,12 @@ def shape_for(model_or_file: str) -> tuple[ModelShape, str]:
     if not is_hub:
         try:
             entry = Library().get(model_or_file)
-            return ModelShape.from_gguf(entry.path), entry.name
+            shape = ModelShape.from_gguf(entry.path)
+            if entry.vision and entry.mmproj:  # the paired projector loads with the model: count it
+                from core.fit.projector import read_projector_shape
+
+                shape = shape.with_projector(read_projector_shape(entry.mmproj))
+            return shape, entry.name
         except NotFoundError:
             hub = parse_hub_ref(model_or_file)
             if hub is None or Path(model_or_file).expanduser().exists():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidModelError
+from core.fit.projector import ProjectorShape
 
 # Architectures whose sliding-window layers follow a fixed pattern (llama-model.cpp load_hparams).
 SWA_PATTERNS: dict[str, int] = {
@@ -96,6 +97,7 @@ class ModelShape:
     file_type: str | None = None
     recurrent: bool = False  # state-space models keep a small fixed state instead of a KV cache
     extras: dict[str, Any] = field(default_factory=dict)
+    projector: ProjectorShape | None = None  # a vision projector loaded beside the model (core.fit.projector)
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -192,6 +194,10 @@ class ModelShape:
 
         info = read_gguf_info(path, check_architecture=False)
         return cls.from_metadata(info.metadata, [(t.name, t.n_elements, t.n_bytes) for t in info.tensors])
+
+    def with_projector(self, projector: ProjectorShape | None) -> ModelShape:
+        """The same model with a vision projector loaded beside it (None: without)."""
+        return replace(self, projector=projector)
 
     def with_weight_bytes(self, weight_bytes: int) -> ModelShape:
         """The same model at another quant: per-part sizes scaled to ``weight_bytes`` in total."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from core.fit.estimate import MemoryEstimate, estimate_memory
 from core.fit.shape import ModelShape
 from core.hardware import GPU, Hardware
+from core.units import human_size
 
 FitKind = Literal["full_gpu", "partial_gpu", "cpu", "too_large"]
 GB = 1e9
@@ -47,6 +48,32 @@ def _best_gpu(hardware: Hardware) -> GPU | None:
 
 
 def assess(
+    shape: ModelShape,
+    hardware: Hardware | None = None,
+    *,
+    n_ctx: int = 4096,
+    gpu_layers: int | None = None,
+    **options: Any,
+) -> FitVerdict:
+    """Decide how ``shape`` runs on ``hardware`` (detected when None) at ``n_ctx`` tokens.
+
+    ``gpu_layers`` fixes the offload instead of choosing the most that fits; ``options`` go to
+    :func:`estimate_memory` (``cache_type_k``, ``swa_full``, ``weight_bytes`` …). One GPU is used:
+    the one with the most free memory. A shape with a vision projector counts it, and the reason says so.
+    """
+    verdict = _assess(shape, hardware, n_ctx=n_ctx, gpu_layers=gpu_layers, **options)
+    projector = shape.projector
+    if projector is None:
+        return verdict
+    compute = projector.compute_bytes
+    note = (
+        f" This includes the vision projector{f' {projector.name}' if projector.name else ''}: "
+        f"{human_size(projector.weight_bytes)} of weights and about {human_size(compute)} to encode an image."
+    )
+    return replace(verdict, reason=verdict.reason + note)
+
+
+def _assess(
     shape: ModelShape,
     hardware: Hardware | None = None,
     *,

@@ -4,6 +4,11 @@ A ``DownloadTask`` fetches every file of one model (all parts of a split GGUF, s
 into ``.partial`` files under ``Paths.downloads``, checks each against the SHA-256 the Hub lists,
 and only then moves them into ``Paths.models/<owner>__<repo>/`` and registers the model. A task
 that is cancelled or fails verification leaves nothing in the library folder.
+
+A model's vision projector (``mmproj``) comes after the model, in the same task: the model is
+registered first and usable at once; the projector is then fetched, moved beside it and paired.
+A projector that does not arrive (stopped, failed, cancelled) leaves the model as it is, unpaired,
+with its ``.partial`` kept (except after a cancel), so pulling again resumes only the projector.
 """
 
 from __future__ import annotations
@@ -72,28 +77,34 @@ class DownloadTask:
         *,
         revision: str | None,
         name: str | None,
+        mmproj: RemoteFile | None = None,
+        pair_with: ModelEntry | None = None,
     ) -> None:
         self.id = next(_ids)
         self.manager = manager
         self.repo_id = repo_id
-        self.files = files
+        self.n_model = len(files)  # files[:n_model] are the model; a projector, when any, comes last
+        self.mmproj = mmproj
+        self.pair_with = pair_with  # a model already in the library: fetch only its projector
+        self.files = list(files) + ([mmproj] if mmproj is not None else [])
         self.revision = revision
         self.name = name
-        self.total_bytes = sum(f.size for f in files)
+        self.total_bytes = sum(f.size for f in self.files)
         self.state: TaskState = "queued"
         self.error: HearthError | None = None
+        self.mmproj_error: HearthError | None = None  # why the projector did not arrive (the model did)
         self.entry: ModelEntry | None = None
         self.message = ""
         folder = repo_folder_name(repo_id)
-        self.targets = [manager.library.paths.models / folder / safe_relative_path(f.path) for f in files]
+        self.targets = [manager.library.paths.models / folder / safe_relative_path(f.path) for f in self.files]
         self.partials = [
-            manager.library.paths.downloads / folder / f"{safe_relative_path(f.path)}.partial" for f in files
+            manager.library.paths.downloads / folder / f"{safe_relative_path(f.path)}.partial" for f in self.files
         ]
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop: str | None = None  # "pause", "cancel" or "abort" (a sibling file failed)
-        self._file_done = [0] * len(files)
-        self._verified = [False] * len(files)
+        self._file_done = [0] * len(self.files)
+        self._verified = [False] * len(self.files)
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self._last_emit = 0.0
         self._thread = threading.Thread(target=self._run, name=f"hearth-download-{self.id}", daemon=True)
@@ -200,8 +211,15 @@ class DownloadTask:
     def _run(self) -> None:
         try:
             with self.manager._slots:
-                self._download_all()
-            self._finish()
+                if self.n_model:
+                    self._download_all(range(self.n_model))
+                    self._finish()
+                else:
+                    self.entry = self.pair_with
+                if self.mmproj is not None:
+                    self._projector()
+            assert self.entry is not None
+            self._set_state("done", self._done_message(self.entry))
         except TransferStopped:
             self._cleanup()
             self.error = CancelledError(f"The download of {self.repo_id} was cancelled; nothing was kept.")
@@ -217,7 +235,7 @@ class DownloadTask:
         finally:
             self._finished.set()
 
-    def _download_all(self) -> None:
+    def _download_all(self, indexes: range) -> None:
         while True:
             if self._stop == "cancel":
                 raise TransferStopped("cancel")
@@ -228,7 +246,7 @@ class DownloadTask:
                     self._wake.clear()
                 continue
             self._set_state("downloading")
-            pending = [i for i, ok in enumerate(self._verified) if not ok]
+            pending = [i for i in indexes if not self._verified[i]]
             if not pending:
                 return
             workers = max(1, min(len(pending), self.manager.parallel_files))
@@ -277,10 +295,11 @@ class DownloadTask:
         self._verified[index] = True
 
     def _finish(self) -> None:
+        """Move the verified model files into the library and register the model."""
         self._set_state("verifying", f"Adding {self.repo_id} to the library")
         moved: list[Path] = []
         try:
-            for partial, target in zip(self.partials, self.targets, strict=True):
+            for partial, target in zip(self.partials[: self.n_model], self.targets[: self.n_model], strict=True):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _sync(partial)  # the verified bytes reach the disk before the model enters the library
                 os.replace(partial, target)
@@ -298,7 +317,46 @@ class DownloadTask:
                 path.unlink(missing_ok=True)
             raise
         self.entry = entry
-        self._set_state("done", f"Added {entry.name} to the library")
+
+    def _projector(self) -> None:
+        """Fetch the projector after the model, move it beside the model and pair them.
+
+        Its failure is kept in ``mmproj_error``, not raised: the model is in the library already.
+        """
+        assert self.mmproj is not None and self.entry is not None
+        index = len(self.files) - 1
+        partial, target = self.partials[index], self.targets[index]
+        try:
+            if target.exists() and target.stat().st_size == self.mmproj.size:
+                # Another quant of this repo brought the same projector: share the file.
+                self._file_done[index] = self.mmproj.size
+            else:
+                self._download_all(range(index, index + 1))
+                self._set_state("verifying", f"Pairing {self.mmproj.name} with {self.entry.name}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _sync(partial)
+                os.replace(partial, target)
+                remove_partial(partial)
+            self.entry = self.manager.library.set_mmproj(self.entry.name, target)
+        except TransferStopped:
+            remove_partial(partial)  # only a cancel ends a transfer here (a pause waits)
+            self.mmproj_error = CancelledError(f"The download of {self.mmproj.name} was cancelled.")
+        except HearthError as exc:
+            if isinstance(exc, VerificationError):
+                remove_partial(partial)
+            self.mmproj_error = exc
+
+    def _done_message(self, entry: ModelEntry) -> str:
+        if self.mmproj is None:
+            return f"Added {entry.name} to the library"
+        if self.mmproj_error is None:
+            if self.n_model == 0:
+                return f"Paired {self.mmproj.name} with {entry.name}: it reads images"
+            return f"Added {entry.name} to the library with its vision projector {self.mmproj.name}"
+        return (
+            f"Added {entry.name} to the library without its vision projector ({self.mmproj_error}): "
+            f"pull {self.repo_id} again to resume {self.mmproj.name}"
+        )
 
     def _cleanup(self) -> None:
         for partial in self.partials:
@@ -375,9 +433,12 @@ class DownloadManager:
         revision: str | None = None,
         name: str | None = None,
         on_progress: DownloadCallback | None = None,
+        mmproj: RemoteFile | None = None,
     ) -> DownloadTask:
         """Queue one model (one file or every part of a split GGUF) and start it when a slot is free.
 
+        ``mmproj``: the model's vision projector, fetched after it and paired with it. When the model is
+        in the library already but not paired with that projector, only the projector is fetched.
         Refused at once, before any byte is fetched, when the disk cannot hold it (``DiskFullError``),
         when ``name`` is taken, or when a file name from the Hub is unsafe.
         """
@@ -385,17 +446,22 @@ class DownloadManager:
         if not files:
             raise HearthError(f"Nothing to download from {repo_id}: no file was chosen.")
         ensure_online(f"download from {repo_id}")
-        task = DownloadTask(self, repo_id, files, revision=revision, name=name)
-        taken = {e.name for e in self.library.models(include_discovered=False)}
+        task = DownloadTask(self, repo_id, files, revision=revision, name=name, mmproj=mmproj)
+        entries = self.library.models(include_discovered=False)
+        taken = {e.name for e in entries}
         if name and name in taken:
             raise AlreadyExistsError(
                 f"A model called '{name}' is already in the library: pick another --name."
             )
-        registered = {str(Path(e.path).resolve()) for e in self.library.models(include_discovered=False)}
-        if str(task.targets[0].resolve()) in registered:
-            raise AlreadyExistsError(
-                f"{files[0].name} from {repo_id} is already in the library: see 'hearth models'."
-            )
+        target = task.targets[0].resolve()
+        existing = next((e for e in entries if Path(e.path).resolve() == target), None)
+        if existing is not None:
+            paired = existing.vision and Path(str(existing.mmproj)).resolve() == task.targets[-1].resolve()
+            if mmproj is None or paired:
+                raise AlreadyExistsError(
+                    f"{files[0].name} from {repo_id} is already in the library: see 'hearth models'."
+                )
+            task = DownloadTask(self, repo_id, [], revision=revision, name=name, mmproj=mmproj, pair_with=existing)
         self._check_disk(task)
         if on_progress:
             original = on_progress

@@ -7,7 +7,14 @@ from typing import Any
 
 from core.errors import HearthError
 from core.hub.client import api, check_repo_id, ensure_online, hub_errors
-from core.hub.quants import QuantGroup, RemoteFile, fallback_choice, group_gguf_files
+from core.hub.quants import (
+    QuantGroup,
+    RemoteFile,
+    fallback_choice,
+    group_gguf_files,
+    pick_projector,
+    projector_files,
+)
 
 DEFAULT_N_CTX = 4096
 
@@ -31,13 +38,25 @@ def list_repo_files(repo_id: str, revision: str | None = None) -> list[RemoteFil
 
 
 def list_quants(repo_id: str, revision: str | None = None) -> list[QuantGroup]:
-    """The repo's GGUF models, one per quant (split parts together), smallest first."""
-    groups = group_gguf_files(list_repo_files(repo_id, revision))
+    """The repo's GGUF models, one per quant (split parts together), smallest first.
+
+    Each group's ``mmproj`` is the vision projector that comes with it, when the repo has one.
+    """
+    return list_repo_gguf(repo_id, revision)[0]
+
+
+def list_repo_gguf(repo_id: str, revision: str | None = None) -> tuple[list[QuantGroup], list[RemoteFile]]:
+    """The repo's GGUF models (as ``list_quants``) and its vision projector files, smallest first."""
+    files = list_repo_files(repo_id, revision)
+    groups = group_gguf_files(files)
     if not groups:
         raise HearthError(
             f"{repo_id} has no GGUF model files: Hearth runs GGUF models; find one with 'hearth search NAME'."
         )
-    return groups
+    projectors = projector_files(files)
+    for g in groups:
+        g.mmproj = pick_projector(projectors, g.first_file.path)[0]
+    return groups, projectors
 
 
 @dataclass
@@ -51,6 +70,22 @@ class RepoQuants:
     reason: str
     fit_error: str | None = None  # why there are no verdicts, when there are none
     shape: Any = field(default=None, repr=False)
+    projectors: list[RemoteFile] = field(default_factory=list)  # vision projector files (mmproj), never quants
+
+    @property
+    def mmproj(self) -> RemoteFile | None:
+        """The projector that comes with the recommended quant (or any quant), when there is one."""
+        chosen = self.group(self.recommended) if self.recommended else None
+        return chosen.mmproj if chosen else next((g.mmproj for g in self.groups if g.mmproj), None)
+
+    @property
+    def mmproj_reason(self) -> str:
+        chosen = self.mmproj
+        if chosen is None:
+            return "no vision projector"
+        chosen_group = self.group(self.recommended) if self.recommended else None
+        model = (chosen_group or self.groups[0]).first_file.path if self.groups else None
+        return pick_projector(self.projectors, model)[1]
 
     def group(self, name: str) -> QuantGroup | None:
         return next((g for g in self.groups if g.name == name), None)
@@ -67,6 +102,7 @@ class RepoQuants:
                     "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in g.files],
                     "complete": g.complete,
                     "recommended": g.name == self.recommended,
+                    "mmproj": g.mmproj.path if g.mmproj else None,
                     "fit": None
                     if verdict is None
                     else {
@@ -84,18 +120,28 @@ class RepoQuants:
             "reason": self.reason,
             "fit_error": self.fit_error,
             "quants": rows,
+            "projectors": [
+                {"path": f.path, "size": f.size, "sha256": f.sha256, "chosen": f == self.mmproj}
+                for f in self.projectors
+            ],
         }
 
 
 def recommend_quant(
-    repo_id: str, groups: list[QuantGroup], revision: str | None = None, n_ctx: int = DEFAULT_N_CTX
+    repo_id: str,
+    groups: list[QuantGroup],
+    revision: str | None = None,
+    n_ctx: int = DEFAULT_N_CTX,
+    projectors: list[RemoteFile] | None = None,
 ) -> RepoQuants:
     """Fit verdicts for each quant and the recommended one, reading the GGUF header of one file only.
 
     All quants of a repo share the architecture, so one header gives the shape; each quant's own
-    weight size comes from the listing. When the header cannot be read, the quants are returned
-    without verdicts, ``fit_error`` says why, and Q4_K_M (or the nearest quant) is recommended.
+    weight size comes from the listing. A vision projector that comes with the quants is counted
+    (its header is read too). When the header cannot be read, the quants are returned without
+    verdicts, ``fit_error`` says why, and Q4_K_M (or the nearest quant) is recommended.
     """
+    projectors = list(projectors or [])
     complete = [g for g in groups if g.complete]
     fit_error: str | None = None
     shape: Any = None
@@ -106,6 +152,14 @@ def recommend_quant(
             # The smallest complete quant: its header is as informative as any and cheapest to serve.
             sample = min(complete, key=lambda g: g.size)
             shape = read_remote_shape(repo_id, sample.first_file.path, revision=revision)
+            if sample.mmproj is not None:  # pulled with the model and loaded beside it: count its memory
+                from core.fit import read_remote_projector_shape
+
+                try:
+                    projector = read_remote_projector_shape(repo_id, sample.mmproj.path, revision=revision)
+                except HearthError:
+                    projector = None  # an unreadable projector header: judge the model alone
+                shape = shape.with_projector(projector)
             rec = recommend([(g.name, g.size) for g in complete], shape, n_ctx=n_ctx)
         except ImportError:
             fit_error = "fit estimates are not available in this build"
@@ -117,7 +171,7 @@ def recommend_quant(
             for g in complete:
                 g.fit = rec.verdicts.get(g.name)
             chosen = rec.quant if rec.quant in {g.name for g in complete} else None
-            return RepoQuants(repo_id, revision, groups, chosen, rec.reason, None, shape)
+            return RepoQuants(repo_id, revision, groups, chosen, rec.reason, None, shape, projectors)
     else:
         fit_error = "no complete GGUF model in the listing"
     fallback = fallback_choice(groups)
@@ -127,11 +181,11 @@ def recommend_quant(
         else f"nothing to recommend: {fit_error}"
     )
     return RepoQuants(
-        repo_id, revision, groups, fallback.name if fallback else None, reason, fit_error, shape
+        repo_id, revision, groups, fallback.name if fallback else None, reason, fit_error, shape, projectors
     )
 
 
 def repo_quants(repo_id: str, revision: str | None = None, n_ctx: int = DEFAULT_N_CTX) -> RepoQuants:
-    """List a repo's quants and judge each for this machine (``hearth files``)."""
-    groups = list_quants(repo_id, revision)
-    return recommend_quant(repo_id, groups, revision, n_ctx)
+    """List a repo's quants (and vision projectors) and judge each for this machine (``hearth files``)."""
+    groups, projectors = list_repo_gguf(repo_id, revision)
+    return recommend_quant(repo_id, groups, revision, n_ctx, projectors)

@@ -1,4 +1,5 @@
-"""Choosing what to download from a repo (``--quant``, ``--file`` or the recommended quant) and pulling it."""
+"""Choosing what to download from a repo (``--quant``, ``--file`` or the recommended quant, and the vision
+projector that comes with it) and pulling it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from dataclasses import dataclass
 
 from core.errors import HearthError, NotFoundError
 from core.hub.download import DownloadCallback, DownloadManager, DownloadTask
-from core.hub.files import DEFAULT_N_CTX, list_quants, recommend_quant
-from core.hub.quants import QuantGroup, find_group, group_for_file
+from core.hub.files import DEFAULT_N_CTX, list_repo_gguf, recommend_quant
+from core.hub.quants import QuantGroup, RemoteFile, find_group, group_for_file, pick_projector
 from core.library import ModelEntry
 
 
@@ -19,6 +20,20 @@ class PullPlan:
     revision: str | None
     group: QuantGroup
     reason: str
+    mmproj: RemoteFile | None = None  # the vision projector fetched with the model and paired with it
+    mmproj_reason: str = ""
+
+    @property
+    def total_bytes(self) -> int:
+        return self.group.size + (self.mmproj.size if self.mmproj else 0)
+
+
+def split_repo_quant(repo_id: str) -> tuple[str, str | None]:
+    """``'org/repo:Q4_K_M'`` → ``('org/repo', 'Q4_K_M')`` (the ``REPO:QUANT`` form llama.cpp's ``-hf`` takes)."""
+    if ":" in repo_id:
+        repo, _, quant = repo_id.partition(":")
+        return repo, quant.strip() or None
+    return repo_id, None
 
 
 def plan_pull(
@@ -28,11 +43,23 @@ def plan_pull(
     filename: str | None = None,
     revision: str | None = None,
     n_ctx: int = DEFAULT_N_CTX,
+    mmproj: str | None = None,
+    no_mmproj: bool = False,
 ) -> PullPlan:
-    """The files to fetch: the named quant or file, else the quant recommended for this machine."""
+    """The files to fetch: the named quant or file, else the quant recommended for this machine.
+
+    When the repo has vision projectors, the one chosen by ``pick_projector``'s rule (or ``mmproj``, a file
+    name or a precision) comes with the model; ``no_mmproj`` leaves it out.
+    """
+    repo_id, tag = split_repo_quant(repo_id)
+    if tag and (quant or filename):
+        raise HearthError(f"Give the quant once: '{repo_id}:{tag}' or --quant, not both.")
+    quant = quant or tag
     if quant and filename:
         raise HearthError("Give --quant or --file, not both.")
-    groups = list_quants(repo_id, revision)
+    if mmproj and no_mmproj:
+        raise HearthError("Give --mmproj NAME or --no-mmproj, not both.")
+    groups, projectors = list_repo_gguf(repo_id, revision)
     names = ", ".join(g.name for g in groups)
     if filename:
         group = group_for_file(groups, filename)
@@ -45,7 +72,7 @@ def plan_pull(
             raise NotFoundError(f"{repo_id} has no {quant} file: its quants are {names}.")
         reason = f"{group.name} as asked"
     else:
-        rq = recommend_quant(repo_id, groups, revision, n_ctx)
+        rq = recommend_quant(repo_id, groups, revision, n_ctx, projectors)
         group = rq.group(rq.recommended) if rq.recommended else None
         if group is None:
             raise HearthError(
@@ -57,7 +84,12 @@ def plan_pull(
             f"{repo_id} lists only {len(group.files)} of the {group.parts_expected} parts of {group.name}: "
             "it cannot be downloaded; pick another quant."
         )
-    return PullPlan(repo_id, revision, group, reason)
+    if mmproj and not projectors:
+        raise NotFoundError(f"{repo_id} has no vision projector (mmproj) file: pull without --mmproj.")
+    chosen, why = (None, "left out (--no-mmproj)") if no_mmproj else pick_projector(
+        projectors, group.first_file.path, mmproj
+    )
+    return PullPlan(repo_id, revision, group, reason, chosen, why)
 
 
 def start_pull(
@@ -67,10 +99,19 @@ def start_pull(
     manager: DownloadManager | None = None,
     on_progress: DownloadCallback | None = None,
 ) -> DownloadTask:
-    """Queue the planned files for download; the task reports progress and can pause, resume, cancel."""
+    """Queue the planned files for download; the task reports progress and can pause, resume, cancel.
+
+    When the model is already in the library without its projector (an earlier pull stopped while the
+    projector downloaded), only the projector is fetched, resuming what had arrived, and then paired.
+    """
     manager = manager or DownloadManager()
     return manager.add(
-        plan.repo_id, plan.group.files, revision=plan.revision, name=name, on_progress=on_progress
+        plan.repo_id,
+        plan.group.files,
+        revision=plan.revision,
+        name=name,
+        on_progress=on_progress,
+        mmproj=plan.mmproj,
     )
 
 
@@ -83,7 +124,9 @@ def pull(
     revision: str | None = None,
     manager: DownloadManager | None = None,
     on_progress: DownloadCallback | None = None,
+    mmproj: str | None = None,
+    no_mmproj: bool = False,
 ) -> ModelEntry:
-    """Download a model from the Hub into the library and return its entry (blocks until done)."""
-    plan = plan_pull(repo_id, quant=quant, filename=filename, revision=revision)
+    """Download a model (and its vision projector) from the Hub into the library and return its entry."""
+    plan = plan_pull(repo_id, quant=quant, filename=filename, revision=revision, mmproj=mmproj, no_mmproj=no_mmproj)
     return start_pull(plan, name=name, manager=manager, on_progress=on_progress).wait()

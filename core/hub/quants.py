@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from core.library.gguf_meta import SPLIT_RE
+from core.library.projector import choose_projector, is_projector_file
 
 _QUANT_RE = re.compile(
     r"(?<![A-Za-z0-9])(?P<q>(?:UD[-_])?(?:"
@@ -78,7 +79,21 @@ def bits_per_weight(quant: str | None) -> float | None:
 def is_model_file(path: str) -> bool:
     """True for GGUF model weights; vision projectors (``mmproj``) and importance matrices are not models."""
     name = PurePosixPath(path).name.lower()
-    return name.endswith(".gguf") and not name.startswith("mmproj") and "imatrix" not in name
+    return name.endswith(".gguf") and not is_projector_file(name) and "imatrix" not in name
+
+
+def projector_files(files: list[RemoteFile]) -> list[RemoteFile]:
+    """A repo's vision projector files (``mmproj-*.gguf``), smallest first."""
+    return sorted((f for f in files if is_projector_file(f.path)), key=lambda f: (f.size, f.path))
+
+
+def pick_projector(
+    files: list[RemoteFile], model_path: str | None = None, wanted: str | None = None
+) -> tuple[RemoteFile | None, str]:
+    """The projector that comes with a model of the repo (``choose_projector``'s rule), and why."""
+    projectors = projector_files(files)
+    path, reason = choose_projector([(f.path, f.size) for f in projectors], model_path, wanted)
+    return next((f for f in projectors if f.path == path), None), reason
 
 
 @dataclass(frozen=True)
@@ -104,6 +119,7 @@ class QuantGroup:
     files: list[RemoteFile]
     parts_expected: int = 1
     fit: object | None = field(default=None, repr=False)  # a core.fit.FitVerdict when known
+    mmproj: RemoteFile | None = None  # the vision projector that comes with this model, when the repo has one
 
     @property
     def size(self) -> int:

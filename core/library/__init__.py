@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 from core.library.gguf_meta import GGUFInfo, TensorInfo, read_gguf_info
-from core.library.registry import Library, ModelEntry, model_name_for
+from core.library.projector import choose_projector, is_projector_file, is_projector_info, load_options_for
+from core.library.registry import Library, ModelEntry, check_projector, model_name_for
 
-__all__ = ["GGUFInfo", "Library", "ModelEntry", "TensorInfo", "model_name_for", "read_gguf_info"]
+__all__ = [
+    "GGUFInfo",
+    "Library",
+    "ModelEntry",
+    "TensorInfo",
+    "check_projector",
+    "choose_projector",
+    "is_projector_file",
+    "is_projector_info",
+    "load_options_for",
+    "model_name_for",
+    "read_gguf_info",
+]

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from core.errors import AlreadyExistsError, HearthError, InvalidModelError, NotFoundError
 from core.events import Progress, ProgressCallback
 from core.library.gguf_meta import SPLIT_RE, GGUFInfo, is_first_part, read_gguf_info
+from core.library.projector import choose_projector, is_projector_file, is_projector_info
 from core.paths import Paths, get_paths, hf_hub_cache, write_text_atomic
 
 INDEX_VERSION = 1
@@ -48,6 +49,12 @@ class ModelEntry:
     sha256: str | None = None
     general_name: str = ""
     block_count: int | None = None
+    mmproj: str | None = None  # the paired vision projector (mmproj GGUF): the model reads images
+
+    @property
+    def vision(self) -> bool:
+        """True when a projector is paired and its file is there."""
+        return bool(self.mmproj) and Path(str(self.mmproj)).is_file()
 
     @property
     def exists(self) -> bool:
@@ -56,6 +63,7 @@ class ModelEntry:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["exists"] = self.exists
+        data["vision"] = self.vision
         return data
 
     @classmethod
@@ -126,14 +134,21 @@ class Library:
 
     def _rebuilt(self) -> dict[str, Any]:
         models = []
+        projectors: list[Path] = []
         for path in sorted(self.paths.models.glob("**/*.gguf")):
             if not is_first_part(path) or path.name.startswith("."):
                 continue
             try:
-                info = read_gguf_info(path)
+                info = read_gguf_info(path, check_architecture=False)
             except HearthError:
                 continue
-            models.append(ModelEntry.from_info(model_name_for(path), info, source="copy", managed=True).__dict__)
+            if is_projector_info(info) or is_projector_file(path):
+                projectors.append(path)
+                continue
+            entry = ModelEntry.from_info(model_name_for(path), info, source="copy", managed=True)
+            models.append(entry.__dict__)
+        for m in models:  # a download's projector lies beside its model, in the repo's folder
+            m["mmproj"] = _projector_beside(Path(m["path"]), projectors)
         return {"version": INDEX_VERSION, "models": models, "discovered": {}}
 
     def _save(self, data: dict[str, Any]) -> None:
@@ -182,12 +197,22 @@ class Library:
         mode: ImportMode = "copy",
         name: str | None = None,
         progress: ProgressCallback | None = None,
+        mmproj: str | Path | None = None,
     ) -> ModelEntry:
         """Add a GGUF file (all parts of a split model) by copying it in or registering it in place.
 
-        The file is checked first; a bad file is refused with the reason and nothing changes.
+        ``mmproj`` pairs a vision projector with it (copied in beside the model, or used in place with
+        ``mode="link"``). The files are checked first; a bad file is refused with the reason and
+        nothing changes.
         """
         source = Path(path).expanduser().resolve()
+        projector = check_projector(mmproj) if mmproj is not None else None
+        info = read_gguf_info(source, check_architecture=False)
+        if is_projector_info(info):
+            raise InvalidModelError(
+                f"{source.name} is a vision projector (mmproj), not a model: import the model and pair it "
+                f"with 'hearth import MODEL.gguf --mmproj {source.name}'."
+            )
         info = read_gguf_info(source)
         if info.general_type != "model":
             raise InvalidModelError(
@@ -208,7 +233,12 @@ class Library:
             managed, source_kind = True, "copy"
         else:
             managed, source_kind = self._inside_library(info.path), mode
-        return self.register_info(info, name=name, source=source_kind, managed=managed)
+        entry = self.register_info(info, name=name, source=source_kind, managed=managed)
+        if projector is not None:
+            if mode == "copy" and managed and not self._inside_library(projector):
+                projector = self._copy_projector(projector, Path(entry.path).parent, progress)
+            entry = self.set_mmproj(entry.name, projector)
+        return entry
 
     def register_info(
         self, info: GGUFInfo, *, name: str, source: str, managed: bool, repo: str | None = None,
@@ -228,6 +258,11 @@ class Library:
         sha256: str | None = None,
     ) -> ModelEntry:
         """Check and register a file already in place (a finished download, an export)."""
+        info = read_gguf_info(path, check_architecture=False)
+        if is_projector_info(info):
+            raise InvalidModelError(
+                f"{info.path.name} is a vision projector (mmproj), not a model: pair it with its model instead."
+            )
         info = read_gguf_info(path)
         name = name or self.unique_name(model_name_for(info.path))
         return self.register_info(
@@ -255,7 +290,13 @@ class Library:
             if entry.source == "starter":
                 data["starter_removed"] = True  # the user removed it: don't bring it back
             self._save(data)
+            # The projector goes with the model when the library manages it and no other model uses it.
+            shared = entry.mmproj is not None and any(
+                m.get("mmproj") and _same_file(m["mmproj"], entry.mmproj) for m in data["models"]
+            )
         if delete_files and entry.managed:
+            if entry.mmproj and not shared and self._inside_library(Path(entry.mmproj)):
+                Path(entry.mmproj).unlink(missing_ok=True)
             for f in entry.files:
                 Path(f).unlink(missing_ok=True)
             folder = Path(entry.path).parent
@@ -265,6 +306,43 @@ class Library:
                 except OSError:
                     pass
         return entry
+
+    def set_mmproj(self, name: str, path: str | Path | None) -> ModelEntry:
+        """Pair a vision projector with a registered model (``None`` unpairs it); the file is checked first.
+
+        Raises ``InvalidModelError`` when the file is not a projector, ``NotFoundError`` for an unknown model.
+        """
+        projector = check_projector(path) if path is not None else None
+        with self._locked():
+            data = self._load()
+            match = [m for m in data["models"] if m["name"] == name]
+            if not match:
+                raise NotFoundError(
+                    f"No model called '{name}' in the library: a projector can be paired only with a "
+                    "library model (see 'hearth models')."
+                )
+            match[0]["mmproj"] = str(projector) if projector is not None else None
+            self._save(data)
+            return ModelEntry.from_dict(match[0])
+
+    def _copy_projector(self, source: Path, folder: Path, progress: ProgressCallback | None) -> Path:
+        """Copy a projector into a library folder (kept when the same file is already there)."""
+        target = folder / source.name
+        if target.exists():
+            if target.stat().st_size == source.stat().st_size:
+                return target  # the same projector, already paired with another quant of the model
+            target = folder / f"{Path(folder.name).name}-{source.name}"
+        tmp = target.with_name(f".{target.name}.partial")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if progress:
+                progress(Progress("copy", 0, 1, f"Copying {source.name}"))
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise HearthError(f"Could not copy {source.name} into the library: {exc}") from exc
+        return target
 
     def ensure_starter(self, progress: ProgressCallback | None = None) -> ModelEntry | None:
         """Put the bundled starter model (Gemma 3 270M Q4_K_M) in the library if it is not there.
@@ -357,6 +435,8 @@ class Library:
         seen: dict[str, Any] = {}
         for repo_dir in sorted(cache.glob("models--*")):
             repo = repo_dir.name.removeprefix("models--").replace("--", "/")
+            in_repo: list[ModelEntry] = []
+            projectors: list[Path] = []
             for path in sorted(repo_dir.glob("snapshots/*/**/*.gguf")):
                 if not is_first_part(path) or str(path.resolve()) in registered:
                     continue
@@ -367,18 +447,65 @@ class Library:
                 key = f"{path}|{stat.st_size}|{int(stat.st_mtime)}"
                 cached = data["discovered"].get(key)
                 if cached is None:
-                    try:
-                        info = read_gguf_info(path)
-                    except HearthError:
+                    cached = _discovered_record(path, repo)
+                    if cached is None:
                         continue
-                    if info.general_type != "model":
-                        continue
-                    cached = asdict(
-                        ModelEntry.from_info(
-                            f"{repo}/{model_name_for(path)}", info, source="hf-cache", managed=False, repo=repo
-                        )
-                    )
                 seen[key] = cached
-                found.append(ModelEntry.from_dict(cached))
+                if cached.get("projector"):  # remembered as a projector: never listed as a model
+                    projectors.append(path)
+                    continue
+                in_repo.append(ModelEntry.from_dict(cached))
+            for entry in in_repo:  # a projector in the same repo pairs with its models
+                entry.mmproj = entry.mmproj or _projector_beside(Path(entry.path), projectors, same_repo=True)
+            found.extend(in_repo)
         data["discovered"] = seen
         return found
+
+
+def check_projector(path: str | Path) -> Path:
+    """The resolved path of a vision projector file; ``InvalidModelError`` when it is not one."""
+    source = Path(path).expanduser()
+    info = read_gguf_info(source, check_architecture=False)
+    if not is_projector_info(info):
+        raise InvalidModelError(
+            f"{source.name} is a GGUF {info.general_type} ('{info.architecture}'), not a vision projector: "
+            "pick the mmproj-*.gguf file from the model's own repository."
+        )
+    return info.path.resolve()
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return a == b
+
+
+def _discovered_record(path: Path, repo: str) -> dict[str, Any] | None:
+    """What the index remembers of a GGUF in the HF cache: a model entry, ``{"projector": True}``, or None."""
+    try:
+        info = read_gguf_info(path, check_architecture=False)
+        if is_projector_info(info):
+            return {"projector": True}
+        info = read_gguf_info(path)
+    except HearthError:
+        return None
+    if info.general_type != "model":
+        return None
+    entry = ModelEntry.from_info(f"{repo}/{model_name_for(path)}", info, source="hf-cache", managed=False, repo=repo)
+    return asdict(entry)
+
+
+def _projector_beside(model: Path, projectors: list[Path], *, same_repo: bool = False) -> str | None:
+    """The projector to pair with a model found on disk: one in its folder (or, for the HF cache, its
+    repo's snapshots), chosen by ``choose_projector``'s rule."""
+    near = [p for p in projectors if p.parent == model.parent]
+    if not near and same_repo:
+        near = list(projectors)
+    if not near:
+        return None
+    try:
+        pick, _ = choose_projector([(str(p), p.stat().st_size) for p in near], str(model))
+    except OSError:
+        return None
+    return pick
