@@ -120,6 +120,7 @@ def run_fit(args: argparse.Namespace) -> int:
         ["compute buffers", human_size(e.compute_gpu), human_size(e.compute_cpu)],
         ["logits, vocabulary", "", human_size(e.output + e.vocab)],
         ["process / driver", human_size(e.gpu_runtime), human_size(e.baseline)],
+        *([["vision projector", human_size(e.projector_gpu), human_size(e.projector_cpu)]] if e.projector_bytes else []),
         [f"margin ({MARGIN_FRACTION:.0%})", human_size(e.margin_gpu), human_size(e.margin_cpu)],
         ["total", human_size(e.gpu_bytes), human_size(e.cpu_bytes)],
     ]
