@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,13 +28,19 @@ from core.engine import Completion, Engine, LoadOptions, ModelStatus, TextChunk
 from core.engine.gate import FairLock
 from core.errors import HearthError
 from core.finetune.adapters import AdapterEntry, ensure_lora_gguf
-from core.library import ModelEntry
+from core.library import ModelEntry, load_options_for
 from core.settings import ChatParameters
 from desktop.ops import Executor, Op, error_text
 
 if TYPE_CHECKING:  # core.docs imports numpy: loaded with the first question asked with documents
     from core.docs import DocsLibrary, DocsTurn, Embedder, EngineEmbedder
+    from core.media import PreparedImage
     from desktop.tools_control import ToolsControl
+
+
+def _load_options(entry: ModelEntry, params: ChatParameters) -> LoadOptions:
+    """How the chat loads ``entry``: the parameters' options, with the entry's vision projector (if any)."""
+    return load_options_for(entry, params.load_options())
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ class ChatController(QObject):
             ).on_success(self._did_load).on_failure(self._load_failed).run(self.executor)
 
     def _needs_load(self, entry: ModelEntry, params: ChatParameters) -> bool:
-        wanted = _Loaded(str(Path(entry.path)), params.load_options())
+        wanted = _Loaded(str(Path(entry.path)), _load_options(entry, params))
         return self._loaded != wanted or self.engine.status is None or self.engine.status is not self._status
 
     def _load_blocking(
@@ -141,13 +147,13 @@ class ChatController(QObject):
         # hint here). Load progress goes out through ``report`` as floats (answers' text goes as str).
         # ``engine.status`` is a new object after every load, whoever asked for it: if it is not the
         # one our load returned, the server loaded another model (or unloaded ours) meanwhile.
-        wanted = _Loaded(str(Path(entry.path)), params.load_options())
+        wanted = _Loaded(str(Path(entry.path)), _load_options(entry, params))
         status = self.engine.status
         if self._loaded == wanted and status is not None and status is self._status and self.engine.alive:
             self._sync_adapter()
             return status
         self._loaded = self._status = None
-        status = self.engine.load(entry.path, params.load_options(), progress=report)
+        status = self.engine.load(entry.path, wanted.options, progress=report)
         self._loaded, self._status = wanted, status
         self._sync_adapter()
         return status
@@ -200,21 +206,29 @@ class ChatController(QObject):
 
     # -- answers -------------------------------------------------------------------------------
     def send(
-        self, conversation_id: int, text: str, entry: ModelEntry, params: ChatParameters, docs: str = ""
+        self, conversation_id: int, text: str, entry: ModelEntry, params: ChatParameters, docs: str = "",
+        images: Sequence[PreparedImage] = (),
     ) -> None:
-        """Answer ``text``; with ``docs`` (a collection's name) the question carries its best passages."""
+        """Answer ``text``; with ``docs`` (a collection's name) the question carries its best passages.
+
+        ``images`` (checked and scaled by ``core.media``) are saved with the message and shown to the
+        model, which is loaded with its projector (``load_options_for``).
+        """
+        pictures = {"images": list(images)} if images else {}
         self._stream(entry, params, lambda s, **kw: s.send(self._question(s, text, docs, params), params.sampling(),
-                                                           **kw), conversation_id)
+                                                           **pictures, **kw), conversation_id)
 
     def regenerate(self, conversation_id: int, entry: ModelEntry, params: ChatParameters) -> None:
         self._stream(entry, params, lambda s, **kw: s.regenerate(params.sampling(), **kw), conversation_id)
 
     def edit_and_rerun(
         self, conversation_id: int, message_id: int, text: str, entry: ModelEntry, params: ChatParameters,
-        docs: str = "",
+        docs: str = "", images: Sequence[PreparedImage] | None = None,
     ) -> None:
+        """Replace a message and answer again; it keeps its pictures unless ``images`` replaces them."""
+        pictures = {"images": list(images)} if images is not None else {}
         self._stream(entry, params, lambda s, **kw: s.edit_and_rerun(
-            message_id, self._question(s, text, docs, params), params.sampling(), **kw), conversation_id)
+            message_id, self._question(s, text, docs, params), params.sampling(), **pictures, **kw), conversation_id)
 
     @property
     def docs(self) -> DocsLibrary:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QSlider,
     QSplitter,
@@ -32,46 +31,16 @@ from desktop.theme import Palette
 from desktop.tools_control import ToolsControl
 from desktop.views.chat_docs import DocsToggle, SourcesStrip
 from desktop.views.chat_tools import ChatTools, ToolsToggle
+from desktop.views.composer import Composer
 from desktop.views.conversation_panel import ConversationPanel
+from desktop.views.image_attachments import ChatImages
+from desktop.views.image_view import stored_image
 from desktop.views.params_panel import ParamsPanel
 from desktop.views.transcript import TranscriptView
-from desktop.views.widgets import Banner, button, flat_button, muted
+from desktop.views.widgets import Banner, flat_button, muted
 
 SCALE_STEP = 0.05
 MAX_SCALE = 2.0
-
-
-class Composer(QFrame):
-    """The message box: Enter sends, Shift+Enter starts a new line."""
-
-    submitted = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("composer")
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(10, 6, 8, 6)
-        self.edit = QPlainTextEdit()
-        self.edit.setObjectName("composerEdit")
-        self.edit.setPlaceholderText("Message the model…  (Enter to send, Shift+Enter for a new line)")
-        self.edit.setFixedHeight(64)
-        self.edit.installEventFilter(self)
-        self.send_button = button("Send", self.submitted.emit, kind="primary", tip="Send (Enter)")
-        self.stop_button = button("■  Stop", lambda: None, kind="danger", tip="Stop the answer (Esc)")
-        self.stop_button.hide()
-        layout.addWidget(self.edit, 1)
-        layout.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
-        layout.addWidget(self.stop_button, 0, Qt.AlignmentFlag.AlignBottom)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self.edit and event.type() == QEvent.Type.KeyPress:
-            assert isinstance(event, QKeyEvent)
-            if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
-                event.modifiers() & Qt.KeyboardModifier.ShiftModifier
-            ):
-                self.submitted.emit()
-                return True
-        return super().eventFilter(watched, event)
 
 
 class ChatPage(QWidget):
@@ -181,6 +150,10 @@ class ChatPage(QWidget):
         composer_row.setContentsMargins(16, 0, 16, 0)
         composer_row.setSpacing(4)
         composer_row.addWidget(self.composer)
+        # Pictures (attach, drop, paste): greyed with the reason, shown under the box, for a model without a projector.
+        self.chat_images = ChatImages(self.composer, self.banner, [self.transcript.viewport()])
+        self.transcript.image_loader = lambda sha: stored_image(store, sha)
+        composer_row.addWidget(self.chat_images.hint)
         # Retrieval (Knowledge): the question goes with a collection's passages; saved with the chat.
         self.docs_toggle = DocsToggle()
         self.docs_toggle.changed.connect(self._save_docs)
@@ -228,6 +201,8 @@ class ChatPage(QWidget):
         controller.serving_changed.connect(self._serving_changed)
         controller.docs_used.connect(self._docs_used)
         library.modelReset.connect(self._library_changed)
+        for changed in (self.model_picker.currentIndexChanged, library.modelReset, controller.model_loaded):
+            changed.connect(lambda *_: self.chat_images.update_model(self.current_entry(), controller.engine.status))
         self.conversations.refresh()
         self.refresh_adapters()
 
@@ -242,6 +217,7 @@ class ChatPage(QWidget):
 
     def set_palette(self, palette: Palette) -> None:
         self.transcript.set_palette(palette)
+        self.chat_images.set_palette(palette)
         self.transcript.setStyleSheet(
             f"QLabel#passage {{ background: {palette.surface}; border: 1px solid {palette.border}; "
             f"border-radius: 8px; padding: 8px; }}")
@@ -393,19 +369,25 @@ class ChatPage(QWidget):
 
     def send(self) -> None:
         text = self.composer.edit.toPlainText().strip()
-        if not text or self.controller.streaming:
+        images = self.chat_images.images()
+        if (not text and not images) or self.controller.streaming or self.chat_images.busy:
+            return
+        if images and self.chat_images.reason:  # the model was switched after they were attached
+            self.banner.show_message(self.chat_images.reason)
             return
         ready = self._ready()
         if ready is None:
             return
         conv_id, entry, params = ready
         self.composer.edit.clear()
+        self.chat_images.clear()
         if self.editing_id is not None:
             message_id, self.editing_id = self.editing_id, None
             self.edit_bar.hide()
-            self.controller.edit_and_rerun(conv_id, message_id, text, entry, params, docs=self.docs_toggle.collection())
+            self.controller.edit_and_rerun(conv_id, message_id, text, entry, params, docs=self.docs_toggle.collection(),
+                                           images=images)
         else:
-            self.controller.send(conv_id, text, entry, params, docs=self.docs_toggle.collection())
+            self.controller.send(conv_id, text, entry, params, docs=self.docs_toggle.collection(), images=images)
 
     def regenerate(self) -> None:
         ready = self._ready()
@@ -422,6 +404,7 @@ class ChatPage(QWidget):
         self.editing_id = message_id
         parsed = read_docs_message(message.content)
         self.composer.edit.setPlainText(parsed.question if parsed else message.content)
+        self.chat_images.show_stored(message.images, self.store)  # kept, or removed one by one, when sent
         self.edit_bar.show()
         self.composer.edit.setFocus()
 
@@ -429,6 +412,7 @@ class ChatPage(QWidget):
         if self.editing_id is not None:
             self.editing_id = None
             self.composer.edit.clear()
+            self.chat_images.clear()
         self.edit_bar.hide()
 
     def stop(self) -> None:

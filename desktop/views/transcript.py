@@ -19,6 +19,7 @@ from core.chats import Message
 from desktop.markdown import render_markdown
 from desktop.theme import LIGHT, Palette
 from desktop.views.chat_tools import stored_calls
+from desktop.views.image_view import ImageLoader, image_row
 from desktop.views.tool_call_card import ToolCallCard
 from desktop.views.widgets import flat_button
 
@@ -81,7 +82,8 @@ class MessageBubble(QFrame):
     edit_requested = Signal(int)
     regenerate_requested = Signal()
 
-    def __init__(self, message: Message, palette: Palette, *, last: bool, parent: QWidget | None = None) -> None:
+    def __init__(self, message: Message, palette: Palette, *, last: bool, image_loader: ImageLoader | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.message = message
         self.palette_ = palette
@@ -93,6 +95,11 @@ class MessageBubble(QFrame):
         who = QLabel("You" if user else "Assistant")
         who.setObjectName("sectionTitle")
         layout.addWidget(who)
+        # The message's pictures, as thumbnails (a click opens one larger), above its text.
+        shas = list(getattr(message, "images", None) or [])
+        self.images = image_row([(sha, image_loader(sha) if image_loader else None) for sha in shas]) if shas else None
+        if self.images is not None:
+            layout.addWidget(self.images)
         self.text = MessageText()
         self.text.copy_code.connect(self.copy_text)
         layout.addWidget(self.text)
@@ -116,6 +123,8 @@ class MessageBubble(QFrame):
             footer.addWidget(self.regenerate_button)
         layout.addLayout(footer)
         self.set_content(message.content)
+        if self.images is not None and not message.content.strip():
+            self.text.hide()  # a picture sent without words: no "…" under it
 
     def set_content(self, text: str) -> None:
         self.message.content = text
@@ -163,6 +172,7 @@ class TranscriptView(QScrollArea):
         self._layout.addStretch(1)
         self.setWidget(inner)
         self.palette_ = LIGHT
+        self.image_loader: ImageLoader | None = None  # a stored picture's bytes by sha256 (the page's chat store)
         self.bubbles: list[MessageBubble] = []
         self.tool_cards: list[ToolCallCard] = []
         self.streaming: MessageBubble | None = None
@@ -188,7 +198,8 @@ class TranscriptView(QScrollArea):
         calls = stored_calls(messages)  # tool calls show as finished cards, not as bubbles
         for i, m in enumerate(messages):
             if m.role not in ("system", "tool") and not (i in calls and m.role == "assistant" and not m.content.strip()):
-                self._add(MessageBubble(m, self.palette_, last=i == last_assistant and i == len(messages) - 1))
+                self._add(MessageBubble(m, self.palette_, last=i == last_assistant and i == len(messages) - 1,
+                                        image_loader=self.image_loader))
             for call in calls.get(i, []):
                 card = ToolCallCard(call.id, call.tool, call.arguments, self.palette_)
                 card.set_result(call.text, call.status)

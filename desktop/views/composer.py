@@ -1,0 +1,84 @@
+"""The chat's message box: text, the pictures attached to it, the attach button, Send and Stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QMimeData, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
+
+from desktop.views.image_attachments import ATTACH_TIP, AttachmentStrip, offer_from_mime
+from desktop.views.widgets import button
+
+
+class ComposerEdit(QPlainTextEdit):
+    """The text box; a dropped or pasted picture is offered (``images_offered``) instead of typed in as text."""
+
+    images_offered = Signal(object)  # ImageOffer
+
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:
+        return offer_from_mime(source) is not None or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:
+        # Qt routes both Ctrl+V and a drop here (QPlainTextEditControl), so one override covers both.
+        offer = offer_from_mime(source)
+        if offer is not None:
+            self.images_offered.emit(offer)
+            return
+        super().insertFromMimeData(source)
+
+
+class Composer(QFrame):
+    """The message box: Enter sends, Shift+Enter starts a new line; attached pictures show above the text."""
+
+    submitted = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("composer")
+        col = QVBoxLayout(self)
+        col.setContentsMargins(8, 6, 8, 6)
+        col.setSpacing(4)
+        self.attachments = AttachmentStrip()
+        col.addWidget(self.attachments)
+        layout = QHBoxLayout()
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.attach_button = QToolButton()
+        self.attach_button.setObjectName("flat")
+        self.attach_button.setIconSize(QSize(20, 20))
+        self.attach_button.setText("Image")  # until the window's palette gives it its icon
+        self.attach_button.setToolTip(ATTACH_TIP)
+        self.attach_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.attach_button.setAccessibleName("Attach a picture")
+        self.edit = ComposerEdit()
+        self.edit.setObjectName("composerEdit")
+        self.edit.setPlaceholderText("Message the model…  (Enter to send, Shift+Enter for a new line)")
+        self.edit.setFixedHeight(64)
+        self.edit.installEventFilter(self)
+        self.send_button = button("Send", self.submitted.emit, kind="primary", tip="Send (Enter)")
+        self.stop_button = button("■  Stop", lambda: None, kind="danger", tip="Stop the answer (Esc)")
+        self.stop_button.hide()
+        layout.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
+        layout.addWidget(self.stop_button, 0, Qt.AlignmentFlag.AlignBottom)
+        col.addLayout(layout)
+
+    def set_attach_icon(self, path: str) -> None:
+        """The attach button's icon (a recoloured SVG from resources/icons); its text stays as a fallback."""
+        from PySide6.QtGui import QIcon
+
+        if Path(path).exists():
+            self.attach_button.setIcon(QIcon(path))
+            self.attach_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.edit and event.type() == QEvent.Type.KeyPress:
+            assert isinstance(event, QKeyEvent)
+            if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
+                event.modifiers() & Qt.KeyboardModifier.ShiftModifier
+            ):
+                self.submitted.emit()
+                return True
+        return super().eventFilter(watched, event)

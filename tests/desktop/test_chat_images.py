@@ -1,0 +1,246 @@
+"""Pictures in the window's chat, on the real engine with the tiny vision model and its projector
+(tests/fixtures/tiny_vision.py): a dropped picture (a real QDropEvent with file URLs) shows as a thumbnail
+in the composer, goes with the message, shows in the message, and is still there in a reopened chat and
+for Regenerate; a pasted picture; broken files said in one sentence with the typed text kept; a model
+without a projector greys the attach button with the reason and refuses drops and pastes with it."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtWidgets import QApplication, QWidget
+
+from core.library import Library
+from desktop.views.chat_page import ChatPage
+from desktop.views.image_attachments import NO_VISION
+from desktop.views.image_view import ImageThumb, ImageViewer
+from desktop.views.main_window import MainWindow
+from tests.desktop.conftest import WindowFactory, wait_until
+from tests.fixtures.tiny_vision import TinyVision, write_test_image
+
+VISION = "tiny-vision"
+ANSWER = 120  # bounds for a busy machine, not measurements
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory: pytest.TempPathFactory) -> TinyVision:  # TEMPORARY until conftest has it
+    from tests.fixtures.tiny_vision import write_tiny_vision
+
+    return write_tiny_vision(tmp_path_factory.mktemp("tiny-vision"))
+
+
+@pytest.fixture
+def vision_model(tiny_vision: TinyVision, hearth_home: Path) -> str:
+    """The tiny vision model in this test's library, paired with its projector."""
+    Library(discover_hf_cache=False).import_file(tiny_vision.model, mode="link", name=VISION, mmproj=tiny_vision.mmproj)
+    return VISION
+
+
+def _window(make_window: WindowFactory, qtbot: object) -> MainWindow:
+    window = make_window()
+    wait_until(qtbot, lambda: window.library_model.rowCount() >= 2, 30, "the tiny vision model in the library")
+    window.show_page("chat")
+    return window
+
+
+def _use(page: ChatPage, name: str) -> None:
+    page.model_picker.setCurrentIndex(page.library.row_of(name))
+    page._model_picked()
+    form = page.params.form.editors
+    form["temperature"].setValue(0)
+    form["max_tokens"].setValue(8)
+    form["n_ctx"].setValue(512)
+    form["n_threads"].setValue(1)
+
+
+def _drop(widget: QWidget, paths: list[Path]) -> bool:
+    """Drag files over ``widget`` and drop them, as a file manager does; True when the drop was taken."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    centre = widget.rect().center()
+    enter = QDragEnterEvent(centre, Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    drop = QDropEvent(QPointF(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return drop.isAccepted()
+
+
+def _attached(qtbot: object, page: ChatPage, count: int) -> None:
+    strip = page.composer.attachments
+    wait_until(qtbot, lambda: strip.pending == 0 and len(strip.images()) == count, 30, f"{count} attached pictures")
+
+
+def _idle(qtbot: object, page: ChatPage) -> None:
+    wait_until(qtbot, lambda: not page.controller.streaming, ANSWER, "the answer to finish")
+
+
+def _thumbs(widget: QWidget) -> list[ImageThumb]:
+    return widget.findChildren(ImageThumb)
+
+
+def test_a_dropped_picture_is_sent_shown_in_the_message_and_kept_on_reopen(
+    make_window: WindowFactory, qtbot: object, vision_model: str, tmp_path: Path
+) -> None:
+    window = _window(make_window, qtbot)
+    page = window.chat
+    _use(page, vision_model)
+    assert page.composer.attach_button.isEnabled() and not page.chat_images.hint.isVisibleTo(page)
+    picture = write_test_image(tmp_path / "grid.png", "png", seed=1, size=(320, 200))
+    page.composer.edit.setPlainText("What colours are in this picture?")
+    assert _drop(page.composer.edit.viewport(), [picture])
+    _attached(qtbot, page, 1)
+    strip = page.composer.attachments
+    assert strip.isVisibleTo(page) and len(_thumbs(strip)) == 1 and strip.chips[0].name == "grid.png"
+    assert page.composer.edit.toPlainText() == "What colours are in this picture?"  # nothing typed in
+    sha = strip.images()[0].sha256
+    qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+    _idle(qtbot, page)
+    assert not page.banner.text, page.banner.text
+    assert not strip.chips and not strip.isVisibleTo(page) and not page.composer.edit.toPlainText()
+    conv_id = page.current_id
+    assert conv_id is not None
+    messages = window.store.messages(conv_id)
+    assert [m.role for m in messages] == ["user", "assistant"] and messages[0].images == [sha]
+    assert messages[1].finish_reason in ("stop", "length") and messages[1].completion_tokens
+    assert page.controller.engine.status is not None and page.controller.engine.status.vision
+    bubble = page.transcript.bubbles[0]
+    assert bubble.images is not None and len(_thumbs(bubble)) == 1
+    assert page.transcript.bubbles[1].text.toPlainText().strip()
+    # A click opens the picture larger; Esc closes it.
+    thumb = _thumbs(bubble)[0]
+    qtbot.mouseClick(thumb, Qt.MouseButton.LeftButton)  # type: ignore[attr-defined]
+    viewer = thumb.viewer
+    assert isinstance(viewer, ImageViewer) and viewer.isVisible()
+    shown = viewer.picture.pixmap()
+    assert (shown.width(), shown.height()) == (320, 200)
+    qtbot.keyClick(viewer, Qt.Key.Key_Escape)  # type: ignore[attr-defined]
+    wait_until(qtbot, lambda: thumb.viewer is None, 10, "the viewer to close")
+
+    # Regenerate still sends the picture (the engine refuses image parts without a projector, so an
+    # answer at all means the picture went with the prompt again).
+    regenerate = page.transcript.bubbles[-1].regenerate_button
+    assert regenerate is not None
+    regenerate.click()
+    _idle(qtbot, page)
+    assert not page.banner.text, page.banner.text
+    again = window.store.messages(conv_id)
+    assert again[0].images == [sha] and again[1].id != messages[1].id and again[1].completion_tokens
+
+    # Reopened in a new window (the app started again): the thumbnail is still in the message.
+    window.close()
+    reopened = _window(make_window, qtbot)
+    wait_until(qtbot, lambda: reopened.chat.current_id == conv_id, 10, "the last conversation to open")
+    first = reopened.chat.transcript.bubbles[0]
+    assert first.message.images == [sha] and len(_thumbs(first)) == 1
+    assert _thumbs(first)[0].data == window.store.image(sha).data
+
+
+def test_a_pasted_picture_is_attached_and_can_be_removed(
+    make_window: WindowFactory, qtbot: object, vision_model: str
+) -> None:
+    page = _window(make_window, qtbot).chat
+    _use(page, vision_model)
+    image = QImage(48, 32, QImage.Format.Format_RGB32)
+    image.fill(QColor("#3a7bd5"))
+    QApplication.clipboard().setImage(image)
+    page.composer.edit.setPlainText("Describe it.")
+    page.composer.edit.setFocus()
+    qtbot.keyClick(page.composer.edit, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)  # type: ignore[attr-defined]
+    _attached(qtbot, page, 1)
+    prepared = page.composer.attachments.images()[0]
+    assert (prepared.width, prepared.height) == (48, 32)
+    assert page.composer.edit.toPlainText() == "Describe it."
+    # Pasting text still pastes text.
+    QApplication.clipboard().setText(" More words.")
+    page.composer.edit.moveCursor(page.composer.edit.textCursor().MoveOperation.End)
+    page.composer.edit.paste()
+    assert page.composer.edit.toPlainText() == "Describe it. More words."
+    chip = page.composer.attachments.chips[0]
+    qtbot.mouseClick(chip.remove_button, Qt.MouseButton.LeftButton)  # type: ignore[attr-defined]
+    assert not page.composer.attachments.chips and not page.composer.attachments.isVisibleTo(page)
+
+
+def _oversized_png(path: Path) -> Path:
+    """A small PNG whose header says 20000 x 20000 pixels (400 megapixels): refused before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_broken_files_are_said_in_one_sentence_and_nothing_else_changes(
+    make_window: WindowFactory, qtbot: object, vision_model: str, tmp_path: Path
+) -> None:
+    page = _window(make_window, qtbot).chat
+    _use(page, vision_model)
+    good = write_test_image(tmp_path / "good.jpg", "jpeg", seed=2)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(write_test_image(tmp_path / "whole.png", "png", seed=3, size=(200, 200)).read_bytes()[:300])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture at all")
+    cases = {cut: "cut.png", notes: "notes.txt", _oversized_png(tmp_path / "huge.png"): "far too large"}
+    page.composer.edit.setPlainText("Keep this text.")
+    assert _drop(page.composer.edit.viewport(), [good])
+    _attached(qtbot, page, 1)
+    for path, said in cases.items():
+        page.banner.hide()
+        assert _drop(page.composer.edit.viewport(), [path])
+        wait_until(qtbot, lambda: bool(page.banner.text), 30, f"the sentence about {path.name}")
+        _attached(qtbot, page, 1)  # the good one stays, the broken one is not attached
+        sentence = page.banner.text
+        assert said in sentence and sentence.endswith(".") and "Traceback" not in sentence, sentence
+        assert "\n" not in sentence and len(sentence) < 200
+        assert page.composer.edit.toPlainText() == "Keep this text."
+    assert [c.name for c in page.composer.attachments.chips] == ["good.jpg"]
+    assert page.current_id is None and not page.transcript.bubbles  # nothing was sent
+    # A good picture after an error takes the error away.
+    assert _drop(page.transcript.viewport(), [write_test_image(tmp_path / "b.webp", "webp", seed=4)])
+    _attached(qtbot, page, 2)
+    assert not page.banner.text
+
+
+def test_a_model_without_a_projector_greys_attach_and_refuses_pictures(
+    make_window: WindowFactory, qtbot: object, vision_model: str, tmp_path: Path
+) -> None:
+    window = _window(make_window, qtbot)
+    page = window.chat
+    starter = next(window.library_model.entry(r).name for r in range(window.library_model.rowCount())
+                   if window.library_model.entry(r).name != vision_model)
+    _use(page, vision_model)
+    assert page.composer.attach_button.isEnabled()
+    _use(page, starter)
+    button = page.composer.attach_button
+    assert not button.isEnabled() and button.toolTip() == NO_VISION
+    assert page.chat_images.hint.isVisibleTo(page) and page.chat_images.hint.text() == NO_VISION
+    page.composer.edit.setPlainText("Look at this.")
+    picture = write_test_image(tmp_path / "p.png", "png", seed=5)
+    _drop(page.composer.edit.viewport(), [picture])
+    assert page.banner.text == NO_VISION
+    assert not page.composer.attachments.chips and page.composer.edit.toPlainText() == "Look at this."
+    page.banner.hide()
+    _drop(page.transcript.viewport(), [picture])
+    assert page.banner.text == NO_VISION and not page.composer.attachments.chips
+    page.banner.hide()
+    image = QImage(16, 16, QImage.Format.Format_RGB32)
+    image.fill(QColor("white"))
+    QApplication.clipboard().setImage(image)
+    page.composer.edit.paste()
+    assert page.banner.text == NO_VISION and not page.composer.attachments.chips
+    assert page.composer.edit.toPlainText() == "Look at this."
+    # Once loaded, the model's own status agrees (no projector), and back on the vision model it is enabled again.
+    page.controller.load(page.current_entry(), page.params.form.values())  # type: ignore[arg-type]
+    wait_until(qtbot, lambda: page.load_label.text().startswith("Ready"), ANSWER, "the starter model to load")
+    assert not button.isEnabled() and page.controller.engine.status is not None
+    assert not page.controller.engine.status.vision
+    _use(page, vision_model)
+    assert button.isEnabled() and not page.chat_images.hint.isVisibleTo(page)
