@@ -15,12 +15,13 @@ from core.chats.session import ChatSession, ToolCallRequest, ToolCallResult
 from core.cli.cmd_tools import add_mcp_arguments, chat_tool_options, print_tool_item
 from core.cli.output import print_json, print_table, status_line
 from core.engine import Completion, Engine, LoadOptions, SamplingParams, TextChunk
-from core.errors import EngineCrashedError, HearthError, NotFoundError
-from core.library import Library
+from core.errors import EngineCrashedError, HearthError, ImageError, NotFoundError
+from core.library import Library, load_options_for
 from core.paths import get_paths
 
 if TYPE_CHECKING:
     from core.docs import Collection, DocsTurn, Embedder
+    from core.media import PreparedImage
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -31,6 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--continue", dest="continue_id", type=int, metavar="ID", help="continue a saved conversation")
     p.add_argument("--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
                    help="apply a GGUF LoRA adapter (a .gguf file or an adapter name); repeatable")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="attach an image (PNG, JPEG, WebP) to the prompt or the first message; repeatable. "
+                        "In a chat, /image FILE attaches one to the next message")
+    p.add_argument("--mmproj", metavar="FILE",
+                   help="the vision projector (mmproj .gguf) to load with the model (default: the one paired in the "
+                        "library)")
     g = p.add_argument_group("documents (retrieval)")
     g.add_argument("--docs", metavar="COLLECTION",
                    help="answer from a document collection: the best passages go into the prompt, cited as [n]")
@@ -118,11 +125,19 @@ def chat(args: argparse.Namespace) -> int:
         model_ref = args.model
     entry = library.get(model_ref)
     loras = [resolve_lora(spec) for spec in args.lora]
+    images = _load_images(args.image)  # before the model loads: a bad file is said at once
     params = _sampling(args)
     draft_model = None
     if args.draft not in (None, "off", "lookup"):
         draft_model = library.get(args.draft).path  # a name or path not in the library: NotFoundError says so
     params.draft = "model" if draft_model else (args.draft or params.draft)
+    options = LoadOptions(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, loras=loras,
+                          draft_model=str(draft_model) if draft_model else None)
+    options = load_options_for(entry, _with_mmproj(options, args.mmproj))  # the library's paired projector
+    if images and not options.mmproj:
+        print(f"hearth: error: {entry.name} cannot read images: it has no vision projector (mmproj) paired; give "
+              f"one with --mmproj FILE or pair one with 'hearth import MODEL --mmproj FILE'.", file=sys.stderr)
+        return 2  # a usage error, like argparse's: nothing was loaded or saved
     collection = None
     if args.docs:
         from core.cli.cmd_docs import open_refreshed
@@ -136,10 +151,7 @@ def chat(args: argparse.Namespace) -> int:
         def loading(fraction: float) -> None:
             status_line(f"Loading {entry.name}… {fraction:4.0%}")
 
-        status = engine.load(entry.path, LoadOptions(n_ctx=args.ctx, n_threads=args.threads,
-                                                     n_gpu_layers=args.gpu_layers, loras=loras,
-                                                     draft_model=str(draft_model) if draft_model else None),
-                             progress=loading if shown else None)
+        status = engine.load(entry.path, options, progress=loading if shown else None)
         if shown:
             status_line()
         if args.continue_id is not None:
@@ -147,15 +159,16 @@ def chat(args: argparse.Namespace) -> int:
         else:
             session = ChatSession.start(store, engine, model=entry.name, system_prompt=args.system, params=params)
         if not args.json:
-            print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}]", file=sys.stderr)
+            seeing = "; reads images" if getattr(status, "vision", False) else ""
+            print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}{seeing}]", file=sys.stderr)
         embedder = _collection_embedder(collection, stack, quiet=args.json) if collection is not None else None
         tool_options = chat_tool_options(args, status, stack)
         ask = _docs_asker(collection, engine, status.n_ctx, args, session, embedder) if collection is not None else None
         if args.prompt is not None:
             message, turn = ask(args.prompt) if ask else (args.prompt, None)
             calls: list[dict[str, str]] = []
-            completion = _stream_answer(session.send(message, params, **tool_options), quiet=args.json, calls=calls,
-                                     session=session)
+            completion = _stream_answer(session.send(message, params, images=images, **tool_options), quiet=args.json,
+                                        calls=calls, session=session)
             if turn is not None and not args.json:
                 _print_sources(turn)
             if args.json and completion:
@@ -163,11 +176,34 @@ def chat(args: argparse.Namespace) -> int:
                          "notes": turn.notes} if turn is not None else {}
                 if tool_options:
                     extra["tool_calls"] = calls
+                if images:
+                    extra["images"] = [image.sha256 for image in images]
                 print_json({"conversation_id": session.conversation_id, "text": completion.text,
                             "finish_reason": completion.finish_reason, "stats": completion.stats.__dict__,
                             "chat_format": status.chat_format_source, **extra})
             return 0
-        return _interactive(session, params, ask, tool_options)
+        return _interactive(session, params, ask, tool_options, images=images,
+                            vision=bool(getattr(status, "vision", False)), model=entry.name)
+
+
+def _load_images(paths: list[str]) -> list[PreparedImage]:
+    """The files given with --image, checked and scaled (``ImageError`` names a file that cannot be used)."""
+    if not paths:
+        return []
+    from core.media import load_image_file
+
+    return [load_image_file(path) for path in paths]
+
+
+def _with_mmproj(options: LoadOptions, mmproj: str | None) -> LoadOptions:
+    """``options`` with the projector given by --mmproj (it wins over the library's pairing)."""
+    if not mmproj:
+        return options
+    path = Path(mmproj).expanduser()
+    if not path.is_file():
+        raise NotFoundError(f"There is no projector file {path}: give the path of an mmproj .gguf file.")
+    options.mmproj = str(path)
+    return options
 
 
 def _collection_embedder(collection: Collection, stack: contextlib.ExitStack, *, quiet: bool) -> Embedder | None:
@@ -246,6 +282,8 @@ def _stream_answer(stream: object, quiet: bool = False, calls: list[dict[str, st
         notes = [f"{s.completion_tokens} tokens", f"{s.tokens_per_second:.1f} tok/s", f"context {s.context_used}/{s.n_ctx}"]
         if s.drafted_tokens:
             notes.append(f"drafted {s.drafted_tokens}, accepted {s.accepted_tokens}")
+        if getattr(s, "image_tokens", 0):
+            notes.append(f"{s.image_tokens} image tokens")
         if s.dropped_messages:
             notes.append(f"{s.dropped_messages} oldest messages left out to fit the context")
         if completion.finish_reason == "length":
@@ -261,10 +299,16 @@ def _stream_answer(stream: object, quiet: bool = False, calls: list[dict[str, st
 
 def _interactive(
     session: ChatSession, params: SamplingParams, ask: Callable[[str], tuple[str, DocsTurn]] | None = None,
-    tool_options: dict[str, Any] | None = None,
+    tool_options: dict[str, Any] | None = None, *, images: list[PreparedImage] | None = None, vision: bool = False,
+    model: str = "",
 ) -> int:
-    print(f"Conversation {session.conversation_id}. Type /exit or press Ctrl+D to leave; Ctrl+C stops an answer.",
+    """Read lines and answer them until /exit or end of input; ``/image FILE`` attaches to the next message."""
+    tip = " /image FILE attaches an image to your next message." if vision else ""
+    print(f"Conversation {session.conversation_id}. Type /exit or press Ctrl+D to leave; Ctrl+C stops an answer.{tip}",
           file=sys.stderr)
+    pending = list(images or [])  # --image files go with the first message
+    for image in pending:
+        print(f"[image attached: {image.width}x{image.height}; it goes with your next message]", file=sys.stderr)
     while True:
         try:
             text = input(">>> ")
@@ -276,16 +320,42 @@ def _interactive(
             continue
         if text.strip() in ("/exit", "/quit", "/bye"):
             return 0
+        if text.strip() == "/image" or text.strip().startswith("/image "):
+            _attach(text.strip()[len("/image"):].strip(), pending, vision, model)
+            continue
         if not text.strip():
             continue
         try:
             message, turn = ask(text) if ask else (text, None)
-            _stream_answer(session.send(message, params, **(tool_options or {})), session=session)
+            attached, pending = pending, []
+            _stream_answer(session.send(message, params, images=attached, **(tool_options or {})), session=session)
             if turn is not None:
                 _print_sources(turn)
         except EngineCrashedError as exc:
             print(f"hearth: error: {exc}", file=sys.stderr)
             return 1
+
+
+def _attach(argument: str, pending: list[PreparedImage], vision: bool, model: str) -> None:
+    """The /image command: check the file and keep it for the next message, or say in one line why not."""
+    from core.media import load_image_file
+
+    if not vision:
+        print(f"hearth: error: {model or 'This model'} cannot read images: it has no vision projector (mmproj) "
+              "loaded; start the chat again with --mmproj FILE.", file=sys.stderr)
+        return
+    path = argument.strip("\"'")  # a path pasted in quotes
+    if not path:
+        print("Give the image's file: /image FILE (PNG, JPEG or WebP).", file=sys.stderr)
+        return
+    try:
+        image = load_image_file(path)
+    except ImageError as exc:
+        print(f"hearth: error: {exc}", file=sys.stderr)
+        return
+    pending.append(image)
+    count = f"{len(pending)} images" if len(pending) > 1 else "it"
+    print(f"[image attached: {image.width}x{image.height}; {count} will go with your next message]", file=sys.stderr)
 
 
 def list_chats(args: argparse.Namespace) -> int:

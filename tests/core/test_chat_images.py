@@ -216,3 +216,102 @@ def test_an_empty_message_needs_an_image(text_engine: Engine) -> None:
     session = ChatSession.start(ChatStore(), text_engine, model="tiny")
     with pytest.raises(HearthError, match="The message is empty"):
         session.send("  ", GREEDY)
+
+
+# -- session on the tiny vision model (model + projector from the ENGINE fixtures) -------------------
+
+PROBE = SamplingParams(temperature=0, max_tokens=3, seed=1, logprobs=True, top_logprobs=5)
+
+
+@pytest.fixture(scope="module")
+def vision_engine(tiny_vision: Any) -> Iterator[Engine]:
+    with Engine() as engine:
+        status = engine.load(tiny_vision.model, LoadOptions(n_ctx=512, mmproj=str(tiny_vision.mmproj)))
+        assert status.vision
+        yield engine
+
+
+def _first_token_view(completion: Completion) -> list[tuple[str, float]]:
+    """The first answer token's top alternatives with their log-probabilities (what the model saw, in numbers)."""
+    assert completion.logprobs
+    return [(t["token"], round(t["logprob"], 4)) for t in completion.logprobs[0]["top_logprobs"]]
+
+
+def _vision_image(tiny_vision: Any, seed: int) -> PreparedImage:
+    from core.media import load_image_file
+    from tests.fixtures.tiny_vision import write_test_image
+
+    return load_image_file(write_test_image(tiny_vision.images / f"chat-{seed}.png", "png", seed=seed))
+
+
+def test_the_image_reaches_the_model_through_the_chat(vision_engine: Engine, tiny_vision: Any) -> None:
+    store = ChatStore()
+    red, blue = _vision_image(tiny_vision, 1), _vision_image(tiny_vision, 2)
+    answers = {}
+    for key, images in (("none", []), ("red", [red]), ("blue", [blue])):
+        session = ChatSession.start(store, vision_engine, model="tiny-vision")
+        answers[key] = _run(session.send("What is in the picture?", PROBE, images=images))
+    assert answers["red"].stats.image_tokens > 0 and answers["none"].stats.image_tokens == 0
+    views = {key: _first_token_view(c) for key, c in answers.items()}
+    assert views["red"] != views["none"]  # the image changes what the model predicts
+    assert views["red"] != views["blue"]  # and which image it is matters
+
+
+def test_regenerate_edit_and_a_reopened_chat_still_see_the_image(vision_engine: Engine, tiny_vision: Any) -> None:
+    store = ChatStore()
+    img = _vision_image(tiny_vision, 3)
+    session = ChatSession.start(store, vision_engine, model="tiny-vision")
+    first = _run(session.send("Describe it.", PROBE, images=[img]))
+    again = _run(session.regenerate(PROBE))
+    assert again.stats.image_tokens == first.stats.image_tokens > 0
+    assert _first_token_view(again) == _first_token_view(first)  # greedy, same prompt: the image is still there
+    [user, _answer] = store.messages(session.conversation_id)
+    assert user.images == [img.sha256]
+
+    reopened = ChatSession(ChatStore(), vision_engine, session.conversation_id)
+    assert _first_token_view(_run(reopened.regenerate(PROBE))) == _first_token_view(first)
+
+    edited = _run(reopened.edit_and_rerun(user.id or 0, "Describe it.", PROBE))
+    assert _first_token_view(edited) == _first_token_view(first)
+    assert [m.images for m in store.messages(session.conversation_id)] == [[img.sha256], []]
+    removed = _run(reopened.edit_and_rerun(store.messages(session.conversation_id)[0].id or 0, "Describe it.", PROBE,
+                                           images=[]))
+    assert removed.stats.image_tokens == 0 and _rows_for(session.conversation_id, store) == [[], []]
+    assert _image_rows() == 0  # the image no message uses any more is gone
+
+
+def _rows_for(conversation_id: int, store: ChatStore) -> list[list[str]]:
+    return [m.images for m in store.messages(conversation_id)]
+
+
+def test_an_image_only_message_is_answered(vision_engine: Engine, tiny_vision: Any) -> None:
+    store = ChatStore()
+    session = ChatSession.start(store, vision_engine, model="tiny-vision")
+    answer = _run(session.send("", PROBE, images=[_vision_image(tiny_vision, 4)]))
+    assert answer.stats.image_tokens > 0
+    assert session.conversation.title == "Image"
+
+
+def test_the_tool_loop_still_works_with_images(tiny_vision: Any, tmp_path: Path) -> None:
+    """The scripted tool-calling model with the tiny projector: the call, its result and the answer, image kept."""
+    from core.chats.session import ToolCallResult
+    from core.tools import McpServerConfig, ToolRegistry
+    from tests.fixtures.mcp_servers import stdio_entry
+    from tests.fixtures.tool_chat_model import ANSWER_TEXT, write_tool_chat_llama
+
+    model = write_tool_chat_llama(tmp_path / "tool-chat.gguf", n_embd=64)  # the projector's output width
+    store = ChatStore()
+    img = _vision_image(tiny_vision, 5)
+    with Engine() as engine, ToolRegistry([McpServerConfig(name="fixture", **stdio_entry())]) as registry:
+        registry.start()
+        status = engine.load(model, LoadOptions(n_ctx=4096, mmproj=str(tiny_vision.mmproj)))
+        assert status.vision and status.supports_tools
+        session = ChatSession.start(store, engine, model="tool-chat")
+        items = list(session.send("What is 2 + 3?", SamplingParams(temperature=0, max_tokens=40, repeat_penalty=1.0),
+                                  images=[img], tools=registry, approve=lambda _request: "once"))
+    [result] = [i for i in items if isinstance(i, ToolCallResult)]
+    assert result.status == "ok" and result.text.strip() == "5"
+    final = [i for i in items if isinstance(i, Completion)][-1]
+    assert final.text == ANSWER_TEXT and final.stats.image_tokens > 0  # the last round's prompt still had the image
+    assert [(m.role, m.images) for m in store.messages(session.conversation_id)] == [
+        ("user", [img.sha256]), ("assistant", []), ("tool", []), ("assistant", [])]
