@@ -10,6 +10,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QLineEdit,
     QListView,
     QSplitter,
@@ -18,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.units import human_count
+from core.units import human_count, human_size
 from desktop.models.hub import MODEL_ROLE, HubResultsModel, QuantTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.theme import Palette
@@ -85,19 +86,30 @@ class DiscoverPage(QWidget):
         self.quant_view.verticalHeader().setDefaultSectionSize(34)
         self.quant_view.doubleClicked.connect(lambda _i: self.download())
         self.reason = muted("")
+        # The repo's vision projectors: a badge and the one that comes with the selected quant.
+        self.vision_row = QWidget()
+        vision = QHBoxLayout(self.vision_row)
+        vision.setContentsMargins(0, 2, 0, 2)
+        vision.setSpacing(8)
+        self.vision_badge = QLabel("Reads images")
+        self.vision_badge.setObjectName("badge")
+        self.vision_badge.setToolTip("This repository has a vision projector (mmproj): its models can read images in chat")
+        self.vision_text = muted("")
+        vision.addWidget(self.vision_badge, 0)
+        vision.addWidget(self.vision_text, 1)
+        self.vision_row.hide()
         self.download_button = button("Download", self.download, kind="primary")
         self.download_button.setEnabled(False)
         col.addWidget(self.repo_title)
         col.addWidget(self.repo_facts)
         col.addWidget(self.quant_view, 1)
+        col.addWidget(self.vision_row)
         col.addWidget(self.reason)
         row = QHBoxLayout()
         row.addStretch(1)
         row.addWidget(self.download_button)
         col.addLayout(row)
-        self.quant_view.selectionModel().selectionChanged.connect(
-            lambda *_: self.download_button.setEnabled(bool(self.selected_group()))
-        )
+        self.quant_view.selectionModel().selectionChanged.connect(lambda *_: self._selection_changed())
 
         split = QSplitter()
         split.addWidget(self.results_view)
@@ -109,6 +121,35 @@ class DiscoverPage(QWidget):
     def set_palette(self, p: Palette) -> None:
         self.quants.fit_colours = {"full_gpu": p.ok, "partial_gpu": p.warn, "cpu": p.accent, "too_large": p.danger}
         self.quants.highlight = p.selection
+        self.vision_badge.setStyleSheet(f"color: {p.accent}; border: 1px solid {p.accent};")
+
+    def _selection_changed(self) -> None:
+        self.download_button.setEnabled(bool(self.selected_group()))
+        self._show_projector()
+
+    def _show_projector(self) -> None:
+        """The badge and the projector that comes with the selected quant (the others named too)."""
+        rq = self.quants.quants
+        projectors = rq.projectors if rq is not None else []
+        self.vision_row.setVisible(bool(projectors))
+        if not projectors:
+            self.vision_text.setText("")
+            return
+        group = self.selected_group()
+        chosen = group.mmproj if group is not None else (rq.mmproj if rq is not None else None)
+        others = [f.name for f in projectors if f != chosen]
+        text = (
+            f"{chosen.name} ({human_size(chosen.size)}) comes with the download"
+            if chosen is not None
+            else "Vision projectors: " + ", ".join(f.name for f in projectors)
+        )
+        if chosen is not None and others:
+            text += f"; also here: {', '.join(others)}"
+        self.vision_text.setText(text)
+        self.vision_text.setToolTip(
+            "The projector is downloaded after the model and paired with it in My Models, where you can "
+            "choose another one." if chosen is not None else ""
+        )
 
     def ensure_searched(self) -> None:
         """Show the most popular models the first time the page opens."""
@@ -145,6 +186,7 @@ class DiscoverPage(QWidget):
         self.repo_facts.setText(" · ".join(facts) + ("  —  checking the files…" if facts else "Checking the files…"))
         self.quants.set_quants(None)
         self.reason.setText("")
+        self.vision_row.hide()
         self.download_button.setEnabled(False)
         repo_id = model.id
         from core.hub import repo_quants
@@ -160,6 +202,7 @@ class DiscoverPage(QWidget):
         row = self.quants.recommended_row()
         if row >= 0:
             self.quant_view.selectRow(row)
+        self._show_projector()
 
     def _quants_failed(self, exc: BaseException) -> None:
         self.repo_facts.setText("")

@@ -216,6 +216,7 @@ class MainWindow(QMainWindow):
         page.import_requested.connect(self.import_files)
         page.open_in_chat.connect(self.open_in_chat)
         page.delete_requested.connect(self.delete_model)
+        page.library_edited.connect(self.refresh_library)  # a projector chosen or cleared
         page.adapters.chat_requested.connect(self.chat_with_adapter)
         page.adapters.library_edited.connect(self.refresh_library)
         page.adapters.adapters_changed.connect(self.chat.refresh_adapters)
@@ -567,7 +568,7 @@ class MainWindow(QMainWindow):
         label = f"{repo_id} · {group.name}"
 
         def add() -> DownloadProgress:
-            task = self.downloads.add(repo_id, group.files)
+            task = self.downloads.add(repo_id, group.files, mmproj=group.mmproj)  # with its vision projector
             return task.snapshot()
 
         self.show_page("downloads")

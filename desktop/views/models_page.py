@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import (
     QTableView,
     QTabWidget,
     QTextBrowser,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -29,6 +31,7 @@ class ModelsPage(QWidget):
     import_requested = Signal(list)  # paths of .gguf files
     open_in_chat = Signal(str)  # model name
     delete_requested = Signal(str)  # model name (after confirmation)
+    library_edited = Signal()  # a model's projector was chosen or cleared
 
     def __init__(self, library: LibraryTableModel, pool: Executor, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -73,14 +76,80 @@ class ModelsPage(QWidget):
         self.details = QTextBrowser()
         self.details.setMinimumWidth(260)
         self.details.setHtml("<p style='color:gray'>Select a model to see what its file says about it.</p>")
+        side = QWidget()
+        column = QVBoxLayout(side)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(6)
+        column.addWidget(self._projector_bar())
+        column.addWidget(self.details, 1)
         split = QSplitter()
         split.addWidget(self.table)
-        split.addWidget(self.details)
+        split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         layout.addWidget(split, 1)
         library.modelReset.connect(self._selection_changed)
         self._selection_changed()
+
+    def _projector_bar(self) -> QWidget:
+        """The selected model's vision projector, with Choose… and Clear."""
+        bar = QWidget()
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.projector_label = muted("")
+        self.projector_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.projector_button = button(
+            "Projector…", self.choose_projector, tip="Pick the model's vision projector (mmproj-*.gguf) so it reads images"
+        )
+        self.clear_projector_button = button("Clear", lambda: self._set_projector(None), tip="Unpair the projector")
+        row.addWidget(self.projector_label, 1)
+        row.addWidget(self.projector_button)
+        row.addWidget(self.clear_projector_button)
+        return bar
+
+    def choose_projector(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            return
+        folder = str(Path(entry.mmproj or entry.path).parent)
+        dialog = QFileDialog(self, f"Vision projector for {entry.name}", folder, "Vision projectors (*mmproj*.gguf);;GGUF files (*.gguf)")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.fileSelected.connect(lambda file: self._set_projector(str(file)))
+        dialog.open()
+
+    def _set_projector(self, path: str | None) -> None:
+        """Pair (or unpair, ``None``) the selected model with a projector; a wrong file is refused in the banner."""
+        entry = self.selected()
+        if entry is None:
+            return
+        name = entry.name
+
+        def pair() -> ModelEntry:
+            from core.library import Library
+
+            return Library().set_mmproj(name, path)
+
+        self.banner.hide()
+        Op(pair).on_success(lambda _e: self.library_edited.emit()).on_failure(
+            lambda exc: self.banner.show_message(error_text(exc))
+        ).run(self.pool)
+
+    def _show_projector(self, entry: ModelEntry | None) -> None:
+        registered = entry is not None and entry.source != "hf-cache"
+        self.projector_button.setEnabled(registered)
+        self.clear_projector_button.setVisible(bool(entry and entry.mmproj) and registered)
+        if entry is None:
+            self.projector_label.setText("")
+        elif entry.vision and entry.mmproj:
+            self.projector_label.setText(f"Reads images · projector {Path(entry.mmproj).name}")
+            self.projector_label.setToolTip(entry.mmproj)
+        elif entry.mmproj:
+            self.projector_label.setText(f"Its projector is missing ({Path(entry.mmproj).name}): choose it again")
+            self.projector_label.setToolTip(entry.mmproj)
+        else:
+            self.projector_label.setText("Text only: no vision projector")
+            self.projector_label.setToolTip("Pair an mmproj-*.gguf file from the model's repository to read images")
 
     def selected(self) -> ModelEntry | None:
         rows = self.table.selectionModel().selectedRows()
@@ -118,6 +187,7 @@ class ModelsPage(QWidget):
         entry = self.selected()
         self.chat_button.setEnabled(entry is not None)
         self.delete_button.setEnabled(entry is not None and entry.source != "hf-cache")
+        self._show_projector(entry)
         if entry is None:
             return
         path = entry.path
@@ -141,6 +211,7 @@ class ModelsPage(QWidget):
             ("Attention heads", f"{info.head_count or '-'} (KV {info.head_count_kv or '-'})"),
             ("Vocabulary", f"{info.vocab_size:,}" if info.vocab_size else "-"),
             ("Chat template", "yes" if info.has_chat_template else "no"),
+            ("Vision projector", entry.mmproj or "none (reads text only)"),
             ("Files", "<br>".join(html.escape(str(f)) for f in info.files)),
         ]
         rows = "".join(
