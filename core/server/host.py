@@ -9,6 +9,7 @@ engine does not already hold exactly that.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,11 +20,14 @@ from typing import TYPE_CHECKING
 
 from core.engine import Engine, LoadOptions
 from core.engine.gate import FairLock
+from core.errors import InvalidModelError
 from core.server.errors import ModelNotFound
 
 if TYPE_CHECKING:
     from core.finetune.adapters import AdapterEntry
     from core.library import ModelEntry
+
+log = logging.getLogger("hearth.server")
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,15 @@ class ModelHost:
             options = replace(self.load_options(model), loras=loras, embedding=embedding)
             if embedding and options.mmproj:  # embeddings read text only: the projector's memory is not needed
                 options = replace(options, mmproj=None)
-            engine.load(model.base.path, options)
+            try:
+                engine.load(model.base.path, options)
+            except InvalidModelError as exc:
+                if vision or not options.mmproj:
+                    raise
+                # The projector was refused (one of another model, a build without libmtmd): the model still
+                # answers text; a request with images tries again and gets the reason.
+                log.warning("%s: its projector did not load (%s); serving it without images", model.name, exc)
+                engine.load(model.base.path, replace(options, mmproj=None))
         elif status is not None and [(str(p), float(s)) for p, s in status.loras] != loras:
             engine.set_loras(loras)
         else:

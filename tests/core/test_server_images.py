@@ -23,6 +23,8 @@ from tests.fixtures.tiny_vision import TinyVision, write_test_image
 from tests.fixtures.tool_model import TEXT_ANSWER, write_text_model
 
 VISION = "tiny-vision"
+MISMATCHED = "tiny-vision-wrong-projector"
+GREEDY = {"temperature": 0}  # newer anthropic clients send no sampling settings: as extra body fields
 NO_VISION_SENTENCE = "it has no vision projector (mmproj) loaded. Pull the model's mmproj file or import one with"
 
 
@@ -46,6 +48,12 @@ def vision_home(tmp_path_factory: pytest.TempPathFactory, tiny_vision: TinyVisio
     library.register(model, name=VISION, source="copy")
     library.register(text, name="text-llama", source="copy")
     library.set_mmproj(VISION, tiny_vision.mmproj)
+    # The same model paired with a projector of another width: refused at load.
+    (home / "data" / "models" / MISMATCHED).mkdir()
+    other = home / "data" / "models" / MISMATCHED / "tiny-vision-llama.gguf"
+    other.write_bytes(tiny_vision.model.read_bytes())
+    library.register(other, name=MISMATCHED, source="copy")
+    library.set_mmproj(MISMATCHED, tiny_vision.wrong_mmproj)
     yield home
     patch.undo()
 
@@ -189,18 +197,18 @@ def test_anthropic_image_block(ant: anthropic.Anthropic, oai: openai.OpenAI, pic
                                             "data": base64.b64encode(data).decode()}}
 
     text = {"type": "text", "text": "What is this?"}
-    reply = ant.messages.create(model=VISION, max_tokens=6, temperature=0,
+    reply = ant.messages.create(model=VISION, max_tokens=6, extra_body=GREEDY,
                                 messages=[{"role": "user", "content": [block(pictures["a"]), text]}])  # type: ignore[list-item]
     same = ask(oai, [image_part(data_uri(pictures["a"])), text])
     assert reply.content[0].text == same.choices[0].message.content  # type: ignore[union-attr]
-    plain = ant.messages.create(model=VISION, max_tokens=6, temperature=0,
+    plain = ant.messages.create(model=VISION, max_tokens=6, extra_body=GREEDY,
                                 messages=[{"role": "user", "content": [text]}])  # type: ignore[list-item]
     assert reply.usage.input_tokens + (reply.usage.cache_read_input_tokens or 0) > \
         plain.usage.input_tokens + (plain.usage.cache_read_input_tokens or 0)
     counted = ant.messages.count_tokens(model=VISION, messages=[
         {"role": "user", "content": [block(pictures["a.jpeg"], "image/jpeg"), text]}])  # type: ignore[list-item]
     assert counted.input_tokens > plain.usage.input_tokens + (plain.usage.cache_read_input_tokens or 0)
-    with ant.messages.stream(model=VISION, max_tokens=6, temperature=0,
+    with ant.messages.stream(model=VISION, max_tokens=6, extra_body=GREEDY,
                              messages=[{"role": "user", "content": [block(pictures["a"]), text]}]) as stream:  # type: ignore[list-item]
         assert stream.get_final_text() == reply.content[0].text  # type: ignore[union-attr]
     with pytest.raises(anthropic.BadRequestError, match="GIF") as caught:
@@ -335,11 +343,12 @@ def test_model_without_projector_says_so(oai: openai.OpenAI, oll: ollama.Client,
     assert reply.choices[0].message.content == TEXT_ANSWER
 
 
-def test_vision_capability_reported(oll: ollama.Client, oai: openai.OpenAI) -> None:
+def test_vision_capability_reported(oll: ollama.Client, oai: openai.OpenAI, served: Served) -> None:
     shown = oll.show(VISION)
     assert "vision" in (shown.capabilities or []) and "completion" in (shown.capabilities or [])
-    assert shown["projector_info"]["general.architecture"] == "clip"
-    assert shown["projector_info"]["clip.projector_type"] == "mlp"
+    raw = httpx.post(f"{served.base_url}/api/show", json={"model": VISION}, timeout=60).json()
+    assert raw["projector_info"]["general.architecture"] == "clip"  # the client's model leaves it out
+    assert raw["projector_info"]["clip.projector_type"] == "mlp"
     assert "vision" not in (oll.show("text-llama").capabilities or [])
     listed = {m.model: m for m in oll.list().models}
     assert listed[VISION].details is not None and "clip" in (listed[VISION].details.families or [])
@@ -364,3 +373,15 @@ def test_model_loaded_without_projector_is_reloaded_with_it(served: Served, oai:
     status = served.host.engine.status
     assert status is not None and status.vision and status.mmproj is not None
     assert Path(status.mmproj).name == tiny_vision.mmproj.name
+
+
+def test_mismatched_projector_serves_text_and_says_why_for_images(oai: openai.OpenAI,
+                                                                    pictures: dict[str, bytes]) -> None:
+    """A projector of another model is refused at load: text is still answered (the model is loaded without
+    it), and an image gets the engine's reason."""
+    reply = ask(oai, "hello", model=MISMATCHED)
+    assert reply.choices[0].message.content is not None
+    with pytest.raises(openai.InternalServerError, match="could not be loaded") as caught:
+        ask(oai, [image_part(data_uri(pictures["a"])), {"type": "text", "text": "?"}], model=MISMATCHED)
+    assert "mmproj-wrong-width.gguf" in caught.value.message
+    assert ask(oai, "hello again", model=MISMATCHED).choices[0].message.content is not None
