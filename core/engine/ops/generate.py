@@ -155,6 +155,8 @@ def generate(w: Worker, prompt: Prompt, params: SamplingParams, dropped: int, st
                 pending_logprobs = []
             if spec and spec.in_cache():
                 continue
+            if stats.completion_tokens >= params.max_tokens:
+                break  # the last token is not evaluated: nothing would read its logits (finish stays "length")
             if len(w.kv_tokens) >= w.n_ctx:
                 finish = "context"
                 break

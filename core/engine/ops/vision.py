@@ -235,7 +235,7 @@ class ImagePrompt:
                 if rc == 0:
                     rc = M.mtmd_helper_decode_image_chunk(
                         w.mtmd, w.ctx, chunk, M.mtmd_get_output_embd(w.mtmd), n_past, 0, w.n_batch,
-                        ctypes.byref(new_n_past), None, None,
+                        ctypes.byref(new_n_past), M.mtmd_helper_post_decode_callback(), None,  # no callback
                     )
                 if rc != 0:
                     w.reset_cache()
