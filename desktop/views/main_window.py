@@ -168,8 +168,8 @@ class MainWindow(QMainWindow):
         page = self._built[name]
         if name == "downloads":
             self.downloads_page.set_palette(p.border, p.accent)
-        else:
-            page.set_palette(p)  # type: ignore[attr-defined]
+        elif hasattr(page, "set_palette"):  # My Models follows the application palette alone
+            page.set_palette(p)
 
     # -- pages, built when first needed ----------------------------------------------------------
     def page(self, name: str) -> QWidget:
