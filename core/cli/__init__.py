@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_setup",
     "core.cli.cmd_models",
     "core.cli.cmd_chat",
+    "core.cli.cmd_compare",
     "core.cli.cmd_tools",
     "core.cli.cmd_docs",
     "core.cli.cmd_hub",
