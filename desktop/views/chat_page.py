@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -39,6 +40,9 @@ from desktop.views.params_panel import ParamsPanel
 from desktop.views.transcript import TranscriptView
 from desktop.views.widgets import Banner, flat_button, muted
 
+if TYPE_CHECKING:
+    from core.media import PreparedImage
+
 SCALE_STEP = 0.05
 MAX_SCALE = 2.0
 
@@ -65,6 +69,7 @@ class ChatPage(QWidget):
         self.editing_id: int | None = None
         self._streaming_conversation: int | None = None
         self._loading_name = ""
+        self._unsent: tuple[str, list[PreparedImage]] | None = None  # sent, not yet in the store
 
         self.conversations = ConversationPanel(store)
         self.conversations.selected.connect(self.open_conversation)
@@ -387,6 +392,7 @@ class ChatPage(QWidget):
             self.controller.edit_and_rerun(conv_id, message_id, text, entry, params, docs=self.docs_toggle.collection(),
                                            images=images)
         else:
+            self._unsent = (text, images)
             self.controller.send(conv_id, text, entry, params, docs=self.docs_toggle.collection(), images=images)
 
     def regenerate(self) -> None:
@@ -454,6 +460,7 @@ class ChatPage(QWidget):
         self.conversations.new_button.setEnabled(True)
 
     def _history_changed(self) -> None:
+        self._unsent = None  # the store has the message now
         if self._streaming_conversation == self.current_id:
             self.reload_messages()
             if self.controller.streaming:
@@ -472,6 +479,8 @@ class ChatPage(QWidget):
     def _stream_failed(self, message: str) -> None:
         self._stream_finished(None)
         self.banner.show_message(message)
+        if self._unsent is not None:  # failed before the message was saved (the model did not load): keep it
+            self.composer.restore(*self._unsent)
 
     def showEvent(self, event: object) -> None:  # type: ignore[override]
         super().showEvent(event)  # type: ignore[arg-type]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QMimeData, QObject, QSize, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, QMimeData, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QImageReader, QKeyEvent, QPixmap
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
 
 from desktop.views.image_attachments import ATTACH_TIP, AttachmentStrip, offer_from_mime
 from desktop.views.widgets import button
+
+if TYPE_CHECKING:
+    from core.media import PreparedImage
 
 
 class ComposerEdit(QPlainTextEdit):
@@ -38,7 +44,7 @@ class Composer(QFrame):
         super().__init__(parent)
         self.setObjectName("composer")
         col = QVBoxLayout(self)
-        col.setContentsMargins(8, 6, 8, 6)
+        col.setContentsMargins(10, 6, 8, 6)
         col.setSpacing(4)
         self.attachments = AttachmentStrip()
         col.addWidget(self.attachments)
@@ -59,19 +65,38 @@ class Composer(QFrame):
         self.send_button = button("Send", self.submitted.emit, kind="primary", tip="Send (Enter)")
         self.stop_button = button("■  Stop", lambda: None, kind="danger", tip="Stop the answer (Esc)")
         self.stop_button.hide()
-        layout.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
         layout.addWidget(self.edit, 1)
+        layout.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
         layout.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
         layout.addWidget(self.stop_button, 0, Qt.AlignmentFlag.AlignBottom)
         col.addLayout(layout)
 
-    def set_attach_icon(self, path: str) -> None:
-        """The attach button's icon (a recoloured SVG from resources/icons); its text stays as a fallback."""
+    def set_attach_icon(self, path: str, disabled_colour: str) -> None:
+        """The attach button's icon (a recoloured SVG from resources/icons), and a faint one for greyed.
+
+        Qt's own disabled rendering of a dark-theme icon is hardly lighter than the icon itself, so the
+        greyed state is drawn from the same SVG in ``disabled_colour`` at half opacity.
+        """
         from PySide6.QtGui import QIcon
 
-        if Path(path).exists():
-            self.attach_button.setIcon(QIcon(path))
-            self.attach_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        if not Path(path).exists():
+            return
+        svg = Path(path).read_text(encoding="utf-8")
+        faint = re.sub(r'stroke="[^"]*"', f'stroke="{disabled_colour}" stroke-opacity="0.5"', svg, count=1)
+        icon = QIcon()
+        for side in (20, 40):  # 40: a sharp icon on a 2x screen
+            icon.addPixmap(_svg_pixmap(svg, side), QIcon.Mode.Normal)
+            icon.addPixmap(_svg_pixmap(faint, side), QIcon.Mode.Disabled)
+        self.attach_button.setIcon(icon)
+        self.attach_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+
+    def restore(self, text: str, images: Sequence[PreparedImage]) -> None:
+        """Put back a message that could not be sent, unless something new was typed or attached meanwhile."""
+        if self.edit.toPlainText().strip() or self.attachments.chips:
+            return
+        self.edit.setPlainText(text)
+        for index, image in enumerate(images):
+            self.attachments.add(image, f"Picture {index + 1}")
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         if watched is self.edit and event.type() == QEvent.Type.KeyPress:
@@ -82,3 +107,13 @@ class Composer(QFrame):
                 self.submitted.emit()
                 return True
         return super().eventFilter(watched, event)
+
+
+def _svg_pixmap(svg: str, side: int) -> QPixmap:
+    """An SVG drawn at ``side`` × ``side`` pixels (Qt's svg image plugin, as the window's other icons)."""
+    data = QByteArray(svg.encode("utf-8"))
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.ReadOnly)
+    reader = QImageReader(buffer, QByteArray(b"svg"))
+    reader.setScaledSize(QSize(side, side))
+    return QPixmap.fromImage(reader.read())

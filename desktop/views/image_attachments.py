@@ -200,7 +200,7 @@ class ChatImages(QObject):
         self.banner = banner
         self.reason = ""  # why the chat's model cannot read pictures ('' = it can)
         self.hint = muted("")
-        self.hint.setObjectName("muted")
+        self.hint.setContentsMargins(4, 0, 4, 0)  # in line with the switches under the box
         self.hint.hide()
         self._last_error = ""
         self._folder = str(Path.home())
@@ -242,7 +242,7 @@ class ChatImages(QObject):
                 self.strip.add(store.image(sha), f"Picture {index + 1}")
 
     def set_palette(self, palette: Palette) -> None:
-        self.composer.set_attach_icon(icon_path("image", palette))
+        self.composer.set_attach_icon(icon_path("image", palette), palette.muted)
         self.strip.set_palette(palette)
 
     # -- where pictures come from --------------------------------------------------------------

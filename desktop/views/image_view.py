@@ -114,7 +114,7 @@ class ImageViewer(QDialog):
             shown = full if full.width() <= room.width() and full.height() <= room.height() else full.scaled(
                 room, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
             self.picture.setPixmap(shown)
-            caption.setText(f"{full.width()} × {full.height()} pixels · as the model sees it")
+            caption.setText(f"{full.width()} × {full.height()} pixels · as sent to the model")
         layout.addWidget(caption)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
@@ -133,7 +133,7 @@ def image_row(images: list[tuple[str, bytes | None]], side: int = MESSAGE_THUMB)
     row = QWidget()
     row.setObjectName("messageImages")
     layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 2, 0, 2)
+    layout.setContentsMargins(4, 2, 0, 2)  # the message's text starts a few pixels in: line up with it
     layout.setSpacing(6)
     for index, (sha, data) in enumerate(images):
         if data is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
@@ -67,12 +69,18 @@ class MessageText(QTextBrowser):
 
     def _fit(self) -> None:
         self.document().setTextWidth(max(50, self.viewport().width()))
-        height = int(self.document().size().height()) + 4
+        height = self._height()
         if self.height() != height:
             self.setFixedHeight(height)
 
+    def _height(self) -> int:
+        # The window's style sheet pads every QTextEdit (4 px above and below): without counting that
+        # padding the viewport came out 4 px short of the text and cut the last line's descenders.
+        margins = self.contentsMargins()
+        return math.ceil(self.document().size().height()) + margins.top() + margins.bottom() + 1
+
     def sizeHint(self) -> QSize:
-        return QSize(400, int(self.document().size().height()) + 4)
+        return QSize(400, self._height())
 
 
 class MessageBubble(QFrame):

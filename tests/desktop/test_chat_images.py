@@ -27,13 +27,6 @@ VISION = "tiny-vision"
 ANSWER = 120  # bounds for a busy machine, not measurements
 
 
-@pytest.fixture(scope="session")
-def tiny_vision(tmp_path_factory: pytest.TempPathFactory) -> TinyVision:  # TEMPORARY until conftest has it
-    from tests.fixtures.tiny_vision import write_tiny_vision
-
-    return write_tiny_vision(tmp_path_factory.mktemp("tiny-vision"))
-
-
 @pytest.fixture
 def vision_model(tiny_vision: TinyVision, hearth_home: Path) -> str:
     """The tiny vision model in this test's library, paired with its projector."""
@@ -139,7 +132,7 @@ def test_a_dropped_picture_is_sent_shown_in_the_message_and_kept_on_reopen(
     wait_until(qtbot, lambda: reopened.chat.current_id == conv_id, 10, "the last conversation to open")
     first = reopened.chat.transcript.bubbles[0]
     assert first.message.images == [sha] and len(_thumbs(first)) == 1
-    assert _thumbs(first)[0].data == window.store.image(sha).data
+    assert _thumbs(first)[0].data == reopened.store.image(sha).data
 
 
 def test_a_pasted_picture_is_attached_and_can_be_removed(
@@ -238,9 +231,122 @@ def test_a_model_without_a_projector_greys_attach_and_refuses_pictures(
     assert page.banner.text == NO_VISION and not page.composer.attachments.chips
     assert page.composer.edit.toPlainText() == "Look at this."
     # Once loaded, the model's own status agrees (no projector), and back on the vision model it is enabled again.
-    page.controller.load(page.current_entry(), page.params.form.values())  # type: ignore[arg-type]
-    wait_until(qtbot, lambda: page.load_label.text().startswith("Ready"), ANSWER, "the starter model to load")
-    assert not button.isEnabled() and page.controller.engine.status is not None
-    assert not page.controller.engine.status.vision
+    entry = page.current_entry()
+    assert entry is not None and entry.name == starter
+    page.controller.load(entry, page.params.form.values())  # (already loading since it was picked: a no-op then)
+
+    def starter_loaded() -> bool:
+        status = page.controller.engine.status
+        return not page.controller.loading and status is not None and Path(status.path) == Path(entry.path)
+
+    wait_until(qtbot, starter_loaded, ANSWER, "the starter model to load")
+    status = page.controller.engine.status
+    assert status is not None and not status.vision and status.mmproj is None
+    assert not button.isEnabled() and button.toolTip() == NO_VISION
     _use(page, vision_model)
     assert button.isEnabled() and not page.chat_images.hint.isVisibleTo(page)
+
+
+def test_a_projector_that_does_not_fit_is_refused_and_the_message_is_kept(
+    make_window: WindowFactory, qtbot: object, vision_model: str, tiny_vision: TinyVision, tmp_path: Path
+) -> None:
+    """A library entry paired with another model's projector: the load says why in one sentence, and the
+    message (text and picture) goes back into the composer instead of being lost."""
+    import shutil
+
+    model = shutil.copy(tiny_vision.model, tmp_path / "tiny-wrong.gguf")
+    Library(discover_hf_cache=False).import_file(model, mode="link", name="tiny-wrong", mmproj=tiny_vision.wrong_mmproj)
+    window = make_window()
+    wait_until(qtbot, lambda: window.library_model.rowCount() >= 3, 30, "the mismatched model in the library")
+    page = window.chat
+    _use(page, "tiny-wrong")
+    wait_until(qtbot, lambda: not page.controller.loading, ANSWER, "the load to fail")
+    page.banner.hide()
+    assert page.composer.attach_button.isEnabled()  # paired with a projector: it is the load that refuses it
+    page.composer.edit.setPlainText("What is this?")
+    assert _drop(page.composer.edit.viewport(), [write_test_image(tmp_path / "x.png", "png", seed=6)])
+    _attached(qtbot, page, 1)
+    sha = page.composer.attachments.images()[0].sha256
+    qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+    _idle(qtbot, page)
+    sentence = page.banner.text
+    assert "mmproj-wrong-width.gguf" in sentence and "Traceback" not in sentence and "\n" not in sentence, sentence
+    assert page.composer.edit.toPlainText() == "What is this?"
+    assert [i.sha256 for i in page.composer.attachments.images()] == [sha]
+    conv_id = page.current_id
+    assert conv_id is None or not window.store.messages(conv_id)
+    # The engine stays usable: the vision model answers the same message.
+    _use(page, vision_model)
+    page.banner.hide()
+    qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+    _idle(qtbot, page)
+    assert not page.banner.text, page.banner.text
+    conv_id = page.current_id
+    assert conv_id is not None
+    assert [m.images for m in window.store.messages(conv_id)] == [[sha], []]
+
+
+def test_screenshots_of_pictures_in_the_chat_light_and_dark(
+    make_window: WindowFactory, qtbot: object, vision_model: str, tmp_path: Path
+) -> None:
+    """Every new state, light and dark, into .screenshots/ (or $HEARTH_SHOTS) for people to look at."""
+    import os
+
+    from core.chats import Message
+    from core.media import load_image_file
+
+    shots = Path(os.environ.get("HEARTH_SHOTS") or Path(__file__).resolve().parents[2] / ".screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    window = _window(make_window, qtbot)
+    window.resize(1280, 800)
+    page = window.chat
+    store = window.store
+    starter = next(window.library_model.entry(r).name for r in range(window.library_model.rowCount())
+                   if window.library_model.entry(r).name != vision_model)
+    pictures = [write_test_image(tmp_path / f"photo-{i}.png", "png", seed=10 + i, size=size)
+                for i, size in enumerate([(640, 480), (300, 420)])]
+    conv = store.create(title="What is in this picture?", model=vision_model)
+    store.add_message(conv.id, Message(role="user", content="What colours are in these two pictures?"),
+                      images=[load_image_file(p) for p in pictures])
+    store.add_message(conv.id, Message(role="assistant", content="The first is a grid of warm colours; the second "
+                                       "has mostly blues and greens.", finish_reason="stop", completion_tokens=19,
+                                       tokens_per_second=42.0, meta={"context_used": 210, "n_ctx": 4096}))
+    page.conversations.refresh()
+    written: list[Path] = []
+
+    def shoot(name: str, widget: QWidget | None = None) -> None:
+        qtbot.wait(150)  # type: ignore[attr-defined]
+        path = shots / f"chat-images-{name}-{theme}.png"
+        assert (widget or window).grab().save(str(path))
+        written.append(path)
+
+    for theme in ("light", "dark"):
+        window.set_theme(theme)
+        page.open_conversation(conv.id)
+        page.select_model(vision_model)  # picked, not loaded: the shots show the page, not a load
+        page.banner.hide()
+        page.composer.edit.setPlainText("And this one? Is it the same place?")
+        assert _drop(page.composer.edit.viewport(), pictures)
+        _attached(qtbot, page, 2)
+        shoot("message-and-composer")
+        thumb = _thumbs(page.transcript.bubbles[0])[0]
+        thumb.open_view()
+        assert thumb.viewer is not None
+        viewer = thumb.viewer
+        shoot("viewer", viewer)
+        viewer.close()
+        broken = tmp_path / "holiday.png"
+        broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+        assert _drop(page.composer.edit.viewport(), [broken])
+        wait_until(qtbot, lambda: bool(page.banner.text), 30, "the sentence about the broken file")
+        shoot("error")
+        page.chat_images.clear()
+        page.banner.hide()
+        page.new_chat()
+        page.select_model(starter)
+        page.composer.edit.setPlainText("")
+        shoot("no-projector")
+        _drop(page.composer.edit.viewport(), pictures[:1])
+        shoot("no-projector-drop")
+    window.set_theme("system")
+    print(f"\nscreenshots written to {shots}: {', '.join(p.name for p in written)}")
