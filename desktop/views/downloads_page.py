@@ -84,9 +84,12 @@ class DownloadsPage(QWidget):
         self.table.setShowGrid(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(1, 430)
-        header.setStretchLastSection(True)
+        # The progress bar takes the room that is left: a fixed 430 px pushed Status out of sight at the
+        # window's smallest size.
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
+        for column in range(2, self.table.model().columnCount()):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setWordWrap(True)
         layout.addWidget(self.table, 1)
         self.empty = muted("No downloads yet: find a model in Discover.")

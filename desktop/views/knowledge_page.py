@@ -148,7 +148,13 @@ class KnowledgePage(QWidget):
         row.addStretch(1)
         zone.addLayout(row)
         zone.addWidget(muted(TYPES_TEXT))
-        col.addWidget(self.drop_zone, 0, Qt.AlignmentFlag.AlignHCenter)
+        # Centred by stretches, not by an alignment flag: an aligned item gets its size hint, so the wrapped
+        # description got the height of one width and was drawn at another (cut mid-line, last line halved).
+        centre = QHBoxLayout()
+        centre.addStretch(1)
+        centre.addWidget(self.drop_zone, 100)
+        centre.addStretch(1)
+        col.addLayout(centre)
         col.addStretch(1)
         return holder
 
