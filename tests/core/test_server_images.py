@@ -100,6 +100,11 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def user(*content: Any) -> list[Any]:
+    """One user message with these content parts (typed loosely: the clients' TypedDicts are unions)."""
+    return [{"role": "user", "content": list(content)}]
+
+
 def image_part(url: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
@@ -142,6 +147,8 @@ def test_openai_image_reaches_the_model(oai: openai.OpenAI, pictures: dict[str, 
     assert not same_logprobs(none, a) and not same_logprobs(a, b)  # the picture, and which picture, matter
     assert same_logprobs(a, first_logprobs(again_a))  # deterministic at temperature 0
     assert with_a.choices[0].message.content == again_a.choices[0].message.content
+    assert len({plain.choices[0].message.content, with_a.choices[0].message.content,
+                with_b.choices[0].message.content}) == 3
     # The picture's tokens are part of the prompt.
     assert with_a.usage.prompt_tokens > plain.usage.prompt_tokens
     # Where the image is matters: after the question, the model reads something else.
@@ -157,14 +164,13 @@ def test_openai_formats_and_streaming(oai: openai.OpenAI, pictures: dict[str, by
     assert all(isinstance(a, str) for a in answers.values())
     stream = oai.chat.completions.create(
         model=VISION, stream=True, temperature=0, seed=7, max_tokens=6,
-        messages=[{"role": "user", "content": [image_part(data_uri(pictures["a"])), question]}])
+        messages=user(image_part(data_uri(pictures["a"])), question))
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == answers["png"]
     # Responses-style input_image parts carry the URL itself.
-    shaped = oai.chat.completions.create(  # type: ignore[call-overload]
+    shaped = oai.chat.completions.create(
         model=VISION, temperature=0, seed=7, max_tokens=6,
-        messages=[{"role": "user", "content": [{"type": "input_image", "image_url": data_uri(pictures["a"])},
-                                               question]}])
+        messages=user({"type": "input_image", "image_url": data_uri(pictures["a"])}, question))
     assert shaped.choices[0].message.content == answers["png"]
 
 
@@ -179,6 +185,8 @@ def test_ollama_chat_and_generate_read_images(oll: ollama.Client, oai: openai.Op
     other = oll.chat(model=VISION, messages=[{"role": "user", "content": "What is this?",
                                               "images": [pictures["b"]]}], options=options)
     assert seen.prompt_eval_count and plain.prompt_eval_count and seen.prompt_eval_count > plain.prompt_eval_count
+    # The answer follows the picture (greedy decoding of a seeded random model: fixed texts).
+    assert len({plain.message.content, seen.message.content, other.message.content}) == 3
     # Ollama puts a message's images before its text: the same prompt as these OpenAI parts, the same answer.
     same = ask(oai, [image_part(data_uri(pictures["a"])), {"type": "text", "text": "What is this?"}])
     assert seen.message.content == same.choices[0].message.content
@@ -186,7 +194,7 @@ def test_ollama_chat_and_generate_read_images(oll: ollama.Client, oai: openai.Op
     assert other.message.content == b.choices[0].message.content
     generated = oll.generate(model=VISION, prompt="What is this?", images=[pictures["a"]], options=options)
     assert generated.response == seen.message.content
-    streamed = "".join(p.response for p in oll.generate(model=VISION, prompt="What is this?", images=[file],
+    streamed = "".join(p.response or "" for p in oll.generate(model=VISION, prompt="What is this?", images=[str(file)],
                                                         options=options, stream=True))
     assert streamed == seen.message.content
 
@@ -198,22 +206,21 @@ def test_anthropic_image_block(ant: anthropic.Anthropic, oai: openai.OpenAI, pic
 
     text = {"type": "text", "text": "What is this?"}
     reply = ant.messages.create(model=VISION, max_tokens=6, extra_body=GREEDY,
-                                messages=[{"role": "user", "content": [block(pictures["a"]), text]}])  # type: ignore[list-item]
+                                messages=user(block(pictures["a"]), text))
     same = ask(oai, [image_part(data_uri(pictures["a"])), text])
     assert reply.content[0].text == same.choices[0].message.content  # type: ignore[union-attr]
     plain = ant.messages.create(model=VISION, max_tokens=6, extra_body=GREEDY,
-                                messages=[{"role": "user", "content": [text]}])  # type: ignore[list-item]
+                                messages=user(text))
     assert reply.usage.input_tokens + (reply.usage.cache_read_input_tokens or 0) > \
         plain.usage.input_tokens + (plain.usage.cache_read_input_tokens or 0)
-    counted = ant.messages.count_tokens(model=VISION, messages=[
-        {"role": "user", "content": [block(pictures["a.jpeg"], "image/jpeg"), text]}])  # type: ignore[list-item]
+    assert reply.content[0].text != plain.content[0].text  # type: ignore[union-attr]
+    counted = ant.messages.count_tokens(model=VISION, messages=user(block(pictures["a.jpeg"], "image/jpeg"), text))
     assert counted.input_tokens > plain.usage.input_tokens + (plain.usage.cache_read_input_tokens or 0)
     with ant.messages.stream(model=VISION, max_tokens=6, extra_body=GREEDY,
-                             messages=[{"role": "user", "content": [block(pictures["a"]), text]}]) as stream:  # type: ignore[list-item]
+                             messages=user(block(pictures["a"]), text)) as stream:
         assert stream.get_final_text() == reply.content[0].text  # type: ignore[union-attr]
     with pytest.raises(anthropic.BadRequestError, match="GIF") as caught:
-        ant.messages.create(model=VISION, max_tokens=6, messages=[
-            {"role": "user", "content": [block(pictures["a"], "image/gif"), text]}])  # type: ignore[list-item]
+        ant.messages.create(model=VISION, max_tokens=6, messages=user(block(pictures["a"], "image/gif"), text))
     assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
 
 
@@ -289,9 +296,9 @@ def test_bad_image_bytes_named_by_path(oai: openai.OpenAI, oll: ollama.Client, s
     assert mixed.status_code == 400 and "'raw'" in mixed.json()["error"]
     # Images belong to user messages; and a request carries at most so many.
     with pytest.raises(openai.BadRequestError, match="only be sent in user messages"):
-        oai.chat.completions.create(model=VISION, max_tokens=4, messages=[
-            {"role": "system", "content": [image_part(data_uri(pictures["a"]))]},  # type: ignore[list-item]
-            {"role": "user", "content": "?"}])
+        messages: list[Any] = [{"role": "system", "content": [image_part(data_uri(pictures["a"]))]},
+                               {"role": "user", "content": "?"}]
+        oai.chat.completions.create(model=VISION, max_tokens=4, messages=messages)
     with pytest.raises(openai.BadRequestError, match="more than 32 images"):
         ask(oai, [image_part(data_uri(pictures["a"]))] * 33)
     assert ask(oai, [image_part(data_uri(pictures["a"])), {"type": "text", "text": "?"}]).choices  # still serving
@@ -300,8 +307,8 @@ def test_bad_image_bytes_named_by_path(oai: openai.OpenAI, oll: ollama.Client, s
 def test_anthropic_bad_images(ant: anthropic.Anthropic, pictures: dict[str, bytes]) -> None:
     def refused(source: dict[str, Any], says: str, where: str) -> None:
         with pytest.raises(anthropic.BadRequestError, match=says) as caught:
-            ant.messages.create(model=VISION, max_tokens=4, messages=[{"role": "user", "content": [
-                {"type": "text", "text": "?"}, {"type": "image", "source": source}]}])  # type: ignore[typeddict-item]
+            ant.messages.create(model=VISION, max_tokens=4,
+                                messages=user({"type": "text", "text": "?"}, {"type": "image", "source": source}))
         assert caught.value.body["type"] == "error"  # type: ignore[index]
         assert where in caught.value.body["error"]["message"]  # type: ignore[index]
 
@@ -351,8 +358,9 @@ def test_vision_capability_reported(oll: ollama.Client, oai: openai.OpenAI, serv
     assert raw["projector_info"]["clip.projector_type"] == "mlp"
     assert "vision" not in (oll.show("text-llama").capabilities or [])
     listed = {m.model: m for m in oll.list().models}
-    assert listed[VISION].details is not None and "clip" in (listed[VISION].details.families or [])
-    assert listed["text-llama"].details is not None and listed["text-llama"].details.families == ["llama"]
+    vision, text = listed[VISION].details, listed["text-llama"].details
+    assert vision is not None and "clip" in (vision.families or [])
+    assert text is not None and text.families == ["llama"]
     assert {VISION, "text-llama"} <= {m.id for m in oai.models.list()}
 
 
