@@ -160,6 +160,49 @@ def test_a_pasted_picture_is_attached_and_can_be_removed(
     assert not page.composer.attachments.chips and not page.composer.attachments.isVisibleTo(page)
 
 
+def test_editing_a_message_keeps_its_picture_or_drops_it_when_removed(
+    make_window: WindowFactory, qtbot: object, vision_model: str, tmp_path: Path
+) -> None:
+    window = _window(make_window, qtbot)
+    page = window.chat
+    _use(page, vision_model)
+    page.composer.edit.setPlainText("First look.")
+    assert _drop(page.transcript.viewport(), [write_test_image(tmp_path / "a.png", "png", seed=7)])
+    _attached(qtbot, page, 1)
+    sha = page.composer.attachments.images()[0].sha256
+    qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+    _idle(qtbot, page)
+    conv_id = page.current_id
+    assert conv_id is not None
+
+    def edit(text: str, remove: bool) -> None:
+        button = page.transcript.bubbles[0].edit_button
+        assert button is not None
+        button.click()
+        assert [i.sha256 for i in page.composer.attachments.images()] == [sha]  # shown, to keep or remove
+        if remove:
+            page.composer.attachments.chips[0].remove_button.click()
+        page.composer.edit.setPlainText(text)
+        qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+        _idle(qtbot, page)
+        assert not page.banner.text, page.banner.text
+        assert not page.composer.attachments.chips
+
+    edit("Second look.", remove=False)
+    user = window.store.messages(conv_id)[0]
+    assert (user.content, user.images) == ("Second look.", [sha])
+    assert len(_thumbs(page.transcript.bubbles[0])) == 1
+    # Cancelling an edit takes its pictures out of the composer again.
+    page.transcript.bubbles[0].edit_button.click()  # type: ignore[union-attr]
+    assert len(page.composer.attachments.chips) == 1
+    page.cancel_edit()
+    assert not page.composer.attachments.chips and not page.composer.edit.toPlainText()
+    edit("No picture now.", remove=True)
+    user = window.store.messages(conv_id)[0]
+    assert (user.content, user.images) == ("No picture now.", [])
+    assert page.transcript.bubbles[0].images is None
+
+
 def _oversized_png(path: Path) -> Path:
     """A small PNG whose header says 20000 x 20000 pixels (400 megapixels): refused before decoding."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -346,6 +389,17 @@ def test_screenshots_of_pictures_in_the_chat_light_and_dark(
         page.select_model(starter)
         page.composer.edit.setPlainText("")
         shoot("no-projector")
+        # The smallest window: the hint wraps and keeps the height it needs, the composer keeps its thumbnails.
+        window.resize(window.minimumSizeHint())
+        page.composer.edit.setPlainText("Still fits?")
+        page.chat_images.strip.add(load_image_file(pictures[0]), "photo-0.png")
+        qtbot.wait(150)  # type: ignore[attr-defined]
+        hint = page.chat_images.hint
+        assert hint.isVisible() and hint.height() >= hint.heightForWidth(hint.width())
+        assert page.composer.attachments.height() >= page.composer.attachments.chips[0].height()
+        shoot("smallest")
+        page.chat_images.clear()
+        window.resize(1280, 800)
         _drop(page.composer.edit.viewport(), pictures[:1])
         shoot("no-projector-drop")
     window.set_theme("system")
