@@ -5,12 +5,14 @@ the same shape, unless --no-starter), in one run:
   * through the engine (client -> worker process -> client): time from sending a one-token chat to its
     answer, with one image and with none (the same words), each evaluated from a cold cache;
   * llama.cpp's mtmd helper called directly in this process on the same prompt text and image bytes:
-    mtmd_helper_bitmap_init_from_buf + mtmd_tokenize + mtmd_helper_eval_chunks + one greedy sample.
+    mtmd_helper_bitmap_init_from_buf + mtmd_tokenize + mtmd_helper_eval_chunks + one greedy sample;
+  * the engine's worker code run in this process on the same request (no pipe): the engine's own Python
+    (template, checks, cache keys, chunk walk) without the process boundary.
 Reps alternate engine and direct runs (the machine is shared and noisy); figures are medians, ratios the
 median of each rep's ratio. The engine keeps its cache's first cell (the BOS token) between the reps;
 everything else, the image included, is evaluated afresh each time.
 
-    .venv/bin/python -m bench.image_prompt [--reps 7] [--threads 2] [--no-starter]
+    .venv/bin/python -m bench.image_prompt [--reps 7] [--threads 1] [--no-starter]
 """
 
 from __future__ import annotations
@@ -48,6 +50,38 @@ def engine_times(model: Path, mmproj: Path, image: bytes, threads: int) -> tuple
     return engine, run
 
 
+def worker_in_process(model: Path, mmproj: Path, image: bytes, threads: int) -> Any:
+    """The engine's worker code run in this process (no pipe, no second process): what the engine's own
+    Python costs beside llama.cpp's, without the process boundary. Returns a function timing one cold answer."""
+    from core.engine.ops.generate import op_chat
+    from core.engine.params import LoadOptions, SamplingParams
+    from core.engine.worker import Worker
+
+    class Pipe:  # stands in for the connection to the client: answers are dropped
+        def send(self, _message: object) -> None:
+            pass
+
+    class Flag:
+        value = 0
+
+    worker = Worker(Pipe(), Flag())  # type: ignore[arg-type]
+    worker.op_load({"path": str(model), "options": LoadOptions(n_ctx=1024, n_threads=threads,
+                                                               mmproj=str(mmproj)).to_dict()})
+    request = {"op": "chat", "tools": None,
+               "params": SamplingParams(temperature=0, max_tokens=1, repeat_penalty=1.0).to_dict(),
+               "messages": [{"role": "user", "content": [{"type": "image", "data": image},
+                                                         {"type": "text", "text": QUESTION}]}]}
+
+    def run() -> float:
+        worker.reset_cache()
+        started = time.perf_counter()
+        op_chat(worker, request)
+        return time.perf_counter() - started
+
+    run.worker = worker  # type: ignore[attr-defined]
+    return run
+
+
 class Direct:
     """llama.cpp's own path in this process: the model, a context and an mtmd context, as mtmd-cli sets them up."""
 
@@ -67,6 +101,7 @@ class Direct:
         cparams = L.llama_context_default_params()
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = 1024, 512, 512
         cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.swa_full = True  # as the engine's context (core.engine.worker), so both do the same work
         self.ctx = L.llama_init_from_model(self.model, cparams)
         self.mem = L.llama_get_memory(self.ctx)
         params = M.mtmd_context_params_default()
@@ -127,34 +162,43 @@ class Direct:
 def measure(label: str, model: Path, mmproj: Path, image: bytes, reps: int, threads: int) -> None:
     engine, engine_run = engine_times(model, mmproj, image, threads)
     direct = Direct(model, mmproj, threads)
+    inner = worker_in_process(model, mmproj, image, threads)
     try:
         for _ in range(2):  # warm-up: first-call costs (allocations, page faults) on both sides
-            engine_run(True), engine_run(False), direct.run(image, True)
-        with_image, without, raw, image_ratio, overhead = [], [], [], [], []
-        for _ in range(reps):
+            engine_run(True), engine_run(False), direct.run(image, True), inner()
+        with_image, without, raw, in_worker, image_ratio, overhead, code_overhead = [], [], [], [], [], [], []
+        for rep in range(reps):
+            if rep % 2:  # either side first in turn: a busy spell then hits both alike
+                c, d = direct.run(image, True), inner()
             a = engine_run(True)
             b = engine_run(False)
-            c = direct.run(image, True)
+            if not rep % 2:
+                c, d = direct.run(image, True), inner()
             with_image.append(a)
             without.append(b)
             raw.append(c)
+            in_worker.append(d)
             image_ratio.append(a / b)
             overhead.append(a / c)
+            code_overhead.append(d / c)
     finally:
         engine.close()
         direct.close()
+        inner.worker.unload()  # type: ignore[attr-defined]
     ms = 1000.0
     print(f"{label}:")
     print(f"  engine, one image:   {median(with_image) * ms:8.1f} ms to the first token")
     print(f"  engine, no image:    {median(without) * ms:8.1f} ms   -> an image costs x{median(image_ratio):.2f}")
     print(f"  mtmd helper direct:  {median(raw) * ms:8.1f} ms   -> engine overhead x{median(overhead):.3f} "
           f"(target <= 1.05)")
+    print(f"  worker code in-process: {median(in_worker) * ms:5.1f} ms   -> without the process boundary "
+          f"x{median(code_overhead):.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="1: steadiest on a shared machine")
     parser.add_argument("--no-starter", action="store_true", help="only the tiny vision fixture")
     args = parser.parse_args()
     from tests.fixtures.tiny_vision import write_test_image, write_tiny_projector, write_tiny_vision

@@ -300,11 +300,14 @@ class Worker:
         self.kv_images = [span for span in self.kv_images if span[0] + span[1] <= cell]
         self.pos_shift = sum(n_pos - n for _start, n, n_pos in self.kv_images)
 
-    def decode(self, tokens: list[int]) -> None:
-        """Evaluate ``tokens`` after the cache, in batches; logits of the last one only."""
+    def decode(self, tokens: list[int], logits: bool = True) -> None:
+        """Evaluate ``tokens`` after the cache, in batches; logits of the last one only (none: ``logits`` False;
+        an output row costs a pass over the vocabulary, 262k tokens for Gemma)."""
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start : start + self.n_batch]
             self.fill_batch(chunk)
+            if not logits or start + self.n_batch < len(tokens):
+                self.batch.logits[len(chunk) - 1] = False
             rc = L.llama_decode(self.ctx, self.batch)
             if rc != 0:
                 self.reset_cache()

@@ -48,6 +48,7 @@ OUTPUT_WIDTH: dict[str, tuple[str, int]] = {
     "cogvlm": ("mm.down.weight", 1),
 }
 _MISMATCH = re.compile(r"n_embd = (\d+)\) and mmproj \(n_embd = (\d+)\)")
+_READS_LISTS: dict[str, bool] = {}  # chat template -> it shows images only when content is a list of parts
 IMAGE_ERROR = ("could not be read: it is not a PNG, JPEG or WebP picture, or it is cut short or corrupt. "
                "Attach the picture again, or another one.")
 
@@ -225,7 +226,7 @@ class ImagePrompt:
                 at += n
                 continue
             if tokens is not None:
-                w.decode(tokens[max(0, common - at) :])
+                w.decode(tokens[max(0, common - at) :], logits=at + n == len(self.keys))
             else:
                 started = time.perf_counter()
                 rc = M.mtmd_encode_chunk(w.mtmd, chunk)
@@ -339,15 +340,19 @@ def image_chat_prompt(
         raise RequestError("no_vision", NoVisionError.MESSAGE)
     M = _mtmd()
     marker = M.mtmd_default_marker().decode()
-    flat, images = flatten(messages, marker, as_parts=False)
     # Content as a string with markers suits most templates (llama.cpp's server does the same); a template that
-    # only reads lists of parts gets lists of text parts, the markers among them.
-    try:
-        probe = render(w.fmt, flat, bos_token=w.bos_text, eos_token=w.eos_text, tools=tools)
-    except EngineError:
-        probe = ""
-    if probe.count(marker) != sum(len(mine) for mine in images):
-        flat = flatten(messages, marker, as_parts=True)[0]
+    # only reads lists of parts gets lists of text parts, the markers among them (found once per template).
+    template = w.fmt.template or ""
+    as_parts = _READS_LISTS.get(template, False)
+    flat, images = flatten(messages, marker, as_parts)
+    if template not in _READS_LISTS:
+        try:
+            probe = render(w.fmt, flat, bos_token=w.bos_text, eos_token=w.eos_text, tools=tools)
+            as_parts = _READS_LISTS[template] = probe.count(marker) != sum(len(mine) for mine in images)
+        except EngineError:
+            as_parts = True  # this conversation only: lists may render (else the error is the template's)
+        if as_parts:
+            flat = flatten(messages, marker, as_parts=True)[0]
     place = {id(m): i for i, m in enumerate(flat)}  # the kept messages are these same objects
     numbers = {(i, j): n for n, (i, j) in enumerate(
         ((i, j) for i, mine in enumerate(images) for j in range(len(mine))), start=1)}
