@@ -375,7 +375,10 @@ class ChatPage(QWidget):
     def send(self) -> None:
         text = self.composer.edit.toPlainText().strip()
         images = self.chat_images.images()
-        if (not text and not images) or self.controller.streaming or self.chat_images.busy:
+        if self.chat_images.busy:  # a picture is still being read: send once it is
+            self.chat_images.when_ready(self.send)
+            return
+        if (not text and not images) or self.controller.streaming:
             return
         if images and self.chat_images.reason:  # the model was switched after they were attached
             self.banner.show_message(self.chat_images.reason)

@@ -204,6 +204,8 @@ class ChatImages(QObject):
         self.hint.hide()
         self._last_error = ""
         self._folder = str(Path.home())
+        self._then: Callable[[], None] | None = None  # a send asked for while pictures were being read
+        self._failed_meanwhile = False
         composer.edit.images_offered.connect(self.offer)
         composer.attach_button.clicked.connect(lambda _=False: self.pick_files())
         for target in drop_targets:
@@ -231,8 +233,14 @@ class ChatImages(QObject):
     def images(self) -> list[PreparedImage]:
         return self.strip.images()
 
+    def when_ready(self, then: Callable[[], None]) -> None:
+        """Call ``then`` (the page's send) once every picture is read, unless one of them fails."""
+        self._then = then
+        self._failed_meanwhile = False
+
     def clear(self) -> None:
         self.strip.clear()
+        self._then = None
 
     def show_stored(self, shas: list[str], store: ChatStore) -> None:
         """A message being edited: its stored pictures, to keep or remove before it is sent again."""
@@ -272,12 +280,21 @@ class ChatImages(QObject):
             if self._last_error and self.banner.text == self._last_error:
                 self.banner.hide()  # the last picture's error is no longer the news
             self._last_error = ""
+            self._settled()
 
         def failed(exc: BaseException) -> None:
             self.strip.remove(chip)
             self._say(error_text(exc))
+            self._failed_meanwhile = True  # the user sees the error first: a waiting send does not go
+            self._settled()
 
         Op(work).on_success(done).on_failure(failed).run(_image_thread())
+
+    def _settled(self) -> None:
+        if self.strip.pending == 0 and self._then is not None:
+            then, self._then = self._then, None
+            if not self._failed_meanwhile:
+                then()
 
     def _say(self, sentence: str) -> None:
         self._last_error = sentence

@@ -168,12 +168,18 @@ def test_editing_a_message_keeps_its_picture_or_drops_it_when_removed(
     _use(page, vision_model)
     page.composer.edit.setPlainText("First look.")
     assert _drop(page.transcript.viewport(), [write_test_image(tmp_path / "a.png", "png", seed=7)])
-    _attached(qtbot, page, 1)
-    sha = page.composer.attachments.images()[0].sha256
+    # Enter before the picture is read (its result comes through the event loop, not run yet): the
+    # message waits for it, then goes with it.
+    assert page.chat_images.busy
     qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+    assert not page.controller.streaming and page.composer.edit.toPlainText() == "First look."
+    wait_until(qtbot, lambda: page.current_id is not None, 30, "the message to go once the picture is read")
     _idle(qtbot, page)
     conv_id = page.current_id
     assert conv_id is not None
+    first = window.store.messages(conv_id)[0]
+    assert first.content == "First look." and len(first.images) == 1
+    sha = first.images[0]
 
     def edit(text: str, remove: bool) -> None:
         button = page.transcript.bubbles[0].edit_button
