@@ -50,6 +50,10 @@ MAX_SCALE = 2.0
 class ChatPage(QWidget):
     """Chat with a local model; every change goes to the chat store through ``ChatController``."""
 
+    compare_requested = Signal()  # the header's Compare button: the window opens Compare mode (compare_view)
+    compare_opened = Signal(int)  # a comparison (its group id) was picked: it reopens in Compare mode
+    chat_shown = Signal()  # an ordinary chat was opened or started: Compare mode gives way
+
     def __init__(
         self,
         store: ChatStore,
@@ -118,6 +122,9 @@ class ChatPage(QWidget):
         header.addWidget(self.scale_slider)
         header.addWidget(self.scale_label)
         header.addStretch(1)
+        self.compare_button = flat_button("⇆  Compare", self.compare_requested.emit,
+                                          "Answer one prompt with two set-ups side by side")
+        header.addWidget(self.compare_button)
         header.addWidget(self.params_toggle)
         col.addLayout(header)
         # Second line: what is loaded ("model + adapter (×0.8)") and how loading went.
@@ -290,6 +297,7 @@ class ChatPage(QWidget):
     # -- conversations -------------------------------------------------------------------------
     def new_chat(self) -> None:
         """A blank conversation; it is saved when the first message is sent."""
+        self.chat_shown.emit()
         self.cancel_edit()
         self.docs_toggle.note.setText("")
         self.conversations.select(None, emit=False)
@@ -298,6 +306,10 @@ class ChatPage(QWidget):
         self.composer.edit.setFocus()
 
     def open_conversation(self, conversation_id: int) -> None:
+        if (group := self.store.get(conversation_id).compare_group):  # a side of a comparison
+            self.compare_opened.emit(group)
+            return
+        self.chat_shown.emit()
         self.cancel_edit()
         self.conversations.select(conversation_id, emit=False)
         conv = self.store.get(conversation_id)
