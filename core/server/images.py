@@ -48,7 +48,8 @@ def decode_base64(text: Any, where: str) -> bytes:
 def refuse_remote(url: str, where: str) -> ApiError:
     """The 400 for an image given by its address instead of its bytes."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    shown = f"a URL ({scheme}:)" if scheme in ("http", "https", "file", "ftp") else "not a data: URI"
+    article = {"http": "an http", "https": "an https", "ftp": "an ftp", "file": "a file"}
+    shown = f"{article[scheme]} URL" if scheme in article else "not a data: URI"
     return bad_request(
         f"'{where}' is {shown} ({clip(url, 60)}): Hearth never fetches anything from the network on a request's "
         f"behalf. Send the image itself as a data: URI (data:image/png;base64,...) with its {FORMATS} bytes.",
