@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
@@ -453,7 +453,8 @@ class ChatPage(QWidget):
 
     def _loaded(self, status: ModelStatus) -> None:
         self.load_bar.hide()
-        self.load_label.setText(f"Ready · context {status.n_ctx:,} · loaded in {status.load_seconds:.1f} s")
+        vision = " · reads images" if status.vision else ""
+        self.load_label.setText(f"Ready · context {status.n_ctx:,}{vision} · loaded in {status.load_seconds:.1f} s")
         self.params.load_info.setText(f"Chat format: {status.chat_format_description}")
         self.chat_tools.refresh()
         self._adapter_applied(self.controller.active_adapter())

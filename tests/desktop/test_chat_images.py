@@ -103,6 +103,7 @@ def test_a_dropped_picture_is_sent_shown_in_the_message_and_kept_on_reopen(
     assert [m.role for m in messages] == ["user", "assistant"] and messages[0].images == [sha]
     assert messages[1].finish_reason in ("stop", "length") and messages[1].completion_tokens
     assert page.controller.engine.status is not None and page.controller.engine.status.vision
+    assert "reads images" in page.load_label.text()
     bubble = page.transcript.bubbles[0]
     assert bubble.images is not None and len(_thumbs(bubble)) == 1
     assert page.transcript.bubbles[1].text.toPlainText().strip()
