@@ -134,7 +134,11 @@ def recommend(
         capped = [q for q in fastest if (quant_bits(q) or 8) <= 8] or fastest
         pick = max(capped, key=lambda q: sizes[q])
     verdict = verdicts[pick]
-    return Recommendation(pick, _reason(pick, verdict, params, size_words, sizes, verdicts), verdicts)
+    reason = _reason(pick, verdict, params, size_words, sizes, verdicts)
+    if shape.projector is not None:  # it comes with the download and loads beside the model
+        name = f" {shape.projector.name}" if shape.projector.name else ""
+        reason += f" The memory counts the vision projector{name} too."
+    return Recommendation(pick, reason, verdicts)
 
 
 def _reason(

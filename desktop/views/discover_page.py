@@ -137,18 +137,20 @@ class DiscoverPage(QWidget):
             return
         group = self.selected_group()
         chosen = group.mmproj if group is not None else (rq.mmproj if rq is not None else None)
-        others = [f.name for f in projectors if f != chosen]
+        others = [f"{f.name} ({human_size(f.size)})" for f in projectors if f != chosen]
         text = (
             f"{chosen.name} ({human_size(chosen.size)}) comes with the download"
             if chosen is not None
             else "Vision projectors: " + ", ".join(f.name for f in projectors)
         )
         if chosen is not None and others:
-            text += f"; also here: {', '.join(others)}"
+            text += f" · {len(others)} other{'s' if len(others) > 1 else ''} here"
         self.vision_text.setText(text)
         self.vision_text.setToolTip(
-            "The projector is downloaded after the model and paired with it in My Models, where you can "
-            "choose another one." if chosen is not None else ""
+            "The projector is downloaded after the model and paired with it; My Models can pair another one."
+            + (f"\nAlso in this repository: {', '.join(others)}" if others else "")
+            if chosen is not None
+            else ""
         )
 
     def ensure_searched(self) -> None:

@@ -94,17 +94,23 @@ class ModelsPage(QWidget):
     def _projector_bar(self) -> QWidget:
         """The selected model's vision projector, with Choose… and Clear."""
         bar = QWidget()
-        row = QHBoxLayout(bar)
-        row.setContentsMargins(0, 0, 0, 0)
+        column = QVBoxLayout(bar)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(4)
         self.projector_label = muted("")
         self.projector_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.projector_button = button(
-            "Projector…", self.choose_projector, tip="Pick the model's vision projector (mmproj-*.gguf) so it reads images"
+            "Choose projector…", self.choose_projector,
+            tip="Pick the model's vision projector (mmproj-*.gguf) so it reads images",
         )
         self.clear_projector_button = button("Clear", lambda: self._set_projector(None), tip="Unpair the projector")
-        row.addWidget(self.projector_label, 1)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addStretch(1)
         row.addWidget(self.projector_button)
         row.addWidget(self.clear_projector_button)
+        column.addWidget(self.projector_label)
+        column.addLayout(row)
         return bar
 
     def choose_projector(self) -> None:
@@ -142,7 +148,7 @@ class ModelsPage(QWidget):
         if entry is None:
             self.projector_label.setText("")
         elif entry.vision and entry.mmproj:
-            self.projector_label.setText(f"Reads images · projector {Path(entry.mmproj).name}")
+            self.projector_label.setText(f"Reads images with {Path(entry.mmproj).name}")
             self.projector_label.setToolTip(entry.mmproj)
         elif entry.mmproj:
             self.projector_label.setText(f"Its projector is missing ({Path(entry.mmproj).name}): choose it again")
