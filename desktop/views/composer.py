@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QBuffer, QByteArray, QEvent, QIODevice, QMimeData, QObject, QSize, Qt, Signal
-from PySide6.QtGui import QImageReader, QKeyEvent, QPixmap
+from PySide6.QtGui import QDragEnterEvent, QDragLeaveEvent, QDropEvent, QImageReader, QKeyEvent, QPixmap
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QPlainTextEdit, QToolButton, QVBoxLayout, QWidget
 
 from desktop.views.image_attachments import ATTACH_TIP, AttachmentStrip, offer_from_mime
@@ -22,6 +22,20 @@ class ComposerEdit(QPlainTextEdit):
     """The text box; a dropped or pasted picture is offered (``images_offered``) instead of typed in as text."""
 
     images_offered = Signal(object)  # ImageOffer
+    drag_hover = Signal(bool)  # pictures are being dragged over the box (True), or no longer (False)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        super().dragEnterEvent(event)
+        if offer_from_mime(event.mimeData()) is not None:
+            self.drag_hover.emit(True)
+
+    def dragLeaveEvent(self, event: QDragLeaveEvent) -> None:
+        super().dragLeaveEvent(event)
+        self.drag_hover.emit(False)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self.drag_hover.emit(False)
+        super().dropEvent(event)
 
     def canInsertFromMimeData(self, source: QMimeData) -> bool:
         return offer_from_mime(source) is not None or super().canInsertFromMimeData(source)

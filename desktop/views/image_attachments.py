@@ -207,6 +207,7 @@ class ChatImages(QObject):
         self._then: Callable[[], None] | None = None  # a send asked for while pictures were being read
         self._failed_meanwhile = False
         composer.edit.images_offered.connect(self.offer)
+        composer.edit.drag_hover.connect(self._hover)
         composer.attach_button.clicked.connect(lambda _=False: self.pick_files())
         for target in drop_targets:
             target.setAcceptDrops(True)
@@ -252,6 +253,16 @@ class ChatImages(QObject):
     def set_palette(self, palette: Palette) -> None:
         self.composer.set_attach_icon(icon_path("image", palette), palette.muted)
         self.strip.set_palette(palette)
+        # Pictures dragged over the chat: the box they will land in is outlined.
+        self.composer.setStyleSheet(f'QFrame#composer[dropping="true"] {{ border: 2px dashed {palette.accent}; '
+                                    "border-radius: 12px; }")
+
+    def _hover(self, on: bool) -> None:
+        on = on and not self.reason  # no outline where a drop will only be refused
+        if bool(self.composer.property("dropping")) != on:
+            self.composer.setProperty("dropping", on)
+            self.composer.style().unpolish(self.composer)
+            self.composer.style().polish(self.composer)
 
     # -- where pictures come from --------------------------------------------------------------
     def pick_files(self) -> None:
@@ -302,12 +313,15 @@ class ChatImages(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
-        if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
+        if kind == QEvent.Type.DragLeave:
+            self._hover(False)
+        elif kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
             assert isinstance(event, (QDragEnterEvent, QDragMoveEvent, QDropEvent))
             offer = offer_from_mime(event.mimeData())
             if offer is None:
                 return False  # not pictures (a model file, say): the window's own drop handling decides
             event.acceptProposedAction()
+            self._hover(kind != QEvent.Type.Drop)
             if kind == QEvent.Type.Drop:
                 self.offer(offer)
             return True

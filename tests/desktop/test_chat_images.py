@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtGui import QColor, QDragEnterEvent, QDragLeaveEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QApplication, QWidget
 
 from core.library import Library
@@ -51,14 +51,20 @@ def _use(page: ChatPage, name: str) -> None:
     form["n_threads"].setValue(1)
 
 
-def _drop(widget: QWidget, paths: list[Path]) -> bool:
-    """Drag files over ``widget`` and drop them, as a file manager does; True when the drop was taken."""
+def _drag(widget: QWidget, paths: list[Path]) -> QMimeData:
+    """Drag files over ``widget`` (not dropped yet), as a file manager does."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    centre = widget.rect().center()
-    enter = QDragEnterEvent(centre, Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+    enter = QDragEnterEvent(widget.rect().center(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
                             Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, enter)
+    return mime
+
+
+def _drop(widget: QWidget, paths: list[Path]) -> bool:
+    """Drag files over ``widget`` and drop them; True when the drop was taken."""
+    mime = _drag(widget, paths)
+    centre = widget.rect().center()
     drop = QDropEvent(QPointF(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
                       Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, drop)
@@ -379,6 +385,11 @@ def test_screenshots_of_pictures_in_the_chat_light_and_dark(
         assert _drop(page.composer.edit.viewport(), pictures)
         _attached(qtbot, page, 2)
         shoot("message-and-composer")
+        _drag(page.transcript.viewport(), pictures[:1])  # held over the chat: the composer is outlined
+        assert page.composer.property("dropping")
+        shoot("drag-over")
+        QApplication.sendEvent(page.transcript.viewport(), QDragLeaveEvent())
+        assert not page.composer.property("dropping")
         thumb = _thumbs(page.transcript.bubbles[0])[0]
         thumb.open_view()
         assert thumb.viewer is not None
