@@ -32,7 +32,7 @@ SIDE_NAMES = ("A", "B")
 __all__ = [
     "LEFT", "PLAN_WORDS", "RIGHT", "CompareEngines", "CompareItem", "CompareSession", "CompareSide", "SideCommitted",
     "SideFailed", "SideLoading", "SideReady", "compare_sides", "continue_side", "create_compare", "delete_compare",
-    "one_row_per_comparison", "rename_compare",
+    "one_row_per_comparison", "rename_compare", "title_from",
 ]
 
 
@@ -278,7 +278,7 @@ class CompareSession:
         self._stopped = False
         convs = self.conversations
         if not convs[LEFT].title:
-            rename_compare(self.store, self.group, _title_from(text))
+            rename_compare(self.store, self.group, title_from(text))
         setups: list[_Setup | HearthError] = []
         for conv in convs:
             try:
@@ -366,6 +366,7 @@ class CompareSession:
         self._embedders.clear()
 
 
-def _title_from(text: str, limit: int = 60) -> str:
+def title_from(text: str, limit: int = 60) -> str:
+    """A comparison's title from its first prompt (its first 60 characters on one line), as a chat's."""
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"

@@ -48,8 +48,10 @@ class ConversationListModel(QAbstractListModel):
             return None
         c = self._items[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return c.title or "New chat"
+            return ("⇆  " if c.compare_group else "") + (c.title or "New chat")  # ⇆: a comparison (Compare mode)
         if role == Qt.ItemDataRole.ToolTipRole:
+            if c.compare_group:
+                return f"{c.title or 'New comparison'}\nTwo set-ups side by side · {_when(c.updated_at)}"
             return f"{c.title or 'New chat'}\n{c.model or 'no model'} · {c.message_count} messages · {_when(c.updated_at)}"
         if role == ID_ROLE:
             return c.id

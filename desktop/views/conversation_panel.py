@@ -8,6 +8,7 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, Qt, Signa
 from PySide6.QtWidgets import QFrame, QLineEdit, QListView, QMenu, QVBoxLayout, QWidget
 
 from core.chats import ChatStore
+from core.chats.compare import delete_compare, one_row_per_comparison, rename_compare
 from desktop.models.conversations import ID_ROLE, ConversationListModel
 from desktop.views.widgets import button, confirm
 
@@ -67,7 +68,8 @@ class ConversationPanel(QFrame):
         self.current_id: int | None = None
 
     def refresh(self) -> None:
-        self.model.set_conversations(self.store.list(search=self.search.text().strip()))
+        # A comparison (two linked conversations, core.chats.compare) is one row: its left side's.
+        self.model.set_conversations(one_row_per_comparison(self.store, self.store.list(search=self.search.text().strip())))
         self.select(self.current_id, emit=False)
 
     def select(self, conversation_id: int | None, *, emit: bool = True) -> None:
@@ -90,14 +92,20 @@ class ConversationPanel(QFrame):
             self.view.edit(self.model.index(row))
 
     def _rename(self, conversation_id: int, title: str) -> None:
-        self.store.rename(conversation_id, title)
+        if (group := self.store.get(conversation_id).compare_group):
+            rename_compare(self.store, group, title)  # both sides keep one title
+        else:
+            self.store.rename(conversation_id, title)
         self.refresh()
 
     def delete(self, conversation_id: int) -> None:
         conv = self.store.get(conversation_id)
 
         def really() -> None:
-            self.store.delete(conversation_id)
+            if conv.compare_group:
+                delete_compare(self.store, conv.compare_group)  # both sides
+            else:
+                self.store.delete(conversation_id)
             if self.current_id == conversation_id:
                 self.current_id = None
             self.refresh()

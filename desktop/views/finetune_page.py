@@ -233,6 +233,7 @@ class FinetunePage(QWidget):
     """The Fine-tune page; ``chat_requested(base, adapter)`` when the user wants to chat with the result."""
 
     chat_requested = Signal(str, str)
+    compare_requested = Signal(str, str)  # (base, adapter): the result side by side with its base model
     library_changed = Signal()  # a standalone model was added
 
     def __init__(self, library: LibraryTableModel, pool: Executor, *,
@@ -265,6 +266,7 @@ class FinetunePage(QWidget):
         self.run_view.back_requested.connect(self.show_form)
         self.result_view = ResultView()
         self.result_view.chat_requested.connect(self._chat)
+        self.result_view.compare_requested.connect(lambda: self.compare_requested.emit(*self._adapter()))
         self.result_view.standalone_requested.connect(lambda: self.export(ollama=False))
         self.result_view.ollama_requested.connect(lambda: self.export(ollama=True))
         self.result_view.another_requested.connect(self.show_form)

@@ -88,6 +88,7 @@ class ResultView(QWidget):
     """The finished run; its buttons emit what the page should do next."""
 
     chat_requested = Signal()
+    compare_requested = Signal()  # side by side with the base model (Chat's Compare mode)
     standalone_requested = Signal()
     ollama_requested = Signal()
     another_requested = Signal()
@@ -135,12 +136,15 @@ class ResultView(QWidget):
         row = QHBoxLayout()
         self.chat_button = button("Chat with it", self.chat_requested.emit, kind="primary",
                                   tip="Open a new chat with the base model and this adapter")
+        self.compare_button = button("Compare with the base model", self.compare_requested.emit,
+                                     tip="One prompt, two answers side by side: the base model alone and with this "
+                                         "adapter")
         self.standalone_button = button("Make a standalone model", self.standalone_requested.emit,
                                         tip="Merge the adapter into the model: one .gguf file in My Models")
         self.ollama_button = button("Export for Ollama", self.ollama_requested.emit,
                                     tip="A standalone model plus a Modelfile for 'ollama create'")
         self.another_button = button("Teach another", self.another_requested.emit)
-        for b in (self.chat_button, self.standalone_button, self.ollama_button):
+        for b in (self.chat_button, self.compare_button, self.standalone_button, self.ollama_button):
             row.addWidget(b)
         row.addStretch(1)
         row.addWidget(self.another_button)

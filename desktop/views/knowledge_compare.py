@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -29,11 +29,14 @@ from core.library import ModelEntry
 from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.theme import LIGHT, Palette
-from desktop.views.widgets import Banner, button, muted
+from desktop.views.widgets import Banner, button, flat_button, muted
 
 
 class ComparisonView(QWidget):
     """Pick a model, run the comparison, read the table, the bars and the one-sentence advice."""
+
+    # (CompareSide, CompareSide): read the set-ups' answers side by side in Chat's Compare mode
+    side_by_side_requested = Signal(object, object)
 
     def __init__(self, library: LibraryTableModel, pool: Executor, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -83,6 +86,10 @@ class ComparisonView(QWidget):
         self.recommendation.setWordWrap(True)
         self.recommendation.hide()
         col.addWidget(self.recommendation)
+        self.side_by_side = flat_button("⇆  Open side by side in Chat", self.open_side_by_side,
+                                        "Ask your own questions with two of these set-ups answering side by side")
+        self.side_by_side.hide()
+        col.addWidget(self.side_by_side, 0, Qt.AlignmentFlag.AlignLeft)
         results = QHBoxLayout()
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Set-up", "Right", "Share"])
@@ -112,6 +119,7 @@ class ComparisonView(QWidget):
             self.result = None
             self.results.hide()
             self.recommendation.hide()
+            self.side_by_side.hide()
             self.banner.hide()
 
     def refresh_models(self) -> None:
@@ -163,6 +171,22 @@ class ComparisonView(QWidget):
                                       progress=lambda message, fraction: report((str(message), float(fraction))))
 
         Op(work).on_progress(self._progress).on_success(self._done).on_failure(self._failed).run(self.pool)
+
+    def open_side_by_side(self) -> None:
+        """The comparison's set-ups in Chat's Compare mode: with an adapter, retrieval (the model with the
+        collection's passages) vs fine-tuning (the adapter); without, the model alone vs with the passages."""
+        from core.chats.compare import CompareSide
+
+        entry = self._entry()
+        if entry is None or not self.collection:
+            return
+        adapter = str(self.adapter_picker.currentData() or "")
+        left = CompareSide(entry.name, docs=self.collection)
+        right = CompareSide(entry.name, adapter=adapter) if adapter else CompareSide(entry.name)
+        if adapter:
+            self.side_by_side_requested.emit(left, right)
+        else:
+            self.side_by_side_requested.emit(right, left)
 
     def cancel(self) -> None:
         if self._cancel is not None:
@@ -224,6 +248,7 @@ class ComparisonView(QWidget):
         self.table.resizeColumnsToContents()
         self.recommendation.setText(str(result.recommendation))
         self.recommendation.show()
+        self.side_by_side.show()
         self._draw()
         self.results.show()
 

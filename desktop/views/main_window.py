@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSettings, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, QSettings, QSize, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QShortcut, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
@@ -41,7 +41,9 @@ from desktop.tools_control import ToolsControl
 from desktop.views.chat_page import ChatPage
 
 if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: loaded on the first download instead
+    from core.chats.compare import CompareSide
     from core.hub import DownloadManager, DownloadProgress, QuantGroup
+    from desktop.views.compare_view import CompareMode, CompareView
 
     # The other pages are imported when first opened (``MainWindow.page``): the window shows without them.
     from desktop.views.discover_page import DiscoverPage
@@ -62,6 +64,7 @@ class MainWindow(QMainWindow):
 
     library_changed = Signal()
     first_shown = Signal()
+    first_painted = Signal()  # the first frame is on screen; the start-up work follows (bench/startup.py)
     download_progress = Signal(object)  # DownloadProgress, from download threads (queued to the GUI)
 
     def __init__(self, *, library: Library | None = None, download_manager: DownloadManager | None = None) -> None:
@@ -91,10 +94,14 @@ class MainWindow(QMainWindow):
         self.queue_model = DownloadQueueModel()
         self.palette_: Palette = apply_theme(self.settings.theme)
         self._shown = False
+        self._started = False  # the start-up work after the first frame has run
         self._closed = False
 
         self.chat = ChatPage(self.store, self.controller, self.library_model, self.settings, self.save_settings)
         self.chat.set_tools(self.tools)
+        self._compare: CompareMode | None = None  # Chat's Compare mode, made when first opened (open_compare)
+        self.chat.compare_requested.connect(lambda: self.open_compare())
+        self.chat.compare_opened.connect(lambda group: self.open_compare(group=group))
         # Only the chat (the first page seen) is built now; each other page is an empty holder in the stack,
         # replaced by the page the first time it is opened or needed (``page``).
         self.stack = QStackedWidget()
@@ -162,6 +169,8 @@ class MainWindow(QMainWindow):
             self.setWindowIcon(QIcon(logo))
         for name in self._built:
             self._page_palette(name)
+        if self._compare is not None:
+            self._compare.set_palette(p)
 
     def _page_palette(self, name: str) -> None:
         p = self.palette_
@@ -228,6 +237,7 @@ class MainWindow(QMainWindow):
         page = KnowledgePage(self.library_model, self.pool)
         page.collections_changed.connect(self.chat.set_collections)
         page.finetune_requested.connect(self.finetune_on)
+        page.compare.side_by_side_requested.connect(lambda a, b: self.open_compare(a, b))
         return page
 
     def _build_finetune(self) -> FinetunePage:
@@ -235,6 +245,7 @@ class MainWindow(QMainWindow):
 
         page = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
         page.chat_requested.connect(self.chat_with_adapter)
+        page.compare_requested.connect(self.compare_with_base)
         page.library_changed.connect(self.refresh_library)
         return page
 
@@ -332,12 +343,24 @@ class MainWindow(QMainWindow):
         if not self._shown:
             self._shown = True
             self.first_shown.emit()
-            # Start-up work after the first paint, so the window appears at once.
+            # Start-up work after the first frame is painted, so the window appears at once: a zero timer
+            # here ran before the paint (reopening the last chat delayed the first frame). The fallback
+            # covers a window that never paints (shown minimised).
+            self.installEventFilter(self)
+            QTimer.singleShot(1000, self, self._after_first_show)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self and event.type() == QEvent.Type.Paint:
+            self.removeEventFilter(self)
+            # The next turn of the event loop: the whole widget tree of this frame has painted by then.
             QTimer.singleShot(0, self, self._after_first_show)
+        return super().eventFilter(watched, event)
 
     def _after_first_show(self) -> None:
-        if self._closed:
+        if self._closed or self._started:
             return
+        self._started = True
+        self.first_painted.emit()
         self.refresh_library()
         if self.settings.server.enabled:
             self.server.apply(self.settings.server)
@@ -450,6 +473,8 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
+        if self._compare is not None:
+            self._compare.shutdown()  # first: it leaves the mode, so the chat's layout is saved as the user left it
         self._save_state()
         self._unsubscribe()
         for name in ("finetune", "knowledge"):  # only pages that were built have work to stop
@@ -499,6 +524,24 @@ class MainWindow(QMainWindow):
         """A new chat with ``base`` and the adapter a fine-tune made."""
         self.show_page("chat")
         self.chat.start_chat_with_adapter(base, adapter)
+
+    def open_compare(self, left: CompareSide | None = None, right: CompareSide | None = None,
+                     group: int | None = None) -> CompareView:
+        """Chat's Compare mode: a saved comparison (``group``), or a new one with these set-ups."""
+        if self._compare is None:
+            from desktop.views.compare_view import CompareMode
+
+            self._compare = CompareMode(self.chat, self.controller, self.store, self.library_model, self.settings,
+                                        self.palette_)
+        self.show_page("chat")
+        return self._compare.open(left, right, group)
+
+    def compare_with_base(self, base: str, adapter: str) -> None:
+        """A fine-tune's result side by side: the base model alone, and the base with the new adapter."""
+        from core.chats.compare import CompareSide
+
+        params = self.settings.parameters_for(base).to_dict()
+        self.open_compare(CompareSide(base, params=params), CompareSide(base, adapter, 1.0, params=params))
 
     def delete_model(self, name: str) -> None:
         Op(lambda: self.library.remove(name)).on_success(self._deleted).on_failure(lambda exc: self.models.banner.show_message(error_text(exc))).run(self.pool)
