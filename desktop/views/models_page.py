@@ -187,6 +187,8 @@ class ModelsPage(QWidget):
             if entry.managed
             else f"The file stays where it is ({entry.path}); only the library entry goes."
         )
+        if entry.mmproj and entry.managed:
+            where += " Its vision projector goes too, unless another model uses it."
         confirm(self, f"Delete {entry.name}?", where, lambda: self.delete_requested.emit(entry.name))
 
     def _selection_changed(self) -> None:
