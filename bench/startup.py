@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.startup [--runs 7] [--platform xvfb|offscreen] [--installed PATH]
 
 Each run starts a fresh interpreter with ``HEARTH_QUIT_AFTER_SHOW=1``: the app prints the wall-clock
-time at which its main window's first frame has painted (``desktop.app.report_first_frame``) and
+time at which its main window's first frame has painted (``MainWindow.first_painted``) and
 quits. The figure is that time minus the time just before the process was launched, so it covers the
 interpreter's start, the imports, the window's construction and its first paint. The scratch
 ``HEARTH_HOME`` already holds the starter model and two saved chats: the warm start a returning user
@@ -36,7 +36,8 @@ from bench.common import ROOT, median, starter_model_path
 
 TARGET_S = 0.6
 
-# The same first-frame report as desktop.app's, inlined so that the bare window imports nothing of Hearth.
+# The same first-frame report as MainWindow.first_painted (a zero timer after the first paint event),
+# inlined so that the bare window imports nothing of Hearth.
 QT_ONLY = """
 import time
 from PySide6.QtCore import QEvent, QObject, QTimer

@@ -1,7 +1,8 @@
 """Starting the desktop app: ``hearth`` with no arguments, or ``python -m desktop``.
 
-``HEARTH_QUIT_AFTER_SHOW=1`` prints one line when the main window's first frame is painted, with the
-wall-clock time (``time.time()``) it was done, and quits (``bench/startup.py`` times that).
+``HEARTH_QUIT_AFTER_SHOW=1`` prints one line when the main window's first frame is painted
+(``MainWindow.first_painted``), with the wall-clock time (``time.time()``), and quits
+(``bench/startup.py`` times that).
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 # Imported here, not in main(): a missing PySide6 then fails the import, which ``hearth`` turns into
 # a one-line "install the desktop extra" message (core.cli.open_desktop).
-from PySide6.QtCore import QEvent, QObject, QTimer
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
 
 
 def _setup_logging() -> None:
@@ -30,31 +31,6 @@ def _setup_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
-
-
-class _FirstFrame(QObject):
-    """Says when a window's first frame is painted: after its first paint event, once the whole
-    widget tree of that frame has painted (the next turn of the event loop)."""
-
-    def __init__(self, window: QWidget, line: str, then: Callable[[], object]) -> None:
-        super().__init__(window)
-        self._line, self._then = line, then
-        window.installEventFilter(self)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Paint:
-            watched.removeEventFilter(self)
-            QTimer.singleShot(0, self._report)
-        return False
-
-    def _report(self) -> None:
-        print(f"{self._line} {time.time():.6f}", flush=True)
-        self._then()
-
-
-def report_first_frame(window: QWidget, line: str, then: Callable[[], object]) -> None:
-    """Print ``line`` and the wall-clock time once ``window`` has painted its first frame, then call ``then``."""
-    _FirstFrame(window, line, then)
 
 
 def main(argv: Sequence[str] | None = None, *, self_test: str | None = None) -> int:
@@ -88,7 +64,12 @@ def main(argv: Sequence[str] | None = None, *, self_test: str | None = None) -> 
 
         test = SelfTest(app, window, Path(self_test))
     if os.environ.get("HEARTH_QUIT_AFTER_SHOW"):
-        report_first_frame(window, "hearth: window shown", app.quit)
+
+        def painted() -> None:
+            print(f"hearth: window shown {time.time():.6f}", flush=True)
+            QTimer.singleShot(0, app.quit)
+
+        window.first_painted.connect(painted)
 
     def scheme_changed(*_args: object) -> None:
         if window.settings.theme == "system":

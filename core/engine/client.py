@@ -8,7 +8,6 @@ fresh worker; nothing the caller keeps (such as the chat history) is affected.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,7 +40,6 @@ class Engine:
     """One model at a time in one worker process. Thread-safe: requests run one after another."""
 
     def __init__(self) -> None:
-        self._ctx = mp.get_context("spawn")
         self._process: Any = None
         self._conn: Any = None
         self._cancel: Any = None
@@ -66,8 +64,11 @@ class Engine:
         return self._process is not None and self._process.is_alive()
 
     def _start(self) -> None:
+        import multiprocessing  # here, not at the top: the window starts without it (loaded with the first model)
+
         from core.engine import worker
 
+        self._ctx = multiprocessing.get_context("spawn")
         parent, child = self._ctx.Pipe(duplex=True)
         self._oom_kills = oom_kills()
         self._cancel = self._ctx.Value("i", 0, lock=False)

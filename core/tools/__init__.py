@@ -5,7 +5,7 @@ The ``mcp`` SDK is imported only when a server starts, so the window starts with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.tools.config import (
     McpServerConfig,
@@ -15,11 +15,21 @@ from core.tools.config import (
     parse_mcp_config,
     save_mcp_config,
 )
-from core.tools.registry import ToolRegistry
 from core.tools.types import ServerState, ToolError, ToolInfo, ToolResult
 
 if TYPE_CHECKING:
     from core.engine import ModelStatus
+    from core.tools.registry import ToolRegistry
+
+
+def __getattr__(name: str) -> Any:
+    """``ToolRegistry`` on first use: it imports asyncio and the client, which the window's start (it reads
+    the server list and the chat's types) does without."""
+    if name != "ToolRegistry":
+        raise AttributeError(f"module 'core.tools' has no attribute {name!r}")
+    from core.tools.registry import ToolRegistry
+
+    return ToolRegistry
 
 __all__ = [
     "McpServerConfig",

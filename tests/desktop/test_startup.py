@@ -37,7 +37,7 @@ _SHOWN = """
 import json, sys
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
-import desktop.app
+import desktop.app  # what `hearth` imports before the window
 app = QApplication([])
 from desktop.views.main_window import MainWindow
 window = MainWindow()
@@ -53,7 +53,7 @@ def check():
     report["transcript"] = window.chat.current_id
     app.quit()
 
-desktop.app.report_first_frame(window, "shown", lambda: QTimer.singleShot(0, check))
+window.first_painted.connect(lambda: QTimer.singleShot(0, check))
 window.show()
 QTimer.singleShot(60_000, app.quit)
 app.exec()
