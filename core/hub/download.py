@@ -456,10 +456,16 @@ class DownloadManager:
         target = task.targets[0].resolve()
         existing = next((e for e in entries if Path(e.path).resolve() == target), None)
         if existing is not None:
-            paired = existing.vision and Path(str(existing.mmproj)).resolve() == task.targets[-1].resolve()
-            if mmproj is None or paired:
+            # Only a model still without a (working) projector gets one; a paired one is left as the user has it.
+            if mmproj is None or existing.vision:
+                how = (
+                    f" and reads images with {Path(str(existing.mmproj)).name}; pair another projector with "
+                    f"'hearth import {existing.name} --mmproj FILE' or in My Models"
+                    if existing.vision
+                    else ""
+                )
                 raise AlreadyExistsError(
-                    f"{files[0].name} from {repo_id} is already in the library: see 'hearth models'."
+                    f"{files[0].name} from {repo_id} is already in the library{how}: see 'hearth models'."
                 )
             task = DownloadTask(self, repo_id, [], revision=revision, name=name, mmproj=mmproj, pair_with=existing)
         self._check_disk(task)

@@ -145,6 +145,10 @@ class Library:
             if is_projector_info(info) or is_projector_file(path):
                 projectors.append(path)
                 continue
+            try:
+                info = read_gguf_info(path)  # now with the architecture check, as any model
+            except HearthError:
+                continue
             entry = ModelEntry.from_info(model_name_for(path), info, source="copy", managed=True)
             models.append(entry.__dict__)
         for m in models:  # a download's projector lies beside its model, in the repo's folder
@@ -178,6 +182,12 @@ class Library:
                 return entry
         candidate = Path(name_or_path).expanduser()
         if candidate.suffix.lower() == ".gguf" or candidate.exists():
+            info = read_gguf_info(candidate, check_architecture=False)
+            if is_projector_info(info):
+                raise InvalidModelError(
+                    f"{candidate.name} is a vision projector (mmproj), not a model: give the model's file or name "
+                    f"(pair them with 'hearth import MODEL.gguf --mmproj {candidate.name}')."
+                )
             info = read_gguf_info(candidate)
             return ModelEntry.from_info(model_name_for(candidate), info, source="file", managed=False)
         names = ", ".join(e.name for e in self.models()) or "none yet"

@@ -160,8 +160,10 @@ def test_no_mmproj_leaves_the_projector_out(hub: FakeHub, capsys: pytest.Capture
     assert main(["pull", VISION, "--quant", "Q4_K_M"]) == 0
     assert "paired it with mmproj-F16.gguf" in capsys.readouterr().out
     assert Library().get("tiny-vision-q4_k_m").vision
-    with pytest.raises(AlreadyExistsError):
+    with pytest.raises(AlreadyExistsError, match=r"reads images with mmproj-F16\.gguf"):
         pull(VISION, quant="Q4_K_M", manager=manager())
+    with pytest.raises(AlreadyExistsError, match="--mmproj FILE"):  # a paired model keeps its projector
+        pull(VISION, quant="Q4_K_M", mmproj="F32", manager=manager())
     with pytest.raises(Exception, match="--mmproj NAME or --no-mmproj"):
         plan_pull(VISION, mmproj="F16", no_mmproj=True)
     with pytest.raises(NotFoundError, match="no vision projector"):

@@ -201,6 +201,12 @@ def test_remove_deletes_a_managed_projector_unless_another_model_uses_it(
     assert Path(str(d.mmproj)).exists()
 
 
+def test_a_projector_is_not_a_model_to_load(vision_files: tuple[Path, Path]) -> None:
+    _, mmproj = vision_files
+    with pytest.raises(InvalidModelError, match="is a vision projector \\(mmproj\\), not a model"):
+        Library().get(str(mmproj))
+
+
 def test_projector_names() -> None:
     assert is_projector_file(Path("/x/mmproj-model-f16.gguf")) and is_projector_file("C:\\m\\mmproj-F32.gguf")
     assert not is_projector_file("model-Q4_K_M.gguf")
