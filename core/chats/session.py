@@ -82,15 +82,23 @@ class ChatSession:
 
         Both ways of building the prompt keep the user's messages one for one and in order (only tool
         results and answers are added or folded), so the n-th user message is the n-th stored one.
+        With a model loaded that reads no images, earlier messages' images become an "[image]" line, so
+        a chat that had pictures goes on with a text model; the last message keeps its parts, and the
+        engine's NoVisionError says why a picture just sent cannot be read.
         """
-        users = iter([m for m in stored if m.role == "user"])
-        if not any(m.images for m in stored if m.role == "user"):
+        users = [m for m in stored if m.role == "user"]
+        if not any(m.images for m in users):
             return messages
+        status = self.engine.status
+        blind = status is not None and not getattr(status, "vision", False)
         out: list[dict[str, Any]] = []
         for message in messages:
             if message["role"] == "user":
-                source = next(users)
-                if source.images:
+                source = users.pop(0)
+                if source.images and blind and users:  # an earlier message, and a model that cannot see it
+                    lines = ["[image]"] * len(source.images) + ([message["content"]] if message["content"] else [])
+                    message = {**message, "content": "\n".join(lines)}
+                elif source.images:
                     parts: list[dict[str, Any]] = [{"type": "image", "data": self._image_data(sha)}
                                                    for sha in source.images]
                     if message["content"]:

@@ -16,7 +16,7 @@ from PIL import Image
 from core.chats import ChatStore, Message
 from core.chats.session import ChatSession
 from core.engine import Completion, Engine, LoadOptions, SamplingParams
-from core.errors import HearthError, NoVisionError, NotFoundError
+from core.errors import HearthError, NotFoundError, NoVisionError
 from core.media import PreparedImage, prepare_image
 from core.paths import get_paths
 
@@ -207,9 +207,11 @@ def test_an_image_to_a_model_without_projector_loses_nothing(text_engine: Engine
     messages = store.messages(session.conversation_id)
     assert [(m.role, m.content, m.images) for m in messages] == [("user", "What is in the picture?", [img.sha256])]
     assert store.image(img.sha256) == img
-    # The engine is unharmed: the same chat goes on without images.
+    # The engine is unharmed and the chat goes on: the picture the model cannot see becomes a line saying so.
     answer = _run(session.send("Never mind.", GREEDY))
     assert answer.finish_reason in ("stop", "length")
+    assert [m["content"] for m in session.prompt_messages()][:2] == ["[image]\nWhat is in the picture?", "Never mind."]
+    assert store.messages(session.conversation_id)[0].images == [img.sha256]  # still saved for a model that sees
 
 
 def test_an_empty_message_needs_an_image(text_engine: Engine) -> None:
