@@ -189,6 +189,26 @@ def test_an_image_for_a_model_without_a_projector(tiny_vision: TinyVision) -> No
         assert eng.chat([ask("hello", "world")], probe()).stats.completion_tokens == 1
 
 
+def png_header(width: int, height: int) -> bytes:
+    """The start of a PNG that says it is ``width`` x ``height`` (no pixels follow)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(12_000, 9_000), (40_000, 40_000)])
+def test_an_image_far_too_large_is_refused_before_it_is_decoded(engine: Engine, tiny_vision: TinyVision,
+                                                                 size: tuple[int, int]) -> None:
+    with pytest.raises(ImageError, match="Image 1 is far too large"):
+        engine.chat([ask(png_header(*size), "what is it?")], probe())
+    assert engine.chat([ask(image(tiny_vision, 16), "and this?")], probe()).stats.image_tokens == IMAGE_CELLS
+
+
 @pytest.mark.parametrize("damage", ["not an image", "cut short"])
 def test_a_corrupt_image_is_refused_and_the_next_request_works(engine: Engine, tiny_vision: TinyVision,
                                                               damage: str) -> None:

@@ -296,8 +296,8 @@ def decode_image(w: Worker, data: bytes, number: int) -> Any:
     if size is None:
         raise RequestError("image", f"Image {number} {IMAGE_ERROR}")
     if size[0] * size[1] > MAX_PIXELS:
-        raise RequestError("image", f"Image {number} is far too large ({size[0]}x{size[1]} pixels, at most "
-                                    f"{MAX_PIXELS / 1e6:.0f} megapixels): scale it down and attach it again.")
+        raise RequestError("image", f"Image {number} is far too large (more than {MAX_PIXELS / 1e6:.0f} "
+                                    "megapixels): scale it down and attach it again.")
     buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
     bitmap = M.mtmd_helper_bitmap_init_from_buf(w.mtmd, buf, len(data), False)
     if bitmap:
@@ -320,14 +320,19 @@ def decode_image(w: Worker, data: bytes, number: int) -> Any:
 
 def _image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the image's header (Pillow reads no pixels for it); None: not an image."""
+    import warnings
     from io import BytesIO
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(BytesIO(data)) as image:
-            return int(image.width), int(image.height)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is judged below
+            with Image.open(BytesIO(data)) as image:
+                return int(image.width), int(image.height)
+    except Image.DecompressionBombError:  # over twice Pillow's own limit: far larger than MAX_PIXELS
+        return (1 << 20, 1 << 20)
+    except (UnidentifiedImageError, OSError, ValueError):
         return None
 
 
