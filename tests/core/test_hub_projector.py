@@ -226,3 +226,25 @@ def test_the_cli_says_when_the_projector_did_not_arrive(hub: FakeHub, capsys: py
     assert "did not arrive" in captured.err and f"hearth pull {BIG} --quant Q4_K_M" in captured.err
     assert "Traceback" not in captured.err
     assert Library().get("big-vision-q4_k_m").mmproj is None
+
+
+def test_a_pause_while_the_projector_downloads_leaves_the_model_in_the_library(hub: FakeHub) -> None:
+    import time
+
+    plan = plan_pull(BIG)
+    hub.add_fault("stall", path="mmproj-F16.gguf", after=10_000, seconds=1.0)
+    task = start_pull(plan, manager=manager())
+    deadline = time.monotonic() + 30
+    while task.entry is None and not task.finished:  # the model comes first, then the projector
+        assert time.monotonic() < deadline, "the model never arrived"
+        time.sleep(0.01)
+    task.pause()
+    while task.state != "paused":
+        assert time.monotonic() < deadline, "the task never paused"
+        time.sleep(0.01)
+    entry = Library().get("big-vision-q4_k_m")
+    assert entry.mmproj is None and read_gguf_info(entry.path).architecture == "llama"
+    task.resume()
+    paired = task.wait(30)
+    assert paired.vision and task.mmproj_error is None
+    assert Path(str(paired.mmproj)).read_bytes() == hub.repos[BIG].files["mmproj-F16.gguf"].source.read_bytes()
