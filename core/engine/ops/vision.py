@@ -125,8 +125,8 @@ def load_projector(w: Worker, path: str, *, n_threads: int, use_gpu: bool, flash
             raise mismatch(path, w.path, int(found.group(2)), int(found.group(1)))
         reason = w.log.reason() or "llama.cpp could not read it"
         raise RequestError(
-            "load_failed", f"Could not load the projector {os.path.basename(path)}: {reason.rstrip('.')}. {FIX[0].upper()}"
-                           f"{FIX[1:]}, or load the model without it.",
+            "load_failed", f"Could not load the projector {os.path.basename(path)} ({reason.rstrip('.')}): "
+                           f"{FIX}, or load the model without it.",
         )
     if not M.mtmd_support_vision(ctx):
         M.mtmd_free(ctx)
