@@ -166,7 +166,8 @@ def run_pull(args: argparse.Namespace) -> int:
             print(f"\nStopped. What was fetched is kept: run '{again}' again to resume.", file=sys.stderr)
         return 130
     if task.pair_with is not None:
-        print(f"'{entry.name}' was already in the library: paired it with {plan.mmproj.name if plan.mmproj else '-'}.")
+        if task.mmproj_error is None and plan.mmproj is not None:
+            print(f"'{entry.name}' was already in the library: paired it with {plan.mmproj.name}.")
     else:
         print(f"Added '{entry.name}' to the library ({entry.path}).")
     if task.mmproj_error is not None:
