@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from core.engine.params import LoadOptions
@@ -30,7 +30,7 @@ PROJECTOR_PREFERENCE = ("F16", "BF16", "F32", "Q8_0")
 
 def is_projector_file(name: str | PurePath) -> bool:
     """True for a vision projector's file name (a ``.gguf`` whose name contains ``mmproj``)."""
-    base = PurePosixPath(str(name).replace("\\", "/")).name.lower()
+    base = _posix(str(name)).name.lower()
     return base.endswith(".gguf") and "mmproj" in base
 
 
@@ -39,18 +39,22 @@ def is_projector_info(info: GGUFInfo) -> bool:
     return info.architecture == PROJECTOR_ARCH or info.general_type == "mmproj"
 
 
+def _posix(path: str) -> PurePosixPath:
+    """A Hub path or a local one (Windows separators too) as a POSIX path, for names and folders."""
+    return PurePosixPath(path.replace("\\", "/"))
+
+
 def projector_quant(name: str) -> str | None:
     """The precision in a projector's file name (``'mmproj-model-f16.gguf'`` → ``'F16'``), or None."""
     from core.hub.quants import parse_quant
 
-    return parse_quant(PurePosixPath(name).name)
+    return parse_quant(_posix(name).name)
 
 
 def _rank(path: str, size: int, model_path: str | None) -> tuple[int, int, int]:
     """Sort key: same folder as the model first (llama.cpp's ``find_best_sibling`` rule), then the
     precision order above, then the smaller file."""
-    folder = str(PurePosixPath(path).parent)
-    same = 0 if model_path is None or folder == str(PurePosixPath(model_path).parent) else 1
+    same = 0 if model_path is None or _posix(path).parent == _posix(model_path).parent else 1
     quant = projector_quant(path)
     order = PROJECTOR_PREFERENCE.index(quant) if quant in PROJECTOR_PREFERENCE else len(PROJECTOR_PREFERENCE)
     return same, order, size
@@ -67,22 +71,22 @@ def choose_projector(
     projectors = list(candidates)
     if not projectors:
         return None, "no vision projector"
-    names = ", ".join(PurePosixPath(p).name for p, _ in projectors)
+    names = ", ".join(_posix(p).name for p, _ in projectors)
     if wanted:
         w = wanted.strip().lower()
         hits = [
             (p, s)
             for p, s in projectors
-            if p.lower() == w or PurePosixPath(p).name.lower() == w or (projector_quant(p) or "").lower() == w
+            if p.lower() == w or _posix(p).name.lower() == w or (projector_quant(p) or "").lower() == w
         ]
         if not hits:
             from core.errors import NotFoundError
 
             raise NotFoundError(f"There is no projector '{wanted}' here: the projectors are {names}.")
         pick = min(hits, key=lambda ps: _rank(ps[0], ps[1], model_path))
-        return pick[0], f"{PurePosixPath(pick[0]).name} as asked"
+        return pick[0], f"{_posix(pick[0]).name} as asked"
     pick = min(projectors, key=lambda ps: _rank(ps[0], ps[1], model_path))
-    name = PurePosixPath(pick[0]).name
+    name = _posix(pick[0]).name
     if len(projectors) == 1:
         return pick[0], f"{name}, the repository's projector"
     quant = projector_quant(pick[0])
@@ -102,7 +106,6 @@ def load_options_for(entry: ModelEntry, options: LoadOptions) -> LoadOptions:
     """
     from pathlib import Path
 
-    current: Any = getattr(options, "mmproj", None)
-    if current or not entry.mmproj or not Path(entry.mmproj).is_file():
+    if options.mmproj or not entry.mmproj or not Path(entry.mmproj).is_file():
         return options
     return replace(options, mmproj=entry.mmproj)
