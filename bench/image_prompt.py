@@ -47,6 +47,20 @@ def engine_times(model: Path, mmproj: Path, image: bytes, threads: int) -> tuple
         assert done.stats.completion_tokens == 1 and (done.stats.image_tokens > 0) == with_image
         return seconds
 
+    def follow_up(warm: bool) -> float:
+        """Turn 2 of a chat whose turn 1 had the image: after turn 1 (cache reused) or from a cold cache."""
+        turn1 = [{"role": "user", "content": [{"type": "image", "data": image}, {"type": "text", "text": QUESTION}]}]
+        turn2 = [*turn1, {"role": "assistant", "content": "A picture."},
+                 {"role": "user", "content": "And what colour is it?"}]
+        if warm:
+            engine.chat(turn1, greedy)
+        else:
+            engine.complete("Z", greedy)
+        started = time.perf_counter()
+        engine.chat(turn2, greedy)
+        return time.perf_counter() - started
+
+    run.follow_up = follow_up  # type: ignore[attr-defined]
     return engine, run
 
 
@@ -181,6 +195,12 @@ def measure(label: str, model: Path, mmproj: Path, image: bytes, reps: int, thre
             image_ratio.append(a / b)
             overhead.append(a / c)
             code_overhead.append(d / c)
+        warm_turn, cold_turn, reuse = [], [], []
+        for _ in range(reps):
+            x, y = engine_run.follow_up(True), engine_run.follow_up(False)
+            warm_turn.append(x)
+            cold_turn.append(y)
+            reuse.append(x / y)
     finally:
         engine.close()
         direct.close()
@@ -193,6 +213,8 @@ def measure(label: str, model: Path, mmproj: Path, image: bytes, reps: int, thre
           f"(target <= 1.05)")
     print(f"  worker code in-process: {median(in_worker) * ms:5.1f} ms   -> without the process boundary "
           f"x{median(code_overhead):.3f}")
+    print(f"  turn 2 after an image in turn 1: {median(warm_turn) * ms:.1f} ms with the cache reused, "
+          f"{median(cold_turn) * ms:.1f} ms cold -> x{median(reuse):.3f}")
 
 
 def main() -> None:
