@@ -162,10 +162,9 @@ class ChatPage(QWidget):
         composer_row.setContentsMargins(16, 0, 16, 0)
         composer_row.setSpacing(4)
         composer_row.addWidget(self.composer)
-        # Pictures (attach, drop, paste): greyed with the reason, shown under the box, for a model without a projector.
+        # Pictures (attach, drop, paste): the attach button greyed, with the reason, for a model without a projector.
         self.chat_images = ChatImages(self.composer, self.banner, [self.transcript.viewport()])
         self.transcript.image_loader = lambda sha: stored_image(store, sha)
-        composer_row.addWidget(self.chat_images.hint)
         # Retrieval (Knowledge): the question goes with a collection's passages; saved with the chat.
         self.docs_toggle = DocsToggle()
         self.docs_toggle.changed.connect(self._save_docs)

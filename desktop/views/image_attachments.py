@@ -199,9 +199,6 @@ class ChatImages(QObject):
         self.strip = composer.attachments
         self.banner = banner
         self.reason = ""  # why the chat's model cannot read pictures ('' = it can)
-        self.hint = muted("")
-        self.hint.setContentsMargins(4, 0, 4, 0)  # in line with the switches under the box
-        self.hint.hide()
         self._last_error = ""
         self._folder = str(Path.home())
         self._then: Callable[[], None] | None = None  # a send asked for while pictures were being read
@@ -222,9 +219,9 @@ class ChatImages(QObject):
         self.reason = "" if can else NO_VISION
         button = self.composer.attach_button
         button.setEnabled(can)
+        # The reason is the greyed button's tooltip, and the banner's sentence when a picture is dropped or
+        # pasted: a line always shown under the box would nag every chat with a text-only model.
         button.setToolTip(ATTACH_TIP if can else NO_VISION)
-        self.hint.setText(self.reason)
-        self.hint.setVisible(bool(self.reason) and entry is not None)
 
     @property
     def busy(self) -> bool:
