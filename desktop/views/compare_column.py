@@ -46,10 +46,15 @@ class SetupBar(QFrame):
         row.setSpacing(6)
         self.model_picker = QComboBox()
         self.model_picker.setModel(library)
-        self.model_picker.setMinimumWidth(150)
+        # Long model names must not widen the column (two columns share the chat's width): elided instead.
+        for picker in (self.model_picker,):
+            picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            picker.setMinimumContentsLength(10)
         self.model_picker.setToolTip("The model that answers in this column")
         self.model_picker.activated.connect(lambda _i: self._model_picked())
         self.adapter_picker = QComboBox()
+        self.adapter_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.adapter_picker.setMinimumContentsLength(8)
         self.adapter_picker.setToolTip("An adapter trained on this model (a fine-tune), or none")
         self.adapter_picker.activated.connect(lambda _i: self._adapter_picked())
         self.scale = QDoubleSpinBox()
@@ -64,8 +69,6 @@ class SetupBar(QFrame):
         row.addWidget(self.model_picker, 2)
         row.addWidget(self.adapter_picker, 1)
         row.addWidget(self.scale)
-        row.addStretch(0)
-        row.addWidget(self.params_button)
         col.addLayout(row)
         self.docs = DocsToggle()
         self.docs.layout().setContentsMargins(0, 0, 0, 0)  # type: ignore[union-attr]
@@ -161,11 +164,12 @@ class CompareColumn(QFrame):
         self.continue_button = flat_button("Continue this one →", self.continue_requested.emit,
                                            "Go on with this side alone, as a normal chat (the comparison stays)")
         self.continue_button.hide()  # until the side has answered
+        self.setup = SetupBar(library, settings)
         head.addWidget(self.heading)
         head.addStretch(1)
+        head.addWidget(self.setup.params_button)
         head.addWidget(self.continue_button)
         col.addLayout(head)
-        self.setup = SetupBar(library, settings)
         col.addWidget(self.setup)
         self.transcript = TranscriptView()
         self.transcript.empty.setText("This side's answers show here.")

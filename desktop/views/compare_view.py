@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QPlainTextEdit,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -38,8 +39,8 @@ from desktop.theme import Palette
 from desktop.views.compare_column import CompareColumn
 from desktop.views.widgets import Banner, button, flat_button, muted, title
 
-EXPLAIN = ("One prompt, two set-ups. The sides answer one after the other, each at the machine's full speed, "
-           "so their tokens/s compare fairly.")
+EXPLAIN = ("One prompt, two set-ups. The sides answer one after the other, each with the whole machine, so "
+           "neither slows the other down.")
 
 
 class CompareComposer(QFrame):
@@ -97,6 +98,9 @@ class CompareView(QWidget):
         header = QHBoxLayout()
         header.setContentsMargins(16, 12, 16, 0)
         self.title = title("Compare", "sectionTitle")
+        # A long first prompt in the title must not widen the view (and squeeze the conversation list).
+        self.title.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.title.setMinimumWidth(1)
         self.back_button = flat_button("←  Back to chat", self.back_requested.emit, "Leave Compare mode")
         header.addWidget(self.title)
         header.addStretch(1)
@@ -316,6 +320,7 @@ class CompareMode:
         splitter.setStretchFactor(2, 1)
         self.view.hide()
         self._hidden: list[QWidget] = []
+        self._sizes: list[int] = []
         self.active = False
 
     def open(self, left: CompareSide | None = None, right: CompareSide | None = None,
@@ -351,10 +356,15 @@ class CompareMode:
     def _enter(self) -> None:
         if self.active:
             return
+        splitter = self.page.splitter
+        self._sizes = splitter.sizes()
         self._hidden = [w for w in (self._center, self._params) if w.isVisible()]
         for w in (self._center, self._params):
             w.hide()
         self.view.show()
+        # The conversation list keeps its width (at least enough for a title); the comparison takes the rest.
+        total, listed = sum(self._sizes), max(self._sizes[0], 200)
+        splitter.setSizes([listed, 0, max(total - listed, 1), 0])
         self.active = True
 
     def leave(self) -> None:
@@ -363,6 +373,7 @@ class CompareMode:
         self.view.hide()
         for w in self._hidden:
             w.show()
+        self.page.splitter.setSizes(self._sizes)
         self.active = False
 
     def _continue(self, conversation_id: int) -> None:

@@ -64,6 +64,7 @@ class ConversationPanel(QFrame):
         self.view.customContextMenuRequested.connect(self._menu)
         self.view.clicked.connect(self._clicked)
         self.view.setUniformItemSizes(True)
+        self.view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # long titles are elided
         layout.addWidget(self.view, 1)
         self.current_id: int | None = None
 

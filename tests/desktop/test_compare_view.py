@@ -77,13 +77,14 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     _shoot(window, qtbot, "compare-empty")
 
     chunks: dict[int, list[str]] = {0: [], 1: []}
-    shot_streaming: list[bool] = []
+    shot_streaming: list[str] = []
 
     def chunk(side: int, text: str) -> None:
         chunks[side].append(text)
-        if side == 1 and not shot_streaming:  # side A answered, side B is writing: the streaming state
-            shot_streaming.append(True)
-            window.grab().save(str(SHOTS / "compare-streaming-light.png"))
+        theme = window.settings.theme
+        if side == 1 and theme not in shot_streaming:  # side A answered, side B is writing: the streaming state
+            shot_streaming.append(theme)
+            window.grab().save(str(SHOTS / f"compare-streaming-{theme}.png"))
 
     mode.controller.side_chunk.connect(chunk)
     window.set_theme("light")
@@ -100,6 +101,11 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     assert "Both models stay loaded" in view.plan_label.text()
     assert mode.controller.engines.plan == "both" and mode.controller.engines.second is not None
     _shoot(window, qtbot, "compare-answered")
+    window.set_theme("dark")  # a second prompt, streaming in the dark theme; both sides see the whole exchange
+    _send(qtbot, window, "And of Spain?")
+    wait_until(qtbot, lambda: not mode.controller.streaming, 180, "both second answers")
+    assert shot_streaming == ["light", "dark"] and all(len(_answers(c)) == 2 for c in view.columns)
+    window.set_theme("light")
 
     # Saved as a comparison: one row in the list (marked ⇆), which reopens in Compare mode.
     group = view.group
@@ -111,7 +117,8 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     window.chat.new_chat()  # an ordinary chat: Compare mode gives way
     assert not mode.active and window.chat.transcript.isVisible() and not view.isVisible()
     window.chat.conversations.select(left.id)  # picked in the list
-    assert mode.active and view.group == group and _answers(view.columns[1]) == [window.store.messages(right.id)[1].content]
+    assert mode.active and view.group == group
+    assert _answers(view.columns[1]) == [m.content for m in window.store.messages(right.id) if m.role == "assistant"]
 
     # Continue side B alone: a normal chat with its messages and set-up, the comparison unchanged.
     view.columns[1].continue_requested.emit()
@@ -125,7 +132,7 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     window.chat.composer.edit.setPlainText("And of Spain?")
     window.chat.send()
     wait_until(qtbot, lambda: not window.chat.controller.streaming, 120, "the continued chat's answer")
-    assert len(window.store.messages(opened)) == 4 and len(window.store.messages(right.id)) == 2
+    assert len(window.store.messages(opened)) == 6 and len(window.store.messages(right.id)) == 4
     rows = [window.chat.conversations.model.conversation(r).id for r in range(window.chat.conversations.model.rowCount())]
     assert sorted(rows) == sorted([opened, left.id])
 
@@ -170,3 +177,32 @@ def test_the_finetune_results_button_opens_base_vs_tuned_and_both_answer(
     assert (left.adapter, right.adapter, right.adapter_scale) == ("", ADAPTER, 1.0)
     _shoot(window, qtbot, "compare-base-vs-tuned")
     window.set_theme("system")
+
+
+def test_knowledges_comparison_opens_the_model_with_and_without_documents_side_by_side(
+    make_window: WindowFactory, qtbot: Any, tmp_path: Path
+) -> None:
+    from core.docs import DocsLibrary
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "kettle.md").write_text("The blue kettle whistles when the water boils at dawn.", encoding="utf-8")
+    with DocsLibrary().create("kitchen") as collection:
+        collection.add([folder])
+    window = make_window()
+    window.show_page("knowledge")
+    wait_until(qtbot, lambda: window.chat.docs_toggle.picker.findText("kitchen") >= 0, 30, "the collection listed")
+    page = window.knowledge
+    wait_until(qtbot, lambda: page.current == "kitchen" and page.files.rowCount() == 1 and page._job is None, 30,
+               "the collection opened")  # its files listed: nothing of the page's still runs when the window closes
+    comparison = page.compare
+    comparison.set_collection("kitchen")
+    assert comparison.side_by_side.text() == "⇆  Open side by side in Chat"
+    starter = window.library_model.entry(0).name
+    comparison.base_picker.setCurrentIndex(comparison.base_picker.findText(starter))
+    comparison.open_side_by_side()  # the link under a comparison's result
+    mode = window._compare
+    assert mode is not None and mode.active and window.current_page() == "chat"
+    alone, with_docs = mode.view.sides()
+    assert (alone.model, alone.docs) == (starter, "") and (with_docs.model, with_docs.docs) == (starter, "kitchen")
+    assert mode.view.columns[1].setup.docs.check.isChecked() and not mode.view.columns[0].setup.docs.check.isChecked()
