@@ -265,6 +265,7 @@ class CompareView(QWidget):
         if self._mine() and self.group is not None:
             column = self.columns[side]
             column.show_messages(self.store.messages(compare_sides(self.store, self.group)[side].id))
+            column.continue_button.hide()  # until both sides are done
             column.set_stats("Writing…")
             column.transcript.begin_answer()
 
@@ -276,6 +277,7 @@ class CompareView(QWidget):
         if self._mine() and self.group is not None:
             column = self.columns[side]
             column.show_messages(self.store.messages(compare_sides(self.store, self.group)[side].id))
+            column.continue_button.hide()
             s = completion.stats
             column.set_stats(f"{s.tokens_per_second:.1f} tokens/s  ·  {s.completion_tokens} tokens"
                              + ("  ·  stopped" if completion.cancelled else ""))

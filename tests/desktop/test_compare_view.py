@@ -79,10 +79,13 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     chunks: dict[int, list[str]] = {0: [], 1: []}
     shot_streaming: list[str] = []
 
+    seen: dict[str, int] = {}
+
     def chunk(side: int, text: str) -> None:
         chunks[side].append(text)
         theme = window.settings.theme
-        if side == 1 and theme not in shot_streaming:  # side A answered, side B is writing: the streaming state
+        seen[theme] = seen.get(theme, 0) + (side == 0)
+        if seen[theme] == 3 and theme not in shot_streaming:  # side A is writing, side B waits: the streaming state
             shot_streaming.append(theme)
             window.grab().save(str(SHOTS / f"compare-streaming-{theme}.png"))
 
