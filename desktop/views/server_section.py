@@ -92,7 +92,7 @@ class ServerSection(QFrame):
         form.addRow("Network", self.network)
         self.key = QLineEdit(settings.server.api_key)
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
-        self.key.setMinimumWidth(250)
+        self.key.setMinimumWidth(110)  # masked, and it grows with the window: 250 made the window's smallest size scroll sideways
         self.key.setPlaceholderText("None")
         self.key.setToolTip("Needed for other devices; apps on this computer connect without one unless it is set")
         self.show_key = flat_button("Show", self._toggle_key, "Show or hide the key")

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QResizeEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -65,6 +66,26 @@ def card(heading: str) -> tuple[QFrame, QVBoxLayout]:
     layout.setSpacing(8)
     layout.addWidget(title(heading, "sectionTitle"))
     return frame, layout
+
+
+class _PathLabel(QLabel):
+    """A folder's path on one line, shortened in the middle (``…``) when the card is narrow, whole in its
+    tooltip: a long path held the page wider than the window's smallest size (it scrolled sideways)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.setObjectName("muted")
+        self.path = path
+        self.setToolTip(path)
+        self.setMinimumWidth(80)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.fontMetrics().horizontalAdvance(self.path) + 4, super().sizeHint().height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.setText(self.fontMetrics().elidedText(self.path, Qt.TextElideMode.ElideMiddle, self.width()))
 
 
 class SettingsPage(QWidget):
@@ -125,8 +146,7 @@ class SettingsPage(QWidget):
         for label, path in (("Models", paths.models), ("Chats and library", paths.data), ("Settings", paths.config),
                             ("Logs", paths.logs)):
             row = QHBoxLayout()
-            text = muted(str(path))
-            text.setWordWrap(False)
+            text = _PathLabel(str(path))
             row.addWidget(text, 1)
             row.addWidget(flat_button("Open", partial(_open_folder, path), "Show this folder"))
             folders.addRow(label, row)

@@ -1,10 +1,11 @@
 """Every page's empty state at the window's smallest size, light and dark: each shown label gets the height
-its wrapped text needs and lies inside its page, and no table pushes its columns out of sight."""
+its wrapped text needs and lies inside its page, no page scrolls sideways, and no empty table pushes its
+columns out of sight."""
 
 from __future__ import annotations
 
 import pytest
-from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QLabel, QTableView, QWidget
+from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QLabel, QScrollArea, QTableView, QWidget
 
 from desktop.views.main_window import PAGES, MainWindow
 from tests.desktop.conftest import WindowFactory, wait_until
@@ -45,6 +46,10 @@ def _label_problems(page: QWidget) -> list[str]:
             if not (page_rect.contains(top_left) and page_rect.contains(bottom_right)):
                 problems.append(f"{what}: outside its page ({top_left.x()},{top_left.y()})-"
                                 f"({bottom_right.x()},{bottom_right.y()}) of {page_rect.width()}x{page_rect.height()}")
+    for area in page.findChildren(QScrollArea):  # a page that scrolls sideways cuts its cards at the right
+        if area.isVisibleTo(page) and area.widget() is not None and area.horizontalScrollBar().isVisible():
+            problems.append(f"scrolls sideways: its content needs {area.widget().minimumSizeHint().width()} px "
+                            f"of {area.viewport().width()} px")
     for table in page.findChildren(QTableView):
         header = table.horizontalHeader()
         if table.isVisibleTo(page) and header.length() > table.viewport().width() + 1 and not table.model().rowCount():
