@@ -114,6 +114,11 @@ class CompareController(QObject):
         self.failed.emit(error_text(exc))
         self.finished.emit()
 
+    def release(self) -> None:
+        """Stop the second engine (on the engine thread, after any answer still running): Compare mode was left."""
+        if self.engines.second is not None:
+            Op(self.engines.release_second).run(self.chat.executor)
+
     def describe_plan(self) -> str:
         return self.engines.describe()
 

@@ -148,6 +148,10 @@ class CompareEngines:
     def engines(self) -> list[Engine]:
         return [e for e in (self.primary, self.second) if e is not None]
 
+    def release_second(self) -> None:
+        """Stop the second engine now (the next comparison starts it again if its plan needs it)."""
+        self._close_second()
+
     def _close_second(self) -> None:
         if self.second is not None:
             self._loaded.pop(id(self.second), None)

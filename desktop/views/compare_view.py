@@ -352,8 +352,10 @@ class CompareMode:
         return CompareSide(model, docs=docs, params=params), CompareSide(model, docs=docs, params=params)
 
     def _collections(self) -> list[str]:
-        picker = self.page.docs_toggle.picker
-        return [picker.itemText(i) for i in range(picker.count())]
+        """The document collections (read from disk: the Knowledge page may not have been opened yet)."""
+        from core.docs.store import DocsLibrary
+
+        return DocsLibrary().names()
 
     def _enter(self) -> None:
         if self.active:
@@ -377,6 +379,7 @@ class CompareMode:
             w.show()
         self.page.splitter.setSizes(self._sizes)
         self.active = False
+        self.controller.release()  # a second model kept loaded for the comparison is not needed by the chat
 
     def _continue(self, conversation_id: int) -> None:
         self.leave()

@@ -119,6 +119,7 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     assert window.chat.conversations.model.index(0).data().startswith("⇆  The capital of France is")
     window.chat.new_chat()  # an ordinary chat: Compare mode gives way
     assert not mode.active and window.chat.transcript.isVisible() and not view.isVisible()
+    wait_until(qtbot, lambda: mode.controller.engines.second is None, 30, "the second engine released")
     window.chat.conversations.select(left.id)  # picked in the list
     assert mode.active and view.group == group
     assert _answers(view.columns[1]) == [m.content for m in window.store.messages(right.id) if m.role == "assistant"]
