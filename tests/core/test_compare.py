@@ -233,3 +233,18 @@ def test_hearth_compare_prints_both_answers_with_their_speed(
     assert (left.adapter_scale, right.adapter_scale) == (0.0, 1.0)
     assert main(["compare", "no-such-model", str(model), "hi"]) == 1
     assert "No model called 'no-such-model'" in capsys.readouterr().err
+
+
+def test_stop_keeps_what_side_a_wrote_and_side_b_does_not_start(starter_model: Path, tiny_model: Path) -> None:
+    store = ChatStore()
+    with CompareEngines() as engines:
+        session = CompareSession.start(store, engines, CompareSide(str(starter_model), params={**PARAMS, "max_tokens": 200}),
+                                       CompareSide(str(tiny_model), params=PARAMS))
+        items: dict[int, list[Any]] = {0: [], 1: []}
+        for event in session.send("Tell me a long story about a lighthouse."):
+            items[event.side].append(event.item)
+            if isinstance(event.item, TextChunk):
+                session.stop()
+    assert _completion(items[0]).finish_reason == "cancelled" and items[1] == []
+    left, right = session.conversations
+    assert store.messages(left.id)[-1].finish_reason == "cancelled" and store.messages(right.id) == []
