@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -77,8 +78,15 @@ class SetupBar(QFrame):
         self.form = ParamsForm()
         self.form.set_models(library)
         self.form.changed.connect(self.changed.emit)
-        self.form.hide()
-        col.addWidget(self.form)
+        # Scrolled within a few rows' height, so the open parameters never squeeze the transcript away.
+        self.form_area = QScrollArea()
+        self.form_area.setWidgetResizable(True)
+        self.form_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.form_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.form_area.setMaximumHeight(200)
+        self.form_area.setWidget(self.form)
+        self.form_area.hide()
+        col.addWidget(self.form_area)
         self._adapters_of = ""
         self.refresh_adapters()
 
@@ -142,7 +150,7 @@ class SetupBar(QFrame):
         self.changed.emit()
 
     def _toggle_params(self) -> None:
-        self.form.setVisible(not self.form.isVisible())
+        self.form_area.setVisible(not self.form_area.isVisible())
 
 
 class CompareColumn(QFrame):

@@ -39,8 +39,7 @@ from desktop.theme import Palette
 from desktop.views.compare_column import CompareColumn
 from desktop.views.widgets import Banner, button, flat_button, muted, title
 
-EXPLAIN = ("One prompt, two set-ups. The sides answer one after the other, each with the whole machine, so "
-           "neither slows the other down.")
+EXPLAIN = "One prompt, two set-ups. They answer one after the other, so neither slows the other down."
 
 
 class CompareComposer(QFrame):

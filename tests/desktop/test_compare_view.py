@@ -210,3 +210,8 @@ def test_knowledges_comparison_opens_the_model_with_and_without_documents_side_b
     alone, with_docs = mode.view.sides()
     assert (alone.model, alone.docs) == (starter, "") and (with_docs.model, with_docs.docs) == (starter, "kitchen")
     assert mode.view.columns[1].setup.docs.check.isChecked() and not mode.view.columns[0].setup.docs.check.isChecked()
+    window.resize(1280, 800)
+    mode.view.columns[0].setup.params_button.click()  # a column's parameters, open under its set-up
+    assert mode.view.columns[0].setup.form_area.isVisibleTo(mode.view)
+    _shoot(window, qtbot, "compare-documents-and-parameters")
+    window.set_theme("system")
