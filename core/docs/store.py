@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 
 from core.docs.chunking import CHUNK_WORDS, OVERLAP_WORDS, TextChunk, chunk_pages, read_pages
+from core.docs.names import DB_NAME, collection_names, docs_root
 from core.docs.vectors import Embedder, EmbeddingMismatchError, mismatch_message, to_blob
 from core.errors import AlreadyExistsError, CancelledError, DatasetError, HearthError, NotFoundError
 from core.events import CancelToken, Progress
 from core.finetune.data.documents import MIN_CHARS, SUFFIXES, find_files
-from core.paths import get_paths
 
 SCHEMA_VERSION = 1
-DB_NAME = "index.sqlite3"
 EMBED_BATCH = 16
 LOCK_WAIT_S = 30.0  # how long a change waits for another process's change to the same collection
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -155,13 +154,10 @@ class DocsLibrary:
     """The user's document collections: list, create, open, delete."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or get_paths().data / "docs"
+        self.root = root or docs_root()
 
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if not p.name.startswith(".") and (p / DB_NAME).is_file())
+        return collection_names(self.root)
 
     def list(self) -> list[CollectionInfo]:
         infos = []

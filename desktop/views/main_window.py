@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.chats import ChatStore
+from core.docs.names import collection_names
 from core.engine.gate import FairLock
 from core.events import Progress
 from core.library import Library, ModelEntry
@@ -366,6 +367,13 @@ class MainWindow(QMainWindow):
             self.server.apply(self.settings.server)
         if self.tools.servers:
             self.tools.start()  # off the GUI thread: a slow server never holds up the window
+        # The chat's "Use my documents" lists the collections from the start (a folder listing), before the last
+        # chat reopens with its collection; the Knowledge page, once built, keeps the list current. (It used to
+        # fill only when Knowledge was opened: a reopened chat that had used a collection said it was gone.)
+        try:
+            self.chat.set_collections(collection_names())
+        except OSError as exc:
+            self.show_status(f"Could not list the document collections: {exc}")
         # Reopen the conversation that was open at the last close, else the most recent one.
         last = int(str(self.state.value("conversation", -1)))
         ids = [c.id for c in self.store.list()]

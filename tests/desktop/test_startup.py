@@ -44,13 +44,14 @@ window = MainWindow()
 report = {}
 
 def check():
-    if window.library_model.rowCount() == 0 or window.chat.current_id is None:
+    if window.library_model.rowCount() == 0 or window.chat.current_id is None or not window.chat.docs_toggle.collection():
         QTimer.singleShot(50, check)
         return
     report["loaded"] = [m for m in HEAVY if m in sys.modules]
     report["built"] = sorted(window._built)
     report["page"] = window.current_page()
     report["transcript"] = window.chat.current_id
+    report["docs"] = window.chat.docs_toggle.collection()
     app.quit()
 
 window.first_painted.connect(lambda: QTimer.singleShot(0, check))
@@ -78,6 +79,8 @@ def _first_start(home: Path, starter: Path) -> dict[str, object]:
         "store.add_message(c.id, Message(role='user', content=sys.argv[1]))\n"
         "store.add_message(c.id, Message(role='assistant', content='In 1871 [1].', finish_reason='stop'))\n"
         "store.close()\n"
+        "from core.docs import DocsLibrary\n"
+        "DocsLibrary().create('lighthouse').close()\n"
         "from core.library import Library\n"  # registered already, as a returning user's starter model is
         "Library().register(get_paths().models / sys.argv[2], name='starter', source='starter')\n"
     )
@@ -100,7 +103,8 @@ def test_the_shown_window_has_built_only_the_chat_and_imported_nothing_heavy(
     report = _first_start(tmp_path / "home", starter_model)
     assert report.get("loaded") == [], report  # checked after the first frame and the start-up work
     assert report["built"] == ["chat"] and report["page"] == "chat"
-    assert report["transcript"] is not None  # the chat asked with documents was reopened without them
+    assert report["transcript"] is not None  # the chat asked with documents was reopened without them,
+    assert report["docs"] == "lighthouse"  # and it is still on with its collection (listed without the store)
 
 
 PAGE_TYPES = {"discover": DiscoverPage, "downloads": DownloadsPage, "models": ModelsPage,
