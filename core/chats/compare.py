@@ -121,7 +121,13 @@ def create_compare(store: ChatStore, left: CompareSide, right: CompareSide, *, s
 def compare_sides(store: ChatStore, group: int) -> tuple[Conversation, Conversation]:
     """The (left, right) conversations of comparison ``group``."""
     left = store.get(group)
-    right = next((c for c in store.list() if c.compare_group == group and c.compare_side == RIGHT), None)
+    right: Conversation | None = None
+    try:  # made right after the left side, so usually the next id (another process may have come between)
+        right = store.get(group + 1)
+    except NotFoundError:
+        pass
+    if right is None or right.compare_group != group or right.compare_side != RIGHT:
+        right = next((c for c in store.list() if c.compare_group == group and c.compare_side == RIGHT), None)
     if left.compare_group != group or right is None:
         raise NotFoundError(f"No comparison with id {group}: it was deleted, or is an ordinary chat.")
     return left, right
