@@ -304,10 +304,11 @@ class CompareMode:
 
         assert isinstance(page, ChatPage)
         self.page = page
+        self.store = store
         self.controller = CompareController(store, chat)
         self.view = CompareView(store, self.controller, library, settings)
         self.view.set_palette(palette)
-        self.view.back_requested.connect(self.leave)
+        self.view.back_requested.connect(self.back)
         self.view.continue_requested.connect(self._continue)
         self.view.saved.connect(self._saved)
         page.chat_shown.connect(self.leave)  # an ordinary chat opened or started
@@ -322,6 +323,7 @@ class CompareMode:
         self.view.hide()
         self._hidden: list[QWidget] = []
         self._sizes: list[int] = []
+        self._previous: int | None = None  # the chat open before Compare mode, for "Back to chat"
         self.active = False
 
     def open(self, left: CompareSide | None = None, right: CompareSide | None = None,
@@ -359,6 +361,8 @@ class CompareMode:
     def _enter(self) -> None:
         if self.active:
             return
+        current = self.page.current_id
+        self._previous = current if current is not None and not self.store.get(current).compare_group else None
         splitter = self.page.splitter
         self._sizes = splitter.sizes()
         self._hidden = [w for w in (self._center, self._params) if w.isVisible()]
@@ -379,6 +383,14 @@ class CompareMode:
         self.page.splitter.setSizes(self._sizes)
         self.active = False
         self.controller.release()  # a second model kept loaded for the comparison is not needed by the chat
+
+    def back(self) -> None:
+        """Back to the chat that was open before (or a new one): the list's selection must not stay on the
+        comparison, or the chat's composer would send into one of its sides."""
+        if self._previous is not None and self.page.conversations.model.row_of(self._previous) >= 0:
+            self.page.open_conversation(self._previous)  # chat_shown: leaves the mode
+        else:
+            self.page.new_chat()
 
     def _continue(self, conversation_id: int) -> None:
         self.leave()

@@ -117,7 +117,8 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     rows = [window.chat.conversations.model.conversation(r) for r in range(window.chat.conversations.model.rowCount())]
     assert [r.id for r in rows] == [left.id]
     assert window.chat.conversations.model.index(0).data().startswith("⇆  The capital of France is")
-    window.chat.new_chat()  # an ordinary chat: Compare mode gives way
+    view.back_button.click()  # back to the chat: a new one (none was open), not a side of the comparison
+    assert window.chat.current_id is None
     assert not mode.active and window.chat.transcript.isVisible() and not view.isVisible()
     wait_until(qtbot, lambda: mode.controller.engines.second is None, 30, "the second engine released")
     window.chat.conversations.select(left.id)  # picked in the list
