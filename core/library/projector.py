@@ -10,10 +10,13 @@ Publishers name the file ``mmproj-….gguf`` (ggml-org, unsloth, bartowski …);
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import PurePath, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING
+
+from core.errors import InvalidModelError
 
 if TYPE_CHECKING:
     from core.engine.params import LoadOptions
@@ -104,8 +107,70 @@ def load_options_for(entry: ModelEntry, options: LoadOptions) -> LoadOptions:
     A projector the caller already set wins. A paired projector whose file is gone is left out, so the
     model still loads and reads text (an image then gets the engine's "no projector" sentence).
     """
-    from pathlib import Path
-
     if options.mmproj or not entry.mmproj or not Path(entry.mmproj).is_file():
         return options
     return replace(options, mmproj=entry.mmproj)
+
+# -- does a projector fit a model? (read from the headers; the engine checks again when it loads) ------
+FIX = "pick the projector from the model's own repository"
+# Where clip.cpp's ``clip_n_mmproj_embd`` finds a projector's output width, for the common projector types:
+# (tensor, ggml dimension). Types not listed are checked by mtmd itself when it loads the file.
+OUTPUT_WIDTH: dict[str, tuple[str, int]] = {
+    **{t: ("mm.2.weight", 1) for t in ("mlp", "pixtral", "lightonocr", "lfm2", "kimivl", "kimik25", "paddleocr",
+                                       "ultravox", "voxtral", "qwen3a", "glma", "yasa2")},
+    **{t: ("mm.1.bias", 0) for t in ("qwen2vl_merger", "qwen2.5vl_merger", "qwen2.5o", "youtuvl", "exaone4_5")},
+    **{t: ("mm.input_projection.weight", 0) for t in ("gemma3", "gemma3nv")},
+    **{t: ("mm.input_projection.weight", 1) for t in ("gemma4v", "gemma4uv")},
+    "idefics3": ("mm.model.fc.weight", 1),
+    "internvl": ("mm.3.weight", 1),
+    "cogvlm": ("mm.down.weight", 1),
+}
+
+
+def projector_width(path: str) -> tuple[str, int | None]:
+    """Check that ``path`` is a vision projector from its GGUF header; returns (projector type, output width
+    or None where the header does not say it plainly). Raises ``InvalidModelError`` with what to do."""
+    from core.library.gguf_meta import read_gguf_info
+
+    info = read_gguf_info(path, check_architecture=False)
+    name = os.path.basename(path)
+    if info.architecture != "clip":
+        raise InvalidModelError(
+            f"{name} is not a vision projector (its architecture is '{info.architecture}', a projector's is "
+            f"'clip'): {FIX} (an mmproj-*.gguf file)."
+        )
+    meta = info.metadata
+    if not meta.get("clip.has_vision_encoder"):
+        raise InvalidModelError(f"{name} has no vision encoder (it reads sound, not images): {FIX}.")
+    kind = str(meta.get("clip.projector_type") or meta.get("clip.vision.projector_type") or "")
+    tensors = {t.name: t.shape for t in info.tensors}
+    where = OUTPUT_WIDTH.get(kind)
+    if kind == "mlp" and "mm.3.weight" in tensors:
+        where = ("mm.3.bias", 0)  # Yi-style LLaVA (clip.cpp turns it into PROJECTOR_TYPE_MLP_NORM)
+    if where is None or where[0] not in tensors:
+        return kind, None
+    shape = tensors[where[0]]  # numpy order: ggml's ne reversed
+    if len(shape) <= where[1]:
+        return kind, None
+    return kind, int(shape[len(shape) - 1 - where[1]])
+
+
+def mismatch(projector: str, model: str, width: int, n_embd: int) -> InvalidModelError:
+    return InvalidModelError(
+        f"The projector {os.path.basename(projector)} does not fit {os.path.basename(model)}: its image "
+        f"embeddings are {width} wide and the model's are {n_embd}; {FIX}."
+    )
+
+
+def check_fits(projector: str | Path, model: str | Path) -> None:
+    """Refuse (``InvalidModelError``) a projector whose image embeddings are not as wide as the model's.
+
+    Read from both files' headers, so a wrong pairing is refused when it is made, not at the next load.
+    A projector type whose width the header does not say plainly passes here; mtmd checks it at load.
+    """
+    from core.library.gguf_meta import read_gguf_info
+
+    _kind, width = projector_width(str(projector))
+    n_embd = read_gguf_info(model, check_architecture=False).embedding_length
+    if width is not None and n_embd is not None and width != n_embd:
+        raise mismatch(str(projector), str(model), width, n_embd)

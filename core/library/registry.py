@@ -22,7 +22,7 @@ from typing import Any, Literal
 from core.errors import AlreadyExistsError, HearthError, InvalidModelError, NotFoundError
 from core.events import Progress, ProgressCallback
 from core.library.gguf_meta import SPLIT_RE, GGUFInfo, is_first_part, read_gguf_info
-from core.library.projector import choose_projector, is_projector_file, is_projector_info
+from core.library.projector import check_fits, choose_projector, is_projector_file, is_projector_info
 from core.paths import Paths, get_paths, hf_hub_cache, write_text_atomic
 
 INDEX_VERSION = 1
@@ -229,6 +229,8 @@ class Library:
                 f"{source.name} is a GGUF {info.general_type}, not a model: "
                 + ("load it as an adapter with 'hearth chat MODEL --lora FILE'." if info.general_type == "adapter" else "pick a model file.")
             )
+        if projector is not None:
+            check_fits(projector, info.path)  # before anything is copied
         name = name or model_name_for(info.path)
         with self._locked():
             data = self._load()
@@ -331,6 +333,8 @@ class Library:
                     f"No model called '{name}' in the library: a projector can be paired only with a "
                     "library model (see 'hearth models')."
                 )
+            if projector is not None:
+                check_fits(projector, match[0]["path"])
             match[0]["mmproj"] = str(projector) if projector is not None else None
             self._save(data)
             return ModelEntry.from_dict(match[0])

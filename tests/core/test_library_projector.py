@@ -136,6 +136,21 @@ def test_wrong_files_are_refused_with_one_sentence(
     assert Library().models(include_discovered=False) == []
 
 
+def test_a_projector_of_another_width_is_refused_when_paired(
+    vision_files: tuple[Path, Path], tiny_vision: TinyVision, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The widths are read from both headers: a projector made for another model never gets paired."""
+    model, mmproj = vision_files
+    assert main(["import", str(model), "--mmproj", str(tiny_vision.wrong_mmproj)]) == 1
+    err = capsys.readouterr().err
+    assert "mmproj-wrong-width.gguf does not fit" in err and "32 wide and the model's are 64" in err
+    assert "Traceback" not in err and Library().models(include_discovered=False) == []  # nothing copied in
+    entry = Library().import_file(model, mode="link", mmproj=mmproj)
+    with pytest.raises(InvalidModelError, match="pick the projector from the model's own repository"):
+        Library().set_mmproj(entry.name, tiny_vision.wrong_mmproj)
+    assert Library().get(entry.name).mmproj == str(mmproj.resolve())  # the good pairing is kept
+
+
 def test_an_old_registry_without_mmproj_loads(tiny_model: Path) -> None:
     paths = get_paths().ensure()
     entry = Library().import_file(tiny_model, mode="link")

@@ -53,7 +53,11 @@ def vision_home(tmp_path_factory: pytest.TempPathFactory, tiny_vision: TinyVisio
     other = home / "data" / "models" / MISMATCHED / "tiny-vision-llama.gguf"
     other.write_bytes(tiny_vision.model.read_bytes())
     library.register(other, name=MISMATCHED, source="copy")
-    library.set_mmproj(MISMATCHED, tiny_vision.wrong_mmproj)
+    # Pairing checks the widths, so the projector is replaced on disk after it was paired (as a user might).
+    replaced = home / "data" / "models" / MISMATCHED / tiny_vision.wrong_mmproj.name
+    replaced.write_bytes(tiny_vision.mmproj.read_bytes())
+    library.set_mmproj(MISMATCHED, replaced)
+    replaced.write_bytes(tiny_vision.wrong_mmproj.read_bytes())
     yield home
     patch.undo()
 

@@ -310,7 +310,10 @@ def test_a_projector_that_does_not_fit_is_refused_and_the_message_is_kept(
     import shutil
 
     model = shutil.copy(tiny_vision.model, tmp_path / "tiny-wrong.gguf")
-    Library(discover_hf_cache=False).import_file(model, mode="link", name="tiny-wrong", mmproj=tiny_vision.wrong_mmproj)
+    # Pairing checks the widths, so the projector is replaced on disk after it was paired (as a user might).
+    projector = shutil.copy(tiny_vision.mmproj, tmp_path / tiny_vision.wrong_mmproj.name)
+    Library(discover_hf_cache=False).import_file(model, mode="link", name="tiny-wrong", mmproj=projector)
+    shutil.copy(tiny_vision.wrong_mmproj, projector)
     window = make_window()
     wait_until(qtbot, lambda: window.library_model.rowCount() >= 3, 30, "the mismatched model in the library")
     page = window.chat

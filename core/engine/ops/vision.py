@@ -30,23 +30,11 @@ from core.engine.ops.tokens import fit_messages
 from core.engine.params import GenerationStats
 from core.engine.templates import render
 from core.errors import EngineError, InvalidModelError, NoVisionError
+from core.library.projector import FIX, mismatch, projector_width
 
 if TYPE_CHECKING:
     from core.engine.worker import Worker
 
-FIX = "pick the projector from the model's own repository"
-# Where clip.cpp's ``clip_n_mmproj_embd`` finds a projector's output width, for the common projector types:
-# (tensor, ggml dimension). Types not listed are checked by mtmd itself when it loads the file.
-OUTPUT_WIDTH: dict[str, tuple[str, int]] = {
-    **{t: ("mm.2.weight", 1) for t in ("mlp", "pixtral", "lightonocr", "lfm2", "kimivl", "kimik25", "paddleocr",
-                                       "ultravox", "voxtral", "qwen3a", "glma", "yasa2")},
-    **{t: ("mm.1.bias", 0) for t in ("qwen2vl_merger", "qwen2.5vl_merger", "qwen2.5o", "youtuvl", "exaone4_5")},
-    **{t: ("mm.input_projection.weight", 0) for t in ("gemma3", "gemma3nv")},
-    **{t: ("mm.input_projection.weight", 1) for t in ("gemma4v", "gemma4uv")},
-    "idefics3": ("mm.model.fc.weight", 1),
-    "internvl": ("mm.3.weight", 1),
-    "cogvlm": ("mm.down.weight", 1),
-}
 _MISMATCH = re.compile(r"n_embd = (\d+)\) and mmproj \(n_embd = (\d+)\)")
 _READS_LISTS: dict[str, bool] = {}  # chat template -> it shows images only when content is a list of parts
 IMAGE_ERROR = ("could not be read: it is not a PNG, JPEG or WebP picture, or it is cut short or corrupt. "
@@ -60,41 +48,6 @@ def _mtmd() -> Any:
 
 
 # -- the projector -------------------------------------------------------------------------------
-def projector_width(path: str) -> tuple[str, int | None]:
-    """Check that ``path`` is a vision projector from its GGUF header; returns (projector type, output width
-    or None where the header does not say it plainly). Raises ``InvalidModelError`` with what to do."""
-    from core.library.gguf_meta import read_gguf_info
-
-    info = read_gguf_info(path, check_architecture=False)
-    name = os.path.basename(path)
-    if info.architecture != "clip":
-        raise InvalidModelError(
-            f"{name} is not a vision projector (its architecture is '{info.architecture}', a projector's is "
-            f"'clip'): {FIX} (an mmproj-*.gguf file)."
-        )
-    meta = info.metadata
-    if not meta.get("clip.has_vision_encoder"):
-        raise InvalidModelError(f"{name} has no vision encoder (it reads sound, not images): {FIX}.")
-    kind = str(meta.get("clip.projector_type") or meta.get("clip.vision.projector_type") or "")
-    tensors = {t.name: t.shape for t in info.tensors}
-    where = OUTPUT_WIDTH.get(kind)
-    if kind == "mlp" and "mm.3.weight" in tensors:
-        where = ("mm.3.bias", 0)  # Yi-style LLaVA (clip.cpp turns it into PROJECTOR_TYPE_MLP_NORM)
-    if where is None or where[0] not in tensors:
-        return kind, None
-    shape = tensors[where[0]]  # numpy order: ggml's ne reversed
-    if len(shape) <= where[1]:
-        return kind, None
-    return kind, int(shape[len(shape) - 1 - where[1]])
-
-
-def mismatch(projector: str, model: str, width: int, n_embd: int) -> InvalidModelError:
-    return InvalidModelError(
-        f"The projector {os.path.basename(projector)} does not fit {os.path.basename(model)}: its image "
-        f"embeddings are {width} wide and the model's are {n_embd}; {FIX}."
-    )
-
-
 def load_projector(w: Worker, path: str, *, n_threads: int, use_gpu: bool, flash_attn: bool | None) -> None:
     """Load the projector at ``path`` beside the loaded model (``w.mtmd``); refuse one that does not fit."""
     n_embd = int(L.llama_model_n_embd_inp(w.model))
@@ -228,6 +181,11 @@ class ImagePrompt:
             if tokens is not None:
                 w.decode(tokens[max(0, common - at) :], logits=at + n == len(self.keys))
             else:
+                if n > w.n_batch and M.mtmd_decode_use_non_causal(w.mtmd, chunk):
+                    # Gemma 3-style images attend both ways, so llama.cpp needs one whole image in one batch.
+                    raise RequestError("image_batch", f"This model reads an image as {n} tokens in one batch, more "
+                                       f"than the batch size ({w.n_batch}): reload it with a batch size of at "
+                                       f"least {n}.")
                 started = time.perf_counter()
                 rc = M.mtmd_encode_chunk(w.mtmd, chunk)
                 stats.image_seconds += time.perf_counter() - started
