@@ -92,6 +92,18 @@ answer=$(as_tester hearth chat gemma-3-270m-q4_k_m -p "The capital of France is"
 echo "chat answered: $answer"
 [ -n "$(echo "$answer" | tr -d '[:space:]')" ] || { echo "hearth chat answered nothing" >&2; exit 1; }
 
+say "an image in hearth chat (the installed app's libmtmd and Pillow)"
+VISION=$WORK/vision
+rm -rf "$VISION" && mkdir -p "$VISION"
+"$PY" -c "import sys; from pathlib import Path; sys.path.insert(0, '$ROOT_DIR')
+from tests.fixtures.tiny_vision import write_test_image, write_tiny_vision_model
+write_tiny_vision_model(Path('$VISION')); write_test_image(Path('$VISION/picture.jpg'), 'jpeg', seed=1)"
+$SUDO rm -rf "$CHROOT/tmp/vision" && $SUDO cp -r "$VISION" "$CHROOT/tmp/vision" && $SUDO chmod -R a+rX "$CHROOT/tmp/vision"
+as_tester hearth import /tmp/vision/tiny-vision-llama.gguf --mmproj /tmp/vision/mmproj-tiny-vision.gguf --name tiny-vision
+stats=$(as_tester hearth chat tiny-vision --image /tmp/vision/picture.jpg -p "What is in the picture?" --max-tokens 4 2>&1 >/dev/null || true)
+echo "$stats" | tail -1
+echo "$stats" | grep -q "image tokens" || { echo "the installed app did not read the image" >&2; exit 1; }
+
 written=$(in_root find /opt/hearth -newer /tmp/before-run | head -5)
 [ -z "$written" ] || { echo "the app wrote inside /opt/hearth: $written" >&2; exit 1; }
 echo "nothing written under /opt/hearth"
