@@ -24,6 +24,17 @@ if TYPE_CHECKING:
     from core.media import PreparedImage
 
 
+
+def add_sampling_flags(g: Any, defaults: Any) -> None:
+    """The sampling flags of ``hearth chat`` and ``hearth compare``, defaulting to ``defaults``' fields."""
+    g.add_argument("--temperature", type=float, default=defaults.temperature)
+    g.add_argument("--top-p", type=float, default=defaults.top_p)
+    g.add_argument("--top-k", type=int, default=defaults.top_k)
+    g.add_argument("--min-p", type=float, default=defaults.min_p)
+    g.add_argument("--repeat-penalty", type=float, default=defaults.repeat_penalty)
+    g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("chat", help="chat with a model (streams to the terminal)")
     p.add_argument("model", nargs="?", help="library name or .gguf path (default: the conversation's model)")
@@ -51,13 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
     g = p.add_argument_group("sampling")
     defaults = SamplingParams()
-    g.add_argument("--temperature", type=float, default=defaults.temperature)
-    g.add_argument("--top-p", type=float, default=defaults.top_p)
-    g.add_argument("--top-k", type=int, default=defaults.top_k)
-    g.add_argument("--min-p", type=float, default=defaults.min_p)
-    g.add_argument("--repeat-penalty", type=float, default=defaults.repeat_penalty)
-    g.add_argument("--seed", type=int, default=defaults.seed)
-    g.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    add_sampling_flags(g, defaults)
     g.add_argument("--draft", default=None, metavar="off|lookup|MODEL",
                    help="speculative decoding, the same answer sooner: 'lookup' guesses tokens from the conversation, "
                         "a model's name or .gguf drafts with that small model of the same family "

@@ -17,6 +17,7 @@ from core.chats.compare import (
     SideLoading,
     SideReady,
 )
+from core.cli.cmd_chat import add_sampling_flags
 from core.cli.output import print_json, status_line
 from core.engine import Completion, TextChunk
 from core.errors import HearthError, NotFoundError
@@ -42,13 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--ctx", type=int, default=defaults.n_ctx, help="context length in tokens (0: the model's own)")
     g.add_argument("--threads", type=int, default=0, help="threads (0: the physical cores)")
     g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
-    g.add_argument("--temperature", type=float, default=defaults.temperature)
-    g.add_argument("--top-p", type=float, default=defaults.top_p)
-    g.add_argument("--top-k", type=int, default=defaults.top_k)
-    g.add_argument("--min-p", type=float, default=defaults.min_p)
-    g.add_argument("--repeat-penalty", type=float, default=defaults.repeat_penalty)
-    g.add_argument("--seed", type=int, default=defaults.seed)
-    g.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    add_sampling_flags(g, defaults)
     p.add_argument("--json", action="store_true", help="print both answers and their stats as JSON")
     p.set_defaults(func=compare)
 

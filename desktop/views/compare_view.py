@@ -8,12 +8,9 @@ listed once in the conversation list, and reopened from there in Compare mode.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QFrame,
     QHBoxLayout,
-    QPlainTextEdit,
     QSizePolicy,
     QSplitter,
     QVBoxLayout,
@@ -37,42 +34,20 @@ from desktop.compare_controller import CompareController
 from desktop.models.library import LibraryTableModel
 from desktop.theme import Palette
 from desktop.views.compare_column import CompareColumn
-from desktop.views.widgets import Banner, button, flat_button, muted, title
+from desktop.views.composer import Composer
+from desktop.views.widgets import Banner, flat_button, muted, title
 
 EXPLAIN = "One prompt, two set-ups. They answer one after the other, so neither slows the other down."
 
 
-class CompareComposer(QFrame):
-    """The one message box under both columns: Enter sends to both, Shift+Enter starts a new line."""
-
-    submitted = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("composer")
-        row = QHBoxLayout(self)
-        row.setContentsMargins(10, 6, 8, 6)
-        self.edit = QPlainTextEdit()
-        self.edit.setObjectName("composerEdit")
-        self.edit.setPlaceholderText("Ask both sides…  (Enter to send, Shift+Enter for a new line)")
-        self.edit.setFixedHeight(58)
-        self.edit.installEventFilter(self)
-        self.send_button = button("Send to both", self.submitted.emit, kind="primary", tip="Send (Enter)")
-        self.stop_button = button("■  Stop", None, kind="danger", tip="Stop the answers")
-        self.stop_button.hide()
-        row.addWidget(self.edit, 1)
-        row.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
-        row.addWidget(self.stop_button, 0, Qt.AlignmentFlag.AlignBottom)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self.edit and event.type() == QEvent.Type.KeyPress:
-            assert isinstance(event, QKeyEvent)
-            if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not (
-                event.modifiers() & Qt.KeyboardModifier.ShiftModifier
-            ):
-                self.submitted.emit()
-                return True
-        return super().eventFilter(watched, event)
+def compare_composer() -> Composer:
+    """The one message box under both columns: the chat's composer, sending to both, without pictures."""
+    composer = Composer()
+    composer.edit.setPlaceholderText("Ask both sides…  (Enter to send, Shift+Enter for a new line)")
+    composer.send_button.setText("Send to both")
+    composer.stop_button.setToolTip("Stop the answers")
+    composer.attach_button.hide()  # a comparison answers text: each side's model may or may not read images
+    return composer
 
 
 class CompareView(QWidget):
@@ -125,7 +100,7 @@ class CompareView(QWidget):
         self.plan_label = muted("")
         self.plan_label.setContentsMargins(18, 0, 16, 0)
         col.addWidget(self.plan_label)
-        self.composer = CompareComposer()
+        self.composer = compare_composer()
         self.composer.submitted.connect(self.send)
         self.composer.stop_button.clicked.connect(self.controller.stop)
         composer_row = QHBoxLayout()
