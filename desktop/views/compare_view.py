@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.chats import ChatStore
+from core.chats import ChatStore, Message
 from core.chats.compare import (
     SIDE_NAMES,
     CompareSide,
@@ -184,7 +184,9 @@ class CompareView(QWidget):
             self._save_setups()
         self.composer.edit.clear()
         self._streaming_group = self.group
-        for column in self.columns:
+        # The question shows in both columns at once; each side stores it when its turn comes.
+        for column, conv in zip(self.columns, compare_sides(self.store, self.group), strict=True):
+            column.show_messages([*self.store.messages(conv.id), Message(role="user", content=text)])
             column.set_stats(f"Waiting for side {SIDE_NAMES[0]}…" if column.index else "Starting…")
         self.controller.send(self.group, text)
         self.saved.emit()

@@ -81,8 +81,13 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
 
     seen: dict[str, int] = {}
 
+    waiting_b_shows: list[list[str]] = []  # side B's questions while side A writes
+
     def chunk(side: int, text: str) -> None:
         chunks[side].append(text)
+        if side == 0 and not chunks[1]:
+            waiting_b_shows.append([b.message.content for b in view.columns[1].transcript.bubbles
+                                    if b.message.role == "user"])
         theme = window.settings.theme
         seen[theme] = seen.get(theme, 0) + (side == 0)
         if seen[theme] == 3 and theme not in shot_streaming:  # side A is writing, side B waits: the streaming state
@@ -96,6 +101,7 @@ def test_two_models_stream_side_by_side_with_their_speed_reopen_and_continue(
     assert view.composer.stop_button.isVisibleTo(view) and not view.composer.send_button.isVisibleTo(view)
     wait_until(qtbot, lambda: not mode.controller.streaming, 180, "both answers")
     assert chunks[0] and chunks[1]  # both sides streamed
+    assert waiting_b_shows and waiting_b_shows[0] == ["The capital of France is"]  # asked of B at once
     assert not view.banner.isVisible(), view.banner.text
     for column, chunked in zip(view.columns, (chunks[0], chunks[1]), strict=True):
         assert _answers(column) == ["".join(chunked)] and _answers(column)[0]
