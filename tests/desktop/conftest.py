@@ -9,12 +9,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PySide6.QtCore import QCoreApplication, QEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
 from desktop.views.main_window import MainWindow
+
+if TYPE_CHECKING:
+    from desktop.views.chat_page import ChatPage
 
 WindowFactory = Callable[[], MainWindow]
 
@@ -27,6 +31,22 @@ def wait_until(qtbot: object, predicate: Callable[[], bool], timeout: float = 60
             raise AssertionError(f"timed out waiting for {what}")
         QApplication.processEvents()
         time.sleep(0.01)
+
+
+def pick_model(page: ChatPage, name: str) -> None:
+    """Choose ``name`` in the chat page's model picker, as a user's click does."""
+    page.model_picker.setCurrentIndex(page.library.row_of(name))
+    page._model_picked()
+
+
+def use_model(page: ChatPage, name: str, *, max_tokens: int, n_ctx: int) -> None:
+    """Choose ``name`` and make its answers short and repeatable: greedy, ``max_tokens``, one thread."""
+    pick_model(page, name)
+    form = page.params.form.editors
+    form["temperature"].setValue(0)
+    form["max_tokens"].setValue(max_tokens)
+    form["n_ctx"].setValue(n_ctx)
+    form["n_threads"].setValue(1)
 
 
 def _flush_deletes() -> None:

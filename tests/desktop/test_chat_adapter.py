@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 from core.library import Library
 from desktop.views.chat_page import ChatPage
 from desktop.views.main_window import MainWindow
-from tests.desktop.conftest import WindowFactory, wait_until
+from tests.desktop.conftest import WindowFactory, pick_model, wait_until
 from tests.desktop.test_adapters_view import ADAPTER, BASE, install_adapter, train_root  # noqa: F401 (fixture)
 
 SHOTS = Path(__file__).resolve().parents[2] / ".screenshots"
@@ -41,11 +41,6 @@ def _wait_scale(qtbot: object, page: ChatPage, scale: float | None) -> None:
     wait_until(qtbot, applied, 60, f"the adapter applied at {scale}")
 
 
-def _pick_model(page: ChatPage, name: str) -> None:
-    page.model_picker.setCurrentIndex(page.library.row_of(name))
-    page._model_picked()
-
-
 def _send(qtbot: object, page: ChatPage, text: str) -> None:
     page.composer.edit.setPlainText(text)
     qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
@@ -72,7 +67,7 @@ def test_the_picker_applies_the_adapter_and_the_scale_without_reloading_and_the_
     page.select_model(starter)
     assert _picker_names(page) == ["No adapter"] and not page.adapter_picker.isEnabled()
     assert not page.adapter_picker.isVisibleTo(page) and not page.scale_slider.isVisibleTo(page)
-    _pick_model(page, BASE)
+    pick_model(page, BASE)
     _greedy(page)  # after the pick: picking a model sets its parameters
     assert _picker_names(page) == ["No adapter", ADAPTER]
     wait_until(qtbot, lambda: page.controller.engine.status is not None and not page.controller.loading, 60, "the model")

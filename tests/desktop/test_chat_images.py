@@ -20,7 +20,7 @@ from desktop.views.chat_page import ChatPage
 from desktop.views.image_attachments import NO_VISION
 from desktop.views.image_view import ImageThumb, ImageViewer
 from desktop.views.main_window import MainWindow
-from tests.desktop.conftest import WindowFactory, wait_until
+from tests.desktop.conftest import WindowFactory, use_model, wait_until
 from tests.fixtures.tiny_vision import TinyVision, write_test_image
 
 VISION = "tiny-vision"
@@ -42,13 +42,7 @@ def _window(make_window: WindowFactory, qtbot: object) -> MainWindow:
 
 
 def _use(page: ChatPage, name: str) -> None:
-    page.model_picker.setCurrentIndex(page.library.row_of(name))
-    page._model_picked()
-    form = page.params.form.editors
-    form["temperature"].setValue(0)
-    form["max_tokens"].setValue(8)
-    form["n_ctx"].setValue(512)
-    form["n_threads"].setValue(1)
+    use_model(page, name, max_tokens=8, n_ctx=512)
 
 
 def _drag(widget: QWidget, paths: list[Path]) -> QMimeData:

@@ -16,7 +16,7 @@ from core.tools import default_config_path, tools_unavailable_reason
 from desktop.views.chat_page import ChatPage
 from desktop.views.main_window import MainWindow
 from desktop.views.tool_call_card import ToolCallCard
-from tests.desktop.conftest import WindowFactory, wait_until
+from tests.desktop.conftest import WindowFactory, use_model, wait_until
 from tests.fixtures.mcp_servers import stdio_entry
 from tests.fixtures.tool_chat_model import ANSWER_TEXT, call_script, write_tool_chat_llama
 
@@ -49,13 +49,7 @@ def _window(make_window: WindowFactory, qtbot: object) -> MainWindow:
 
 
 def _use(page: ChatPage, name: str) -> None:
-    page.model_picker.setCurrentIndex(page.library.row_of(name))
-    page._model_picked()
-    form = page.params.form.editors
-    form["temperature"].setValue(0)
-    form["max_tokens"].setValue(40)
-    form["n_ctx"].setValue(4096)  # the 7 tools' schemas are ~1,750 of the tiny vocabulary's tokens
-    form["n_threads"].setValue(1)
+    use_model(page, name, max_tokens=40, n_ctx=4096)  # the 7 tools' schemas are ~1,750 of the tiny vocabulary's tokens
 
 
 def _send(qtbot: object, page: ChatPage, text: str) -> None:
