@@ -13,13 +13,15 @@ LLAMA_CPP_VERSION := 0.3.36
 # llama.cpp build flags. Linux and Windows: every CPU variant as a loadable backend
 # (GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS), and ggml picks the best for the running CPU at start-up
 # (core.engine.backends), as llama.cpp's own releases do; packaging/llama_backends.cmake installs the
-# variants into the wheel. LLAVA_BUILD builds llama.cpp's multimodal library (libmtmd: images in chat). macOS: Metal,
+# variants into the wheel. LLAVA_BUILD builds llama.cpp's multimodal library (libmtmd: images in chat). GGML_RPC builds
+# the RPC backend (one more loadable library: `hearth rpc-worker`, models split across machines); no RDMA
+# transport, so the library needs nothing the target machine may lack. macOS: Metal,
 # which llama-cpp-python turns on itself. Add your own with CMAKE_ARGS, e.g. CMAKE_ARGS="-DGGML_CUDA=on".
 UNAME_S := $(shell uname -s)
 ifeq ($(UNAME_S),Darwin)
-LLAMA_FLAGS := -DLLAVA_BUILD=ON $(CMAKE_ARGS)
+LLAMA_FLAGS := -DLLAVA_BUILD=ON -DGGML_RPC=ON -DGGML_RPC_RDMA=OFF $(CMAKE_ARGS)
 else
-LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DLLAVA_BUILD=ON $(CMAKE_ARGS)
+LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DLLAVA_BUILD=ON -DGGML_RPC=ON -DGGML_RPC_RDMA=OFF $(CMAKE_ARGS)
 endif
 LLAMA_CMAKE_ARGS := $(LLAMA_FLAGS) -DCMAKE_PROJECT_INCLUDE=$(CURDIR)/packaging/llama_backends.cmake
 # The compiled wheel is kept per set of flags (and version of the install hook), outside the
