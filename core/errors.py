@@ -37,6 +37,18 @@ class EngineCrashedError(EngineError):
     """The engine's worker process died (native crash, out of memory, killed)."""
 
 
+class WorkerError(HearthError):
+    """Another machine (a ``hearth rpc-worker``) cannot be used: bad address, does not answer, busy."""
+
+
+class WorkerLostError(EngineCrashedError):
+    """A worker machine went away during a request; ``endpoints`` names the ones that stopped answering."""
+
+    def __init__(self, message: str, endpoints: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.endpoints: list[str] = list(endpoints or [])
+
+
 class EngineInternalError(EngineError):
     """A request failed on a bug in the engine; the engine keeps serving (details in its log)."""
 

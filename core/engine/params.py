@@ -26,6 +26,12 @@ class LoadOptions:
     embedding: bool = False  # a context that computes embeddings (for Engine.embed)
     draft_model: str | None = None  # a small GGUF with the same vocabulary, loaded beside to draft tokens
     mmproj: str | None = None  # a vision projector GGUF (mmproj-*.gguf) loaded beside: the model reads images
+    # Other machines running ``hearth rpc-worker`` ("host:port") to split the model across, with this one
+    # (llama.cpp's RPC backend). Their layers are the model's last ones, as llama.cpp offloads.
+    rpc_workers: list[str] = field(default_factory=list)
+    # Shares per place: [this machine, worker 1, worker 2, ...]; None = by the free memory each reports
+    # (this machine: free RAM, or the GPU's with n_gpu_layers and a local GPU).
+    tensor_split: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +92,9 @@ class ModelStatus:
     draft_model: str | None = None  # the draft model loaded beside (LoadOptions.draft_model)
     vision: bool = False  # a projector is loaded and reads images (chat messages may have image parts)
     mmproj: str | None = None  # the projector loaded beside (LoadOptions.mmproj)
+    # Layers per place when the model is split across machines (LoadOptions.rpc_workers), e.g.
+    # [("this computer", 10), ("127.0.0.1:50061", 8)]; empty when everything is local.
+    split: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
