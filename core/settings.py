@@ -15,6 +15,7 @@ from typing import Any, Literal
 from core.engine.params import DRAFT_MODES, LoadOptions, SamplingParams
 from core.errors import HearthError
 from core.paths import Paths, get_paths, write_text_atomic
+from core.workers import WorkerEntry, workers_from_json
 
 Theme = Literal["system", "light", "dark"]
 THEMES: tuple[str, ...] = ("system", "light", "dark")
@@ -121,6 +122,7 @@ class Settings:
     last_model: str | None = None
     server: ServerSettings = field(default_factory=ServerSettings)
     tool_timeout: float = 60.0  # seconds a tool call (MCP, Settings > Tools) may take
+    workers: list[WorkerEntry] = field(default_factory=list)  # other machines (core.workers, Settings > Other machines)
 
     def parameters_for(self, model: str | None) -> ChatParameters:
         """The model's preset when it has one, else the default parameters."""
@@ -137,6 +139,7 @@ class Settings:
             "last_model": self.last_model,
             "server": self.server.to_dict(),
             "tool_timeout": self.tool_timeout,
+            "workers": [w.to_dict() for w in self.workers],
         }
 
     @classmethod
@@ -153,6 +156,7 @@ class Settings:
             last_model=str(last) if isinstance(last, str) else None,
             server=ServerSettings.from_dict(data.get("server")),
             tool_timeout=_timeout(data.get("tool_timeout")),
+            workers=workers_from_json(data.get("workers")),
         )
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_docs",
     "core.cli.cmd_hub",
     "core.cli.cmd_hw",
+    "core.cli.cmd_workers",
     "core.cli.cmd_finetune",
     "core.cli.cmd_trainpack",
     "core.cli.cmd_adapters",

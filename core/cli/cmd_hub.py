@@ -74,6 +74,7 @@ def _fit_words(verdict: object) -> str:
         "full_gpu": "fits on GPU",
         "partial_gpu": f"GPU {layers} layers + CPU",
         "cpu": "CPU only",
+        "across_machines": "across machines",
         "too_large": "too large",
     }
     return words.get(kind, kind or "-")

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--gpu-layers", type=int, default=None, help="layers to offload (default: as many as fit)")
     p.add_argument("--cache-type", default="f16", help="KV cache type: f16 (default), q8_0, q4_0")
+    p.add_argument("--no-workers", action="store_true",
+                   help="judge this machine alone (default: count the enabled other machines, see 'hearth workers')")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_fit)
 
@@ -85,7 +87,10 @@ def run_fit(args: argparse.Namespace) -> int:
 
     if args.ctx < 0:
         raise HearthError("--ctx must be 0 (the model's own context) or a positive number of tokens.")
+    from core.workers import machines_for_fit
+
     shape, label = shape_for(args.model)
+    machines = None if args.no_workers else machines_for_fit()  # the enabled workers, probed
     verdict = assess(
         shape,
         detect_hardware(),
@@ -93,10 +98,14 @@ def run_fit(args: argparse.Namespace) -> int:
         gpu_layers=args.gpu_layers,
         cache_type_k=args.cache_type,
         cache_type_v=args.cache_type,
+        workers=machines.answering if machines else (),
+        worker_names=machines.names if machines else None,
     )
     e = verdict.estimate
     if args.json:
-        print_json({"model": label, "shape": shape.to_dict(), "verdict": verdict.to_dict()})
+        workers = {"workers": [w.to_dict() for w in machines.answering], "workers_left_out": machines.left_out} \
+            if machines else {}
+        print_json({"model": label, "shape": shape.to_dict(), "verdict": verdict.to_dict(), **workers})
         return 0
     print_kv(
         [
@@ -132,5 +141,7 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     print(verdict.reason)
     for note in e.notes:
+        print(f"note: {note}")
+    for note in machines.left_out if machines else []:
         print(f"note: {note}")
     return 0

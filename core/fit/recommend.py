@@ -24,7 +24,7 @@ SMALL_MODEL = 8e9
 TINY_MODEL = 3e9
 LARGE_MODEL = 30e9
 HUGE_MODEL = 70e9
-_SPEED = {"full_gpu": 0, "partial_gpu": 1, "cpu": 2, "too_large": 3}
+_SPEED = {"full_gpu": 0, "partial_gpu": 1, "cpu": 2, "across_machines": 3, "too_large": 4}
 # Preferred quants in order, by model size (the first that fits at the best speed wins).
 _PREFERRED_TINY = ["Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M"]
 _PREFERRED_SMALL = ["Q6_K", "Q5_K_M", "Q8_0", "Q5_K_S", "Q4_K_M"]
@@ -76,7 +76,9 @@ def recommend(
     hardware: Hardware | None = None,
     **options: Any,
 ) -> Recommendation:
-    """Pick among ``(quant_name, size_bytes)`` pairs of one model; ``shape`` is read from any of them."""
+    """Pick among ``(quant_name, size_bytes)`` pairs of one model; ``shape`` is read from any of them.
+
+    ``options`` go to :func:`assess` (``workers`` and ``worker_names`` count the user's other machines)."""
     if hardware is None:
         from core.hardware import detect_hardware
 
@@ -153,6 +155,7 @@ def _reason(
         "full_gpu": "runs fully on the GPU",
         "partial_gpu": f"runs with {verdict.gpu_layers} layers on the GPU",
         "cpu": "runs on the CPU",
+        "across_machines": "runs split across this computer and your other machines",
     }[verdict.kind]
     if params < TINY_MODEL:
         rule = f"for {size_words}, quantization costs more quality, so Q8_0 is preferred when it fits"

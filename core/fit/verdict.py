@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.fit.estimate import MemoryEstimate, estimate_memory
 from core.fit.shape import ModelShape
 from core.hardware import GPU, Hardware
 from core.units import human_size
 
-FitKind = Literal["full_gpu", "partial_gpu", "cpu", "too_large"]
+if TYPE_CHECKING:
+    from core.engine.rpc import WorkerInfo
+
+# "across_machines": too large for this machine alone, fits split with the user's workers (core.workers).
+FitKind = Literal["full_gpu", "partial_gpu", "cpu", "across_machines", "too_large"]
 GB = 1e9
 
 
@@ -53,6 +58,8 @@ def assess(
     *,
     n_ctx: int = 4096,
     gpu_layers: int | None = None,
+    workers: Sequence[WorkerInfo] = (),
+    worker_names: Mapping[str, str] | None = None,
     **options: Any,
 ) -> FitVerdict:
     """Decide how ``shape`` runs on ``hardware`` (detected when None) at ``n_ctx`` tokens.
@@ -60,8 +67,12 @@ def assess(
     ``gpu_layers`` fixes the offload instead of choosing the most that fits; ``options`` go to
     :func:`estimate_memory` (``cache_type_k``, ``swa_full``, ``weight_bytes`` …). One GPU is used:
     the one with the most free memory. A shape with a vision projector counts it, and the reason says so.
+    ``workers`` (``core.engine.rpc.probe`` results, ``core.workers.probe_enabled``) count when the model is
+    too large for this machine alone: the verdict is then "across_machines"; ``worker_names`` maps their
+    endpoints to the user's names for the reason.
     """
-    verdict = _assess(shape, hardware, n_ctx=n_ctx, gpu_layers=gpu_layers, **options)
+    verdict = _assess(shape, hardware, n_ctx=n_ctx, gpu_layers=gpu_layers, workers=workers,
+                      worker_names=worker_names, **options)
     projector = shape.projector
     if projector is None:
         return verdict
@@ -79,14 +90,11 @@ def _assess(
     *,
     n_ctx: int = 4096,
     gpu_layers: int | None = None,
+    workers: Sequence[WorkerInfo] = (),
+    worker_names: Mapping[str, str] | None = None,
     **options: Any,
 ) -> FitVerdict:
-    """Decide how ``shape`` runs on ``hardware`` (detected when None) at ``n_ctx`` tokens.
-
-    ``gpu_layers`` fixes the offload instead of choosing the most that fits; ``options`` go to
-    :func:`estimate_memory` (``cache_type_k``, ``swa_full``, ``weight_bytes`` …). One GPU is used:
-    the one with the most free memory.
-    """
+    """:func:`assess` without the projector's note."""
     if hardware is None:
         from core.hardware import detect_hardware
 
@@ -155,11 +163,19 @@ def _assess(
             cpu.total_bytes,
             cpu,
         )
+    if workers:
+        from core.fit.across import across_machines, across_reason
+
+        found = across_machines(est, n_full, ram, gpu, workers, worker_names)
+        if found is not None:
+            full, places = found
+            return FitVerdict("across_machines", 0, across_reason(full, places), full.total_bytes, full)
     return FitVerdict(
         "too_large",
         0,
         f"Does not fit: needs about {gb(cpu.ram_bytes)} but only {gb(ram)} of RAM is available"
         + (f" and {gb(gpu.free_bytes)} on the {gpu.name}" if gpu else "")
+        + (", and the other machines' free memory is not enough either" if any(w.ok for w in workers) else "")
         + ". Pick a smaller quant or model, or a shorter context.",
         cpu.total_bytes,
         cpu,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import HearthError
 from core.hub.client import api, check_repo_id, ensure_online, hub_errors
@@ -15,6 +15,9 @@ from core.hub.quants import (
     pick_projector,
     projector_files,
 )
+
+if TYPE_CHECKING:
+    from core.workers import WorkerProbe
 
 DEFAULT_N_CTX = 4096
 
@@ -133,8 +136,11 @@ def recommend_quant(
     revision: str | None = None,
     n_ctx: int = DEFAULT_N_CTX,
     projectors: list[RemoteFile] | None = None,
+    workers: WorkerProbe | None = None,
 ) -> RepoQuants:
     """Fit verdicts for each quant and the recommended one, reading the GGUF header of one file only.
+
+    ``workers``: a ``core.workers.WorkerProbe`` whose answering workers count in the verdicts (Discover).
 
     All quants of a repo share the architecture, so one header gives the shape; each quant's own
     weight size comes from the listing. A vision projector that comes with the quants is counted
@@ -160,7 +166,9 @@ def recommend_quant(
                 except HearthError:
                     projector = None  # an unreadable projector header: judge the model alone
                 shape = shape.with_projector(projector)
-            rec = recommend([(g.name, g.size) for g in complete], shape, n_ctx=n_ctx)
+            machines: dict[str, Any] = {} if workers is None else {
+                "workers": workers.answering, "worker_names": workers.names}  # the user's other machines
+            rec = recommend([(g.name, g.size) for g in complete], shape, n_ctx=n_ctx, **machines)
         except ImportError:
             fit_error = "fit estimates are not available in this build"
         except HearthError as exc:
@@ -185,7 +193,9 @@ def recommend_quant(
     )
 
 
-def repo_quants(repo_id: str, revision: str | None = None, n_ctx: int = DEFAULT_N_CTX) -> RepoQuants:
-    """List a repo's quants (and vision projectors) and judge each for this machine (``hearth files``)."""
+def repo_quants(repo_id: str, revision: str | None = None, n_ctx: int = DEFAULT_N_CTX,
+                workers: WorkerProbe | None = None) -> RepoQuants:
+    """List a repo's quants (and vision projectors) and judge each for this machine (``hearth files``);
+    ``workers`` (``core.workers.probe_enabled()``) counts the user's other machines too."""
     groups, projectors = list_repo_gguf(repo_id, revision)
-    return recommend_quant(repo_id, groups, revision, n_ctx, projectors)
+    return recommend_quant(repo_id, groups, revision, n_ctx, projectors, workers)

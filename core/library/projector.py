@@ -102,14 +102,17 @@ def choose_projector(
 
 
 def load_options_for(entry: ModelEntry, options: LoadOptions) -> LoadOptions:
-    """``options`` with ``mmproj`` set to the entry's paired projector, for every place a chat model loads.
+    """``options`` with ``mmproj`` set to the entry's paired projector and ``rpc_workers`` to the enabled
+    workers (``core.workers.with_workers``), for every place a chat model loads.
 
     A projector the caller already set wins. A paired projector whose file is gone is left out, so the
     model still loads and reads text (an image then gets the engine's "no projector" sentence).
     """
+    from core.workers import with_workers  # the enabled other machines (Settings > Other machines)
+
     if options.mmproj or not entry.mmproj or not Path(entry.mmproj).is_file():
-        return options
-    return replace(options, mmproj=entry.mmproj)
+        return with_workers(options)
+    return with_workers(replace(options, mmproj=entry.mmproj))
 
 # -- does a projector fit a model? (read from the headers; the engine checks again when it loads) ------
 FIX = "pick the projector from the model's own repository"
