@@ -1,4 +1,4 @@
-"""``hearth adapters [list | show NAME | rm NAME]``: the trained adapters."""
+"""``hearth adapters [list | show NAME | rm NAME | import FOLDER]``: the trained adapters."""
 
 from __future__ import annotations
 
@@ -28,6 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rm.add_argument("name", metavar="NAME")
     rm.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (for scripts)")
     rm.set_defaults(func=run_rm)
+
+    imp = actions.add_parser("import", help="add an adapter folder trained elsewhere (e.g. on a GPU box)")
+    imp.add_argument("path", metavar="FOLDER", help="the adapter's folder (holding manifest.json and the weights)")
+    imp.add_argument("--name", help="the name to give it here (default: the folder's name)")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(func=run_import)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from core.finetune.adapters import folder_size, import_adapter
+
+    entry = import_adapter(args.path, args.name)
+    if args.json:
+        print_json(entry.to_dict())
+        return 0
+    print(f"Imported adapter '{entry.name}' ({human_size(folder_size(entry.path))}) into {entry.path}")
+    return 0
 
 
 def _created(manifest: dict[str, Any]) -> str:

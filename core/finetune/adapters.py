@@ -205,6 +205,54 @@ def remove_adapter(name: str) -> RemovedAdapter:
     return RemovedAdapter(name, targets, freed, had_adapter=final in targets, had_interrupted_run=work in targets)
 
 
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors")
+
+
+def import_adapter(source: str | Path, name: str | None = None) -> AdapterEntry:
+    """Copy an adapter folder trained elsewhere (e.g. on a GPU box) into the library as ``name``.
+
+    The folder is what a fine-tune saves: ``manifest.json`` and the weights. It is copied under a
+    hidden name and renamed into place once complete, so a cut-short copy never lists as an adapter.
+    """
+    folder = Path(source).expanduser()
+    if folder.is_file() and folder.name == MANIFEST:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotFoundError(f"{folder} is not a folder: give the adapter's folder (the one holding manifest.json).")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"{folder} has no manifest.json: give the folder a Hearth fine-tune saved.") from None
+    except (OSError, ValueError):
+        raise HearthError(f"{folder / MANIFEST} cannot be read as JSON: copy the adapter folder again.") from None
+    if not isinstance(manifest, dict) or not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise HearthError(f"{folder} holds no adapter weights ({WEIGHT_FILES[0]}): copy the whole folder again.")
+    name = check_name(name or folder.name)
+    ensure_free(name)
+    size = folder_size(folder)
+    root = get_paths().adapters
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if size > free:
+        from core.errors import DiskFullError
+
+        raise DiskFullError(f"Importing {name} needs {size / 1e9:.2f} GB but {free / 1e9:.2f} GB is free in {root}: "
+                            "free some space first.")
+    work = root / f".{name}.import-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        shutil.copytree(folder, work, ignore=shutil.ignore_patterns(".*"))
+        import time
+
+        manifest["imported"] = {"from": str(folder.resolve()), "at": time.time()}
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
+        ensure_free(name)
+        os.rename(work, adapter_folder(name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return AdapterEntry(name, adapter_folder(name), manifest)
+
+
 def _sweep_trash() -> None:
     root = get_paths().adapters
     if root.is_dir():
