@@ -158,8 +158,8 @@ def add_worker(endpoint: str, name: str = "", check: bool = True, *, settings: S
     name = name.strip()
     info = probe(endpoint, timeout=timeout) if check else WorkerInfo(endpoint, False, [], "not checked")
     if check and not info.ok:
-        raise WorkerError(f"{endpoint} does not answer ({info.error.rstrip('.')}): start 'hearth rpc-worker' there "
-                          "(with --host to accept other computers), or add it with --no-check to use it later.")
+        raise WorkerError(f"{endpoint} does not answer: {why_not(info)}; or add it with --no-check to use it once "
+                          "it runs.")
     for entry in target.workers:
         if entry.endpoint == endpoint:
             entry.name = name or entry.name
@@ -260,8 +260,8 @@ def probe_enabled(settings: Settings | None = None, *, timeout: float = 5.0,
     entries = enabled_workers(settings)
     infos = probe_workers(entries, timeout=timeout, max_age=max_age) if entries else []
     answering = [i for i in infos if i.ok]
-    left_out = [f"{e.label} ({e.endpoint}) does not answer ({i.error.rstrip('.') or 'no reply'}): left out"
-                if e.name else f"{e.endpoint} does not answer ({i.error.rstrip('.') or 'no reply'}): left out"
+    left_out = [f"{e.label} ({e.endpoint}) is left out: it does not answer ({why_not(i)})" if e.name
+                else f"{e.endpoint} is left out: it does not answer ({why_not(i)})"
                 for e, i in zip(entries, infos, strict=True) if not i.ok]
     return WorkerProbe(answering, {e.endpoint: e.name for e in entries if e.name}, left_out)
 
@@ -275,6 +275,12 @@ def device_words(info: WorkerInfo) -> str:
         return ", ".join(described)
     n = len(info.devices)
     return f"{n} device{'s' if n != 1 else ''}" if n else "-"
+
+
+def why_not(info: WorkerInfo) -> str:
+    """Why a worker cannot be used, as the middle of a sentence (the probe's sentence, lower-cased, no stop)."""
+    text = info.error.strip().rstrip(".") or "no reply"
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 def describe_split(split: Sequence[tuple[str, int]], names: Mapping[str, str] | None = None) -> str:

@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--ctx", type=int, default=4096, help="context length in tokens (0: the model's own)")
     g.add_argument("--threads", type=int, default=None)
     g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    g.add_argument("--no-workers", action="store_true",
+                   help="load on this computer alone, without the other machines of 'hearth workers'")
     g = p.add_argument_group("sampling")
     defaults = SamplingParams()
     add_sampling_flags(g, defaults)
@@ -139,6 +141,8 @@ def chat(args: argparse.Namespace) -> int:
     options = LoadOptions(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers, loras=loras,
                           draft_model=str(draft_model) if draft_model else None)
     options = load_options_for(entry, _with_mmproj(options, args.mmproj))  # the library's paired projector
+    if getattr(args, "no_workers", False):
+        options.rpc_workers = []  # load_options_for added the enabled workers (core.workers)
     if images and not options.mmproj:
         print(f"hearth: error: {entry.name} cannot read images: it has no vision projector (mmproj) paired; give "
               f"one with --mmproj FILE or pair one with 'hearth import MODEL --mmproj FILE'.", file=sys.stderr)

@@ -49,8 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         e.set_defaults(func=run_enable, enabled=on)
 
 
-def answer_words(info: WorkerInfo) -> str:
-    return "yes" if info.ok else f"no: {info.error.rstrip('.') or 'does not answer'}"
 
 
 def worker_row(entry: WorkerEntry, info: WorkerInfo) -> dict[str, Any]:
@@ -71,11 +69,14 @@ def _size(n: int) -> str:
 
 def print_workers(entries: Sequence[WorkerEntry], infos: Sequence[WorkerInfo]) -> None:
     rows = [
-        (e.name or "-", e.endpoint, answer_words(i), device_words(i), _size(i.free_bytes), _size(i.total_bytes),
-         "on" if e.enabled else "off")
+        (e.name or "-", e.endpoint, "yes" if i.ok else "no", device_words(i), _size(i.free_bytes),
+         _size(i.total_bytes), "on" if e.enabled else "off")
         for e, i in zip(entries, infos, strict=True)
     ]
     print_table(rows, ["NAME", "ADDRESS", "ANSWERS", "DEVICE", "FREE", "TOTAL", "USED"])
+    for e, i in zip(entries, infos, strict=True):
+        if not i.ok:
+            print(f"{e.label}: {i.error or 'does not answer.'}")
 
 
 def run_list(args: argparse.Namespace) -> int:

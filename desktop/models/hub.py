@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # core.hub pulls in the HTTP stack: not needed to show the wi
 MODEL_ROLE = Qt.ItemDataRole.UserRole + 1
 FIT_ROLE = Qt.ItemDataRole.UserRole + 2
 
-FIT_WORDS = {"full_gpu": "Full GPU", "partial_gpu": "Partial GPU", "cpu": "CPU", "too_large": "Too large"}
+FIT_WORDS = {"full_gpu": "Full GPU", "partial_gpu": "Partial GPU", "cpu": "CPU", "across_machines": "Across machines",
+             "too_large": "Too large"}
 
 
 def fit_kind(group: QuantGroup) -> str | None:

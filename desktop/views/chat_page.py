@@ -26,6 +26,7 @@ from core.engine import Completion, ModelStatus
 from core.finetune.adapters import AdapterEntry, find_base, list_adapters
 from core.library import ModelEntry
 from core.settings import ChatParameters, Settings
+from core.workers import describe_split
 from desktop.chat_controller import ActiveAdapter, ChatController
 from desktop.models.library import LibraryTableModel
 from desktop.theme import Palette
@@ -453,7 +454,10 @@ class ChatPage(QWidget):
     def _loaded(self, status: ModelStatus) -> None:
         self.load_bar.hide()
         vision = " · reads images" if status.vision else ""
-        self.load_label.setText(f"Ready · context {status.n_ctx:,}{vision} · loaded in {status.load_seconds:.1f} s")
+        names = {w.endpoint: w.name for w in self.settings.workers if w.name}
+        split = describe_split(status.split, names)  # "split: this computer 10 layers + studio-pc 8 …"
+        self.load_label.setText(f"Ready · context {status.n_ctx:,}{vision}{' · ' + split if split else ''}"
+                                f" · loaded in {status.load_seconds:.1f} s")
         self.params.load_info.setText(f"Chat format: {status.chat_format_description}")
         self.chat_tools.refresh()
         self._adapter_applied(self.controller.active_adapter())

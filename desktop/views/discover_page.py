@@ -119,7 +119,8 @@ class DiscoverPage(QWidget):
         self._searched = False
 
     def set_palette(self, p: Palette) -> None:
-        self.quants.fit_colours = {"full_gpu": p.ok, "partial_gpu": p.warn, "cpu": p.accent, "too_large": p.danger}
+        self.quants.fit_colours = {"full_gpu": p.ok, "partial_gpu": p.warn, "cpu": p.accent, "across_machines": p.warn,
+                                   "too_large": p.danger}
         self.quants.highlight = p.selection
         self.vision_badge.setStyleSheet(f"color: {p.accent}; border: 1px solid {p.accent};")
 
@@ -192,8 +193,9 @@ class DiscoverPage(QWidget):
         self.download_button.setEnabled(False)
         repo_id = model.id
         from core.hub import repo_quants
+        from core.workers import machines_for_fit  # Settings > Other machines count in the badges
 
-        Op(lambda: repo_quants(repo_id)).on_success(self._show_quants).on_failure(self._quants_failed).run(self.pool)
+        Op(lambda: repo_quants(repo_id, workers=machines_for_fit())).on_success(self._show_quants).on_failure(self._quants_failed).run(self.pool)
 
     def _show_quants(self, rq: RepoQuants) -> None:
         if rq.repo_id != self.repo_title.text():

@@ -36,6 +36,7 @@ from desktop.views.params_panel import ParamsForm
 from desktop.views.server_section import ServerSection
 from desktop.views.tools_section import ToolsSection
 from desktop.views.widgets import button, flat_button, muted, title
+from desktop.views.workers_section import WorkersSection
 
 
 def _open_folder(path: Path) -> None:
@@ -183,7 +184,9 @@ class SettingsPage(QWidget):
         if tools is not None:
             self.tools = ToolsSection(tools, save_timeout=lambda seconds: self._save_timeout(seconds, save))
             grid.addWidget(self.tools, 2, 0, 1, 2)
-        grid.addWidget(params, 3, 0, 1, 2)
+        self.workers = WorkersSection(settings, pool, save)  # Other machines (core.workers)
+        grid.addWidget(self.workers, 3, 0, 1, 2)
+        grid.addWidget(params, 4, 0, 1, 2)
         grid.setColumnStretch(0, 1)
         grid.setColumnStretch(1, 1)
         layout.addLayout(grid)
@@ -191,6 +194,7 @@ class SettingsPage(QWidget):
         self._detected = False
 
     def set_palette(self, palette: Palette) -> None:
+        self.workers.set_palette(palette)
         if self.server is not None:
             self.server.set_palette(palette)
         if self.tools is not None:
