@@ -156,7 +156,7 @@ def readme_text(name: str, plan: MemoryPlan, *, exported: dict[str, Any], gpus_p
         "    MACHINE_RANK=0 bash launch.sh      on the main machine (the only one, or main_process_ip's)",
         "    MACHINE_RANK=1 bash launch.sh      on the second machine, MACHINE_RANK=2 on the third, ...",
         "  (= accelerate launch --config_file accelerate.yaml --machine_rank ${MACHINE_RANK:-0} "
-        "-m core.jobs finetune spec.json)",
+        "-m core.finetune.rank spec.json)",
         "  One machine with several GPUs can also run: hearth finetune --from-spec spec.json"
         + (f" --nproc {gpus_per_node}" if gpus_per_node else " --nproc N"),
         "  Progress is printed as JSON lines by the main process; Ctrl-C stops at the next checkpoint.",

@@ -35,9 +35,9 @@ SCRIPT_FILE = "launch.sh"
 README_FILE = "README.txt"
 DATA_DIR = "data"
 MODELS_DIR = "models"
-# The module each process runs: the job runner (``core.jobs``), which reads RANK/WORLD_SIZE as torchrun
+# The module each process runs: one rank of the job (``core.finetune.rank``), which reads RANK/WORLD_SIZE as torchrun
 # and ``accelerate launch`` set them (core.finetune.distributed).
-RANK_ENTRY = ("core.jobs", "finetune")
+RANK_ENTRY = ("core.finetune.rank",)
 # Planned when the GPU's memory is not given and none is found here: a 24 GB card (RTX 3090/4090, A10,
 # L4) is the smallest common training GPU; bigger GPUs only make DDP fit more often.
 DEFAULT_GPU_MEMORY = 24 * GB

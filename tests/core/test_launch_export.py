@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,7 @@ def _validated(folder: Path, *extra: str) -> Any:
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
     args = launch_command_parser().parse_args(
-        ["--config_file", str(folder / "accelerate.yaml"), *extra, "-m", "core.jobs", "finetune", "spec.json"])
+        ["--config_file", str(folder / "accelerate.yaml"), *extra, "-m", "core.finetune.rank", "spec.json"])
     validated, defaults, _mp = _validate_launch_command(args)
     return validated, defaults
 
@@ -160,7 +161,7 @@ def test_readme_and_launch_script_name_the_placeholders_and_the_way_home(tiny_hf
     config = (out.folder / "accelerate.yaml").read_text()
     assert os.access(out.folder / "launch.sh", os.X_OK)
     assert "--machine_rank \"$MACHINE_RANK\"" in script and 'MACHINE_RANK="${MACHINE_RANK:-0}"' in script
-    assert "-m core.jobs finetune spec.json" in script and "accelerate.commands.launch" in script
+    assert "-m core.finetune.rank spec.json" in script and "accelerate.commands.launch" in script
     assert "nvidia-smi -L" in script  # no --gpus-per-node: counted on the box
     for placeholder in ("num_machines", "main_process_ip", "main_process_port", "MACHINE_RANK=0", "MACHINE_RANK=1"):
         assert placeholder in readme, placeholder
@@ -257,3 +258,46 @@ def test_adapters_import_copies_a_folder_trained_elsewhere(tmp_path: Path) -> No
                           cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), check=False)
     assert done.returncode == 0, done.stderr
     assert "Imported adapter 'boxed-2'" in done.stdout
+
+
+def test_the_written_command_trains_the_tiny_model_with_two_cpu_processes_and_the_adapter_comes_home(
+        tiny_hf: Path, tmp_path: Path) -> None:
+    """launch.sh as written, on this machine: accelerate starts 2 ranks (gloo on the CPU); the adapter imports back."""
+    spec = _spec(tiny_hf, _dataset(tmp_path), max_steps=4, seq_len=128, batch=2, grad_accum=2, samples=1,
+                 sample_tokens=4, save_every=0, lr=1e-3)
+    out = export_launch(spec, tmp_path / "box", gpus_per_node=2, gpu_memory=24 * GB, copy_base=True)
+    assert out.strategy == "ddp"
+    # For this machine only: no GPU (the CPU, gloo) and any free port, as a shared test machine needs.
+    config = out.folder / "accelerate.yaml"
+    text = config.read_text().replace("use_cpu: false", "use_cpu: true").replace("main_process_port: 29500",
+                                                                                  "main_process_port: 0")
+    config.write_text(text)
+    box_home = tmp_path / "box-home"  # Hearth's folders on "the other machine"
+    env = {**os.environ, "HEARTH_HOME": str(box_home), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("GPUS_PER_NODE", None)
+    done = subprocess.run(["bash", str(out.folder / "launch.sh")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("settings") == 1 and kinds.count("done") == 1  # rank 0 alone speaks
+    settings = next(e for e in events if e["event"] == "settings")
+    assert settings["processes"] == 2 and settings["device"] == "cpu" and settings["total_steps"] == 4
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    trained = Path(next(e for e in events if e["event"] == "done")["path"])
+    assert trained == box_home / "data" / "adapters" / "boxed"
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert manifest["hyperparameters"]["processes"] == 2
+
+    # Home: the folder copied back and imported with the CLI.
+    copied = tmp_path / "brought-home" / "boxed"
+    shutil.copytree(trained, copied)
+    imported = subprocess.run([sys.executable, "-m", "core", "adapters", "import", str(copied)], cwd=ROOT,
+                              capture_output=True, text=True, env=os.environ.copy(), check=False)
+    assert imported.returncode == 0, imported.stderr
+    listed = subprocess.run([sys.executable, "-m", "core", "adapters", "--json"], cwd=ROOT, capture_output=True,
+                            text=True, env=os.environ.copy(), check=True)
+    names = {a["name"]: a for a in json.loads(listed.stdout)}
+    assert names["boxed"]["metrics"]["loss_history"] == manifest["metrics"]["loss_history"]
