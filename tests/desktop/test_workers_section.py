@@ -4,6 +4,7 @@ and the chat's load line naming the split."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWidget
 
 from core.engine.rpc import WorkerInfo
@@ -11,7 +12,7 @@ from core.settings import load_settings
 from desktop.views.main_window import MainWindow
 from desktop.views.workers_section import WorkersSection, describe_worker
 from tests.core.test_workers import free_port, worker  # noqa: F401  (the real worker fixture)
-from tests.desktop.conftest import wait_until
+from tests.desktop.conftest import use_model, wait_until
 
 ASK = 240  # seconds a probe may take on a busy machine (it starts a child process; a bound, not a measurement)
 
@@ -74,6 +75,31 @@ def test_a_machine_that_does_not_answer_is_refused_then_added_anyway(window: Mai
     row = section.rows[dead]
     assert row.title.text() == dead and row.status.text().startswith("Does not answer")
     assert [w.endpoint for w in load_settings().workers] == [dead]
+
+
+def test_the_chat_loads_split_across_a_worker_added_here_and_says_so(
+    window: MainWindow, qtbot: object, worker: str  # noqa: F811
+) -> None:
+    section = _section(window)
+    section.address.setText(worker)
+    section.name.setText("studio-pc")
+    section.add_button.click()
+    wait_until(qtbot, lambda: worker in section.rows, ASK, "the worker to be added")
+    window.show_page("chat")
+    page = window.chat
+    use_model(page, window.library_model.entry(0).name, max_tokens=4, n_ctx=512)
+    page.composer.edit.setPlainText("Name a colour.")
+    qtbot.keyClick(page.composer.edit, Qt.Key.Key_Return)  # type: ignore[attr-defined]
+    wait_until(qtbot, lambda: page.load_label.text().startswith("Ready") and not page.controller.streaming, ASK,
+               "the split load and the answer")
+    assert not page.banner.text, page.banner.text
+    status = page.controller.engine.status
+    assert status is not None and [place for place, _n in status.split] == ["this computer", worker]
+    layers = dict(status.split)
+    assert sum(layers.values()) == status.n_layer and min(layers.values()) > 0
+    assert (f"split: this computer {layers['this computer']} layers + studio-pc {layers[worker]} layers"
+            in page.load_label.text())
+    assert page.transcript.bubbles[1].text.toPlainText().strip()
 
 
 def test_the_words_for_a_worker() -> None:
