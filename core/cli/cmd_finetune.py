@@ -19,8 +19,9 @@ from core.units import human_count
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("finetune", help="fine-tune a model on your documents or a dataset (runs locally)")
-    p.add_argument("base", metavar="BASE", help="library model name, .gguf path, or Hugging Face folder / cached repo id")
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("base", metavar="BASE", nargs="?",
+                   help="library model name, .gguf path, or Hugging Face folder / cached repo id")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--docs", nargs="+", metavar="PATH", help="documents: folders or .txt/.md/.pdf/.docx/.html files")
     src.add_argument("--data", metavar="FILE.jsonl", help="a JSONL dataset (chat, ShareGPT, Alpaca, text or preference pairs)")
     p.add_argument("--method", default="lora", help="fine-tuning method (see 'hearth finetune-methods'); default lora")
@@ -41,6 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--out", metavar="NAME", help="adapter name (default: from the base and method)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run named by --out")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this computer (torchrun: one per GPU, or a few on the CPU); "
+                        "the same rows per update, so the result does not depend on N")
+    p.add_argument("--export-launch", metavar="DIR",
+                   help="do not train: write the spec, an accelerate config and the command to run this job on a "
+                        "multi-GPU or multi-node machine into DIR")
+    p.add_argument("--gpus-per-node", type=int, metavar="N",
+                   help="with --export-launch: GPUs on each machine (default: counted there when it starts)")
+    p.add_argument("--nodes", type=int, default=1, metavar="N", help="with --export-launch: machines to train on")
+    p.add_argument("--copy-base", action="store_true",
+                   help="with --export-launch: copy the base model file into DIR as well")
+    p.add_argument("--from-spec", metavar="FILE",
+                   help="train the job described in FILE (a spec.json written by --export-launch); BASE and the "
+                        "data come from it")
     p.add_argument("--json", action="store_true", help="print the job's JSON events instead of a progress bar")
     p.set_defaults(func=run_finetune)
 
@@ -54,6 +69,10 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     from core.finetune.launch import spec_from_inputs
     from core.finetune.methods import get_method, options
 
+    if getattr(args, "from_spec", None):
+        return _spec_from_file(args)
+    if not args.base:
+        raise TrainingError("Give the base model to tune (BASE), or a job file with --from-spec FILE.")
     method = get_method(args.method)
     names = {o.name for o in options(method.config_cls)}
     method_options: dict[str, Any] = {}
@@ -74,7 +93,27 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         max_steps=args.max_steps, lr=args.lr, seq_len=args.seq_len, batch=args.batch, grad_accum=args.grad_accum,
         gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, seed=args.seed,
         qa_model=args.qa_model, device=args.device,
+        **({"nproc": args.nproc} if getattr(args, "nproc", None) is not None else {}),
     )
+    return spec.to_dict()
+
+
+def _spec_from_file(args: argparse.Namespace) -> dict[str, Any]:
+    """The job in ``--from-spec FILE``; ``--nproc``, ``--out`` and ``--resume`` given here take precedence."""
+    from pathlib import Path
+
+    from core.finetune.launchers import spec_from_file
+    from core.finetune.spec import FinetuneSpec
+
+    data = dict(spec_from_file(Path(args.from_spec).expanduser()))
+    if args.nproc is not None:
+        data["nproc"] = args.nproc
+    if args.out:
+        data["name"] = args.out
+    if args.resume:
+        data["resume"] = True
+    spec = FinetuneSpec.from_dict(data)
+    spec.check()
     return spec.to_dict()
 
 
@@ -84,7 +123,11 @@ def run_finetune(args: argparse.Namespace) -> int:
     from core.finetune.spec import FinetuneSpec
 
     spec = build_spec(args)
+    if args.export_launch:
+        return _export_launch(args, spec)
     offer_install()  # the training pack, when this Python has no torch of its own
+    if launched_rank():
+        return _run_as_rank(spec, json_mode=args.json)
     # Attached: the job shares this terminal's process group, so Ctrl-C reaches it as well.
     job = start_finetune(FinetuneSpec.from_dict(spec), detached=False)
     log_path = job.log_path
@@ -120,6 +163,85 @@ def run_finetune(args: argparse.Namespace) -> int:
         raise TrainingError(str(outcome.get("message")) + ("" if outcome.get("kind") != "InternalError" else f" (log: {log_path})"))
     raise TrainingError(f"The training process ended unexpectedly (exit code {code}); see {log_path}. "
                         f"Continue with 'hearth finetune ... --resume --out {spec['name']}'.")
+
+
+def launched_rank() -> bool:
+    """Whether a launcher (torchrun, ``accelerate launch``) started this process as one rank of several."""
+    import os
+
+    try:
+        return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _export_launch(args: argparse.Namespace, spec: dict[str, Any]) -> int:
+    """``--export-launch DIR``: write what another machine needs to run this job (``core.finetune.launchers``)."""
+    from pathlib import Path
+
+    from core.finetune.launchers import export_launch
+    from core.finetune.spec import FinetuneSpec
+
+    exported = export_launch(FinetuneSpec.from_dict(spec), Path(args.export_launch).expanduser(),
+                             gpus_per_node=args.gpus_per_node, nodes=args.nodes, copy_base=args.copy_base)
+    if args.json:
+        print_json(exported.to_dict())
+        return 0
+    print(f"Wrote the launch of '{spec['name']}' ({exported.strategy}) to {exported.folder}:")
+    for item in exported.files:
+        print(f"  {item}")
+    print(f"On each machine, from that folder, run:\n  {exported.command}")
+    for note in exported.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _run_as_rank(spec: dict[str, Any], *, json_mode: bool) -> int:
+    """Under a launcher: run this rank in a child (``core.finetune.rank``) and draw rank 0's events.
+
+    No job record: the launcher owns these processes, and every rank of this machine would claim the
+    same one. The child ends itself if this process is killed (``HEARTH_JOB_PID``).
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    import psutil
+
+    from core.finetune.rank import JOB_PID_ENV
+    from core.jobs import _parse_event
+    from core.runtime import module_command
+
+    handle, path = tempfile.mkstemp(prefix="hearth-rank-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        json.dump(spec, f)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", JOB_PID_ENV: f"{os.getpid()}:{psutil.Process().create_time()}"}
+    proc = subprocess.Popen(module_command("core.finetune.rank", path), stdout=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    bar = ProgressPrinter(json_mode=json_mode)
+    outcome: dict[str, Any] = {}
+    try:
+        while True:
+            try:
+                for raw in proc.stdout:
+                    event = _parse_event(raw)
+                    if event is not None:
+                        bar.show(event)
+                        if event.get("event") in ("done", "error", "cancelled"):
+                            outcome = event
+                break
+            except KeyboardInterrupt:
+                proc.send_signal(__import__("signal").SIGINT)  # rank 0 saves a checkpoint, then all stop
+        code = proc.wait()
+    finally:
+        bar.finish()
+        os.unlink(path)
+    if outcome.get("event") == "done" and not json_mode:
+        _print_result(outcome)
+    if outcome.get("event") == "error":
+        raise TrainingError(str(outcome.get("message")))
+    return code
 
 
 def _print_result(event: dict[str, Any]) -> None:
@@ -176,7 +298,8 @@ class ProgressPrinter:
             self._line(f"{event['method']} / {event['objective']}: {event['total_steps']} steps, "
                        f"{human_count(event['trainable_parameters'])} trained parameters, seq {event['seq_len']} x "
                        f"batch {event['batch']} x accum {event['grad_accum']}, lr {event['lr']:g}, {event['device']}"
-                       + (", bf16" if event.get("bf16") else ""))
+                       + (", bf16" if event.get("bf16") else "")
+                       + (f", {event['processes']} processes" if int(event.get("processes") or 1) > 1 else ""))
         elif kind == "data":
             skipped = event.get("skipped") or []
             held = (f"{event.get('held_out_examples')} held-out examples" if not event.get("knowledge_probes")

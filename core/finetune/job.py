@@ -22,6 +22,7 @@ from core.finetune import adapters, knowledge, planner
 from core.finetune.base_model import BaseModel, check_trainable, load_for_training, resolve_base, sha256_of
 from core.finetune.data.formatting import ExampleEncoder
 from core.finetune.dataset import PreparedData, build, read_sources
+from core.finetune.distributed import Dist, model_fingerprint
 from core.finetune.knowledge import summary_line
 from core.finetune.methods import build_config, get_method
 from core.finetune.resources import Plan, pick_device, plan
@@ -35,8 +36,12 @@ EXIT_CANCELLED = 130
 NEVER = 1 << 30
 
 
-def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:
-    """Run one job; returns the process exit code (0 done, 130 cancelled). Errors raise."""
+def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], dist: Dist | None = None) -> int:
+    """Run one job; returns the process exit code (0 done, 130 cancelled). Errors raise.
+
+    ``dist``: this process's place among several (``core.finetune.distributed``); rank 0 does all the
+    talking, measuring and saving, and hands the others what they must agree on (spec, plan, data).
+    """
     import torch
 
     from core.finetune.methods.base import PrepareContext
@@ -44,28 +49,23 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
 
     spec = FinetuneSpec.from_dict(spec_data)
     spec.check()
+    dist = dist or Dist()
+    if dist.enabled:
+        dist = dist.init(pick_device(spec.device)[0])
+        if not dist.main:
+            emit = _silent
     method = get_method(spec.method)
     method_config = build_config(method, spec.method_options)
     final = adapters.adapter_folder(spec.name)
     work = adapters.partial_folder(spec.name)
     checkpoint_dir = work / "checkpoint"
-    resuming = spec.resume and (checkpoint_dir / "state.pt").exists()
-    if spec.resume and not resuming:
-        emit({"event": "warning", "message": f"No checkpoint of '{spec.name}' to resume from: starting afresh."})
-    adapters.ensure_free(spec.name)
-    if resuming:
-        saved = json.loads((work / "spec.json").read_text(encoding="utf-8"))
-        for key in ("base", "method", "method_options", "docs", "data", "objective"):
-            if saved.get(key) != spec_data.get(key) and spec_data.get(key) not in (None, [], {}):
-                raise TrainingError(f"--resume with a different {key} than the interrupted run: start a new run with another --out.")
-        spec = FinetuneSpec.from_dict({**saved, "resume": True})
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+    spec, resuming = dist.broadcast(_resolve_resume(spec, spec_data, work, emit) if dist.main else None)
     started = time.time()
     keep_work = False
     try:
         emit({"event": "stage", "stage": "check", "message": "checking the data and the base model"})
-        sources = read_sources(spec)
+        # Rank 0 reads the data and hands the prepared rows to the others: they need only the base model.
+        sources = read_sources(spec) if dist.main else None
         base = resolve_base(spec.base)
         check_trainable(base)
         device, bf16 = pick_device(spec.device)
@@ -77,33 +77,33 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             four_bit = reason is None
             if reason:
                 emit({"event": "warning", "message": f"QLoRA: {reason}; training LoRA over the 16/32-bit base instead."})
-        documents = sources.dataset is None
-        est_tokens = planner.estimate_tokens(sum(len(d.text) for d in sources.documents)) if documents else 0
-        prefer_seq = planner.before_data(documents=documents, est_tokens=est_tokens, seq_len=spec.seq_len)
-        rows_per_step = (planner.documents_rows_per_step(max(1, est_tokens // max(1, (prefer_seq or 1024) - 64)))
-                         if documents and not (spec.batch or spec.grad_accum) else None)
-        resources = _plan(spec, method, base, device, bf16, four_bit, prefer_seq, rows_per_step)
+        documents, resources = dist.broadcast(
+            _plan_job(spec, sources, method, base, device, bf16, four_bit) if sources is not None else None)
         emit({"event": "plan", **resources.to_dict()})
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1), encoding="utf-8")
+        if dist.main:
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1), encoding="utf-8")
 
         emit({"event": "stage", "stage": "model", "message": f"loading {base.name} for training"})
         torch.manual_seed(spec.seed)
-        if device == "cpu":
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+        if device == "cpu":  # the machine's cores shared among its processes
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.local_world))
+        where = dist.device(device)
         weight_dtype = torch.float32 if resources.weight_bytes_per_param == 4 else torch.bfloat16
-        model, tokenizer, folder = load_for_training(base, dtype=weight_dtype, device=torch.device(device), four_bit=four_bit)
+        model, tokenizer, folder = load_for_training(base, dtype=weight_dtype, device=where, four_bit=four_bit)
         encoder = ExampleEncoder(tokenizer, _chat_format(base, tokenizer))
         emit({"event": "stage", "stage": "data", "message": "preparing the training data"})
-        data = _data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit)
+        data = dist.broadcast(_data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit)
+                              if dist.main else None)
         emit({"event": "data", **{k: v for k, v in data.summary.items() if k != "documents"}})
 
-        cores = torch.get_num_threads() if device == "cpu" else 64
-        sched = planner.schedule(documents=documents, rows=len(data.train), tokens=data.train.n_tokens,
-                                 rows_per_step=resources.batch * resources.grad_accum, method_lr=method.default_lr,
-                                 parameters=base.parameters, cores=cores, epochs=spec.epochs,
-                                 max_steps=spec.max_steps, lr=spec.lr)
-        ctx = PrepareContext(lr=sched.lr, weight_decay=0.0, device=torch.device(device),
+        # The cores of the whole machine, as one process would count them: the schedule must not depend on N.
+        cores = (os.cpu_count() or 1) if device == "cpu" else 64
+        sched = dist.broadcast(planner.schedule(
+            documents=documents, rows=len(data.train), tokens=data.train.n_tokens,
+            rows_per_step=resources.batch * resources.grad_accum, method_lr=method.default_lr,
+            parameters=base.parameters, cores=cores, epochs=spec.epochs, max_steps=spec.max_steps, lr=spec.lr))
+        ctx = PrepareContext(lr=sched.lr, weight_decay=0.0, device=where,
                              model_type=str(model.config.model_type), parameters=base.parameters,
                              tokenizer_path=str(folder))
         prepared = method.prepare(model, method_config, ctx)
@@ -113,6 +113,10 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
         for note in prepared.notes:
             emit({"event": "warning", "message": note})
         n_trainable = sum(p.numel() for p in prepared.trainable_parameters())
+        # Ranks on other machines load the base from their own disks: make sure it is the same model, and
+        # start every rank from rank 0's trainable weights (DDP does the same when it wraps a model).
+        dist.check_same(model_fingerprint(prepared.model), "base model")
+        dist.sync_parameters(prepared.trainable_parameters())
         settings = TrainSettings(
             objective=data.summary["objective"], epochs=sched.epochs, max_steps=sched.max_steps, lr=ctx.lr,
             batch=resources.batch, grad_accum=resources.grad_accum, seq_len=resources.seq_len,
@@ -121,8 +125,8 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             # Documents have no held-out text: evaluating the training text mid-run would only cost time.
             eval_every=spec.eval_every or (NEVER if documents else 0), schedule=sched.lr_schedule,
         )
-        trainer = Trainer(prepared, settings, data.train, data.held_out, device=torch.device(device),
-                          packing=method.packing, emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir)
+        trainer = Trainer(prepared, settings, data.train, data.held_out, device=where, packing=method.packing,
+                          emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir, dist=dist)
         optimizer = prepared.make_optimizer()
         seen_tokens = int(data.train.n_tokens / max(1, len(data.train)) * sum(
             len(m) for step in trainer.schedule for m in step))
@@ -132,18 +136,22 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
               "epochs": settings.epochs, "total_steps": trainer.total_steps, "trainable_parameters": n_trainable,
               "batch": settings.batch, "grad_accum": settings.grad_accum, "seq_len": settings.seq_len,
               "gradient_checkpointing": settings.gradient_checkpointing, "bf16": settings.bf16, "device": device,
-              "tokens_to_train": seen_tokens, "estimated_train_s": round(estimate, 1), "reasons": sched.reasons})
+              "tokens_to_train": seen_tokens, "estimated_train_s": round(estimate, 1), "reasons": sched.reasons,
+              "processes": dist.world})
 
         if resuming:
             state, saved_state = trainer.load_checkpoint(optimizer)
             before = saved_state["before"]
             emit({"event": "resumed", "step": state.step, "total_steps": trainer.total_steps})
         else:
-            emit({"event": "stage", "stage": "eval", "message": "measuring the base model"
-                  + (" and checking what it knows of the documents" if data.probes else " on held-out data")})
-            before = _measure(trainer, data, encoder, spec, reference=True)
-            if "knowledge" in before:
-                emit({"event": "knowledge", "phase": "before", **before["knowledge"]})
+            before = {}
+            if dist.main:  # the others wait at the barrier
+                emit({"event": "stage", "stage": "eval", "message": "measuring the base model"
+                      + (" and checking what it knows of the documents" if data.probes else " on held-out data")})
+                before = _measure(trainer, data, encoder, spec, reference=True)
+                if "knowledge" in before:
+                    emit({"event": "knowledge", "phase": "before", **before["knowledge"]})
+            dist.barrier()
             state = TrainState()
         keep_work = True  # from here a checkpoint may exist: keep the folder for --resume
         emit({"event": "stage", "stage": "train", "message": f"training {trainer.total_steps} steps"})
@@ -157,6 +165,8 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             emit({"event": "cancelled", "step": state.step, "message": f"Stopped at step {state.step}; "
                   f"continue with --resume --out {spec.name}."})
             return EXIT_CANCELLED
+        if not dist.main:
+            return 0  # rank 0 measures and saves; this process's memory and cores are better given back now
         emit({"event": "stage", "stage": "eval", "message": "measuring the tuned model"
               + (" and checking what it learned" if data.probes else " on held-out data")})
         after = _measure(trainer, data, encoder, spec, reference=False)
@@ -179,7 +189,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
             tokenizer.save_pretrained(str(result))
         emit({"event": "stage", "stage": "hash", "message": "computing the base model's checksum"})
         manifest = _manifest(spec, base, method.name, method_config, settings, data, resources, trainer, state,
-                             before, after, started, n_trainable, method.output)
+                             before, after, started, n_trainable, method.output, processes=dist.world)
         (result / adapters.MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
         adapters.ensure_free(spec.name)
         os.replace(result, final)
@@ -187,9 +197,42 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) 
         emit({"event": "done", "name": spec.name, "path": str(final), "metrics": manifest["metrics"]})
         return 0
     except BaseException:
-        if not keep_work:
+        if not keep_work and dist.main:
             shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _silent(_event: dict[str, Any]) -> None:
+    """The events of ranks other than 0: nobody hears them (rank 0 speaks for all)."""
+
+
+def _resolve_resume(spec: FinetuneSpec, spec_data: dict[str, Any], work: Path, emit: Emit) -> tuple[FinetuneSpec, bool]:
+    """The spec to run and whether it continues a checkpoint; a fresh start clears the work folder."""
+    resuming = spec.resume and (work / "checkpoint" / "state.pt").exists()
+    if spec.resume and not resuming:
+        emit({"event": "warning", "message": f"No checkpoint of '{spec.name}' to resume from: starting afresh."})
+    adapters.ensure_free(spec.name)
+    if resuming:
+        saved = json.loads((work / "spec.json").read_text(encoding="utf-8"))
+        for key in ("base", "method", "method_options", "docs", "data", "objective"):
+            if saved.get(key) != spec_data.get(key) and spec_data.get(key) not in (None, [], {}):
+                raise TrainingError(f"--resume with a different {key} than the interrupted run: start a new run with another --out.")
+        # The interrupted run's settings, with this run's number of processes (the result does not depend on it).
+        spec = FinetuneSpec.from_dict({**saved, "resume": True, "nproc": spec.nproc})
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return spec, resuming
+
+
+def _plan_job(spec: FinetuneSpec, sources: Any, method: Any, base: BaseModel, device: str, bf16: bool,
+              four_bit: bool) -> tuple[bool, Plan]:
+    """Whether the data are documents, and the memory plan (batch, row length, checkpointing)."""
+    documents = sources.dataset is None
+    est_tokens = planner.estimate_tokens(sum(len(d.text) for d in sources.documents)) if documents else 0
+    prefer_seq = planner.before_data(documents=documents, est_tokens=est_tokens, seq_len=spec.seq_len)
+    rows_per_step = (planner.documents_rows_per_step(max(1, est_tokens // max(1, (prefer_seq or 1024) - 64)))
+                     if documents and not (spec.batch or spec.grad_accum) else None)
+    return documents, _plan(spec, method, base, device, bf16, four_bit, prefer_seq, rows_per_step)
 
 
 def _plan(spec: FinetuneSpec, method: Any, base: BaseModel, device: str, bf16: bool, four_bit: bool,
@@ -284,7 +327,8 @@ def _generate(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: Finetu
 
 def _manifest(spec: FinetuneSpec, base: BaseModel, method_name: str, method_config: Any, settings: TrainSettings,
               data: PreparedData, resources: Plan, trainer: Trainer, state: TrainState, before: dict[str, Any],
-              after: dict[str, Any], started: float, n_trainable: int, output: str) -> dict[str, Any]:
+              after: dict[str, Any], started: float, n_trainable: int, output: str, *,
+              processes: int = 1) -> dict[str, Any]:
     import dataclasses
 
     from core import __version__
@@ -299,7 +343,8 @@ def _manifest(spec: FinetuneSpec, base: BaseModel, method_name: str, method_conf
         "objective": settings.objective,
         "data": data.summary,
         "hyperparameters": {**dataclasses.asdict(settings), "total_steps": trainer.total_steps,
-                            "trainable_parameters": n_trainable, "device": resources.device},
+                            "trainable_parameters": n_trainable, "device": resources.device,
+                            "processes": processes},
         "metrics": {
             "before": {k: before[k] for k in ("eval_loss", "perplexity")},
             "after": {k: after[k] for k in ("eval_loss", "perplexity")},
@@ -324,5 +369,16 @@ def _knowledge_report(data: PreparedData, before: dict[str, Any], after: dict[st
 
 
 def main(spec: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:
-    """Entry point used by ``core.jobs``."""
+    """Entry point used by ``core.jobs``.
+
+    A spec with ``nproc > 1`` starts that many processes with torchrun (``core.finetune.torchrun``) and
+    relays rank 0's events; a job started by a launcher (``RANK`` in the environment) is one of the ranks.
+    """
+    dist = Dist.from_env()
+    if dist.enabled:
+        return run(spec, emit, should_stop, dist)
+    if int(spec.get("nproc") or 1) > 1:
+        from core.finetune.torchrun import run_processes
+
+        return run_processes(spec, emit, should_stop)
     return run(spec, emit, should_stop)

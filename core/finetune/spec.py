@@ -9,6 +9,7 @@ lists the form's options, so nothing describes an option twice.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,9 @@ class FinetuneSpec:
                               min=1, max=4096)
     device: str = _opt("auto", "Train on", "Where training runs: 'auto' uses a supported GPU when there is "
                        "one, else the CPU.", group="advanced", choices=("auto", "cpu", "cuda", "mps"))
+    nproc: int = _opt(1, "Processes", "Train with this many processes on this computer (PyTorch's torchrun): one "
+                      "per GPU, or a few on the CPU. Each update sees the same rows whatever the number, so the "
+                      "result does not depend on it.", group="expert", min=1, max=1024)
     resume: bool = field(default=False, metadata=_NOT_AN_OPTION)
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +132,19 @@ class FinetuneSpec:
                 raise TrainingError(f"{name} must be at least {low}, not {value}.")
         if self.docs and self.objective == "dpo":
             raise TrainingError("DPO needs preference pairs (--data with prompt/chosen/rejected), not documents.")
+        self._check_nproc()
+
+    def _check_nproc(self) -> None:
+        if not isinstance(self.nproc, int) or isinstance(self.nproc, bool) or self.nproc < 1:
+            raise TrainingError(f"--nproc must be a whole number of at least 1, not {self.nproc!r}.")
+        if self.nproc == 1:
+            return
+        if self.device == "mps":
+            raise TrainingError("Several processes cannot share Apple's GPU (MPS): use --nproc 1, or --device cpu.")
+        cores = os.cpu_count() or 1
+        if self.device == "cpu" and self.nproc > cores:
+            raise TrainingError(f"--nproc {self.nproc} is more processes than this computer's {cores} CPU cores: "
+                                f"use --nproc {cores} or fewer.")
 
 
 def spec_options() -> list[SpecOption]:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from core.finetune.data.packing import IGNORE, PackedRows
+from core.finetune.distributed import Dist
 from core.finetune.losses import dpo_loss, token_nll
 from core.finetune.methods.base import Prepared
 
@@ -82,8 +83,10 @@ class Trainer:
     def __init__(
         self, prepared: Prepared, settings: TrainSettings, train: PackedRows, held_out: PackedRows,
         *, device: torch.device, packing: bool, emit: Emit, should_stop: Callable[[], bool], checkpoint_dir: Path,
+        dist: Dist | None = None,
     ) -> None:
         self.p = prepared
+        self.dist = dist or Dist()  # several processes: each takes its share of every step (core.finetune.distributed)
         self.s = settings
         self.device = device
         self.packing = packing
@@ -202,10 +205,13 @@ class Trainer:
         n_segments = int(rows["segments"].max()) + 1
         out = torch.zeros(n_segments, device=self.device)
         ctx = self.p.reference() if self.p.has_reference else nullcontext()
+        if self.dist.enabled:  # each rank scores its share of the rows; the pairs' sums add up
+            mine = self.dist.share(range(rows["input_ids"].shape[0]))
+            rows = {k: v[mine[0] : mine[-1] + 1] for k, v in rows.items()} if mine else {k: v[:0] for k, v in rows.items()}
         with torch.no_grad(), ctx:
             for part in self.batches(rows):
                 out += self.segment_logp(part, n_segments)
-        return out
+        return self.dist.all_reduce(out)
 
     def batches(self, rows: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
         """``rows`` in micro-batches of ``batch`` rows, each trimmed of trailing padding (``take``)."""
@@ -235,7 +241,7 @@ class Trainer:
             factor = self.lr_factor(state.step)
             for g in optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * factor
-            loss_value, tokens = self._accumulate(micro_batches)
+            loss_value, tokens, stop_asked = self._accumulate(micro_batches)
             if self.s.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
             optimizer.step()
@@ -255,26 +261,44 @@ class Trainer:
             state.history.append({"step": state.step, "loss": event["loss"]})
             self.emit(event)
             if self.eval_rows is not None and state.step % eval_every == 0 and state.step < self.total_steps:
-                measured = self.evaluate()
-                state.evals.append({"step": state.step, "eval_loss": measured["eval_loss"]})
-                self.emit({"event": "eval", "step": state.step, **measured})
+                if self.dist.main:  # rank 0 measures; the others wait for it (a patient barrier)
+                    measured = self.evaluate()
+                    state.evals.append({"step": state.step, "eval_loss": measured["eval_loss"]})
+                    self.emit({"event": "eval", "step": state.step, **measured})
+                self.dist.barrier()
                 model.train()
-            stop = self.should_stop()
+            # Alone, the stop request is read here; among several, rank 0's answer came with the step's sum.
+            stop = self.should_stop() if not self.dist.enabled else stop_asked
             if stop or (self.s.save_every and state.step % self.s.save_every == 0 and state.step < self.total_steps):
-                self.save_checkpoint(optimizer, state)
+                if self.dist.main:
+                    self.save_checkpoint(optimizer, state)
+                self.dist.barrier()
             if stop:
                 self.emit({"event": "stopping", "message": f"stopping at step {state.step}: checkpoint saved"})
                 raise Interrupted(f"stopped at step {state.step}")
         model.eval()
         return state
 
-    def _accumulate(self, micro_batches: list[list[int]]) -> tuple[float, int]:
-        rows = [torch.tensor(m, device=self.device) for m in micro_batches]
-        tokens = sum(int((self.train_rows["segments"][r] >= 0).sum()) for r in rows)
+    def _accumulate(self, micro_batches: list[list[int]]) -> tuple[float, int, bool]:
+        """Gradients of one optimizer step's loss; returns the loss, its tokens and (several ranks) a stop request.
+
+        Both losses are normalised by the whole step (its trained tokens, its preference pairs), not by
+        micro-batch, so the rows can be shared out among ranks (``Dist.share``) and the summed gradients
+        are exactly those of one process.
+        """
+        everything = [torch.tensor(m, device=self.device) for m in micro_batches]
+        tokens = sum(int((self.train_rows["segments"][r] >= 0).sum()) for r in everything)
+        rows = everything
+        if self.dist.enabled:
+            mine = self.dist.share([i for m in micro_batches for i in m])
+            rows = [torch.tensor(mine[i : i + self.s.batch], device=self.device)
+                    for i in range(0, len(mine), self.s.batch)]
         total_loss = 0.0
         if self.s.objective == "dpo":
             assert self.ref_logp is not None
             n_segments = self.ref_logp.shape[0]
+            step_segments = torch.cat([self.train_rows["segments"][r].reshape(-1) for r in everything])
+            n_pairs = int((torch.unique(step_segments[step_segments >= 0]) % 2 == 0).sum())
             for r in rows:
                 batch = take(self.train_rows, r)
                 logp = self.segment_logp(batch, n_segments)
@@ -282,18 +306,23 @@ class Trainer:
                 chosen = present[present % 2 == 0]
                 losses, _ = dpo_loss(logp[chosen], logp[chosen + 1], self.ref_logp[chosen],
                                      self.ref_logp[chosen + 1], self.s.dpo_beta)
-                loss = losses.mean() / len(rows)
+                loss = losses.sum() / max(1, n_pairs)
                 loss.backward()  # type: ignore[no-untyped-call]
                 total_loss += float(loss.detach())
-            return total_loss, tokens
-        n_trained = sum(int((self.train_rows["targets"][r] != IGNORE).sum()) for r in rows)
-        for r in rows:
-            batch = take(self.train_rows, r)
-            nll, _ = self.token_nll(batch)
-            loss = nll.sum() / max(1, n_trained)
-            loss.backward()  # type: ignore[no-untyped-call]
-            total_loss += float(loss.detach())
-        return total_loss, tokens
+        else:
+            n_trained = sum(int((self.train_rows["targets"][r] != IGNORE).sum()) for r in everything)
+            for r in rows:
+                batch = take(self.train_rows, r)
+                nll, _ = self.token_nll(batch)
+                loss = nll.sum() / max(1, n_trained)
+                loss.backward()  # type: ignore[no-untyped-call]
+                total_loss += float(loss.detach())
+        if not self.dist.enabled:
+            return total_loss, tokens, False
+        # One collective: the gradients, the step's loss and rank 0's stop request (so all stop together).
+        asked = 1.0 if self.dist.main and self.should_stop() else 0.0
+        total_loss, stop = self.dist.all_reduce_grads(self.p.trainable_parameters(), [total_loss, asked])
+        return total_loss, tokens, stop > 0
 
     def evaluate(self, *, reference: bool = False) -> dict[str, float]:
         """Held-out loss (mean NLL per trained token) and perplexity; DPO adds its loss and accuracy."""
@@ -332,7 +361,12 @@ class Trainer:
         return path
 
     def load_checkpoint(self, optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict[str, Any]]:
-        data = torch.load(self.checkpoint_dir / "state.pt", map_location=self.device, weights_only=False)
+        if self.dist.enabled:
+            # Rank 0 reads the checkpoint (other machines have none on their disks) and hands it to all.
+            data = self.dist.broadcast(torch.load(self.checkpoint_dir / "state.pt", map_location="cpu", weights_only=False)
+                                       if self.dist.main else None)
+        else:
+            data = torch.load(self.checkpoint_dir / "state.pt", map_location=self.device, weights_only=False)
         self.p.load_trainable_state(data["trainable"])
         optimizer.load_state_dict(data["optimizer"])
         self.p.load_extra_state(data["method"])
