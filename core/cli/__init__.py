@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "core.cli.cmd_adapters",
     "core.cli.cmd_export",
     "core.cli.cmd_serve",
+    "core.cli.cmd_rpc",
 ]
 
 

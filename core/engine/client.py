@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.engine import rpc_state
 from core.engine.crash import describe_exit, oom_kills
 from core.engine.params import (
     Completion,
@@ -31,6 +32,7 @@ from core.errors import (
     ImageError,
     InvalidModelError,
     NoVisionError,
+    WorkerError,
 )
 
 START_TIMEOUT = 120.0
@@ -47,6 +49,7 @@ class Engine:
         self.status: ModelStatus | None = None
         self._load_request: tuple[str, LoadOptions] | None = None
         self._oom_kills: int | None = None  # the OS's count when the worker started, to tell OOM from other kills
+        self.workers = rpc_state.WorkerState()  # other machines the model uses (LoadOptions.rpc_workers)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> Engine:
@@ -101,6 +104,7 @@ class Engine:
         self._process = None
         self._conn = None
         self.status = None
+        self.workers.process_endpoints.clear()  # a new worker process starts with ggml's registry empty
 
     def close(self) -> None:
         """Stop the worker (politely, then by force)."""
@@ -112,6 +116,7 @@ class Engine:
                 except (EngineError, OSError):
                     pass
             self._kill()
+            self.workers.forget()
 
     # -- plumbing ------------------------------------------------------------------------------
     def _receive(self, timeout: float | None = None) -> dict[str, Any]:
@@ -125,7 +130,10 @@ class Engine:
             code = self._process.exitcode if self._process is not None else None
             self._process and self._process.join(timeout=2)
             code = self._process.exitcode if self._process is not None else code
+            status = self.status
             self._kill()
+            # ggml aborts the worker when an RPC worker stops answering: say which one went away.
+            self.workers.raise_if_lost(self._load_request, status)
             raise EngineCrashedError(describe_exit(code, self._oom_kills)) from exc
         return message
 
@@ -160,6 +168,8 @@ class Engine:
             raise NoVisionError(message)
         if kind == "image":
             raise ImageError(message)
+        if kind == "worker":
+            raise WorkerError(message)
         raise EngineError(message)
 
     # -- model ---------------------------------------------------------------------------------
@@ -181,12 +191,23 @@ class Engine:
 
         read_gguf_info(path)  # a clear message for a bad file before llama.cpp sees it
         with self._lock:
+            options = self.workers.before_load(options)  # without workers lost earlier that still do not answer
+            if self.alive and self.workers.needs_new_process(options):
+                self._kill()  # ggml's registry keeps added workers: a load without them starts a clean process
             self.status = None
-            answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()}, progress)
+            self._load_request = (str(path), options)
+            self.workers.loading(options)
+            try:
+                answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()}, progress)
+            except EngineCrashedError:
+                raise
+            except Exception:
+                self.workers.in_use = []
+                raise
             status = answer["status"]
             status["loras"] = [tuple(x) for x in status.get("loras", [])]
+            status["split"] = [tuple(x) for x in status.get("split", [])]
             self.status = ModelStatus(**status)
-            self._load_request = (str(path), options)
             return self.status
 
     def unload(self) -> None:
@@ -194,6 +215,7 @@ class Engine:
             if self.alive:
                 self._request({"op": "unload"})
             self.status = None
+            self.workers.forget()
 
     def set_loras(self, loras: Sequence[tuple[str | Path, float]]) -> list[tuple[str, float]]:
         """Apply GGUF LoRA adapters with a scale each, without reloading the base model."""
@@ -222,6 +244,9 @@ class Engine:
             return list(answer["scores"])
 
     def _need_model(self) -> None:
+        reload = self.workers.take_reload() if self.status is None or not self.alive else None
+        if reload is not None:  # a worker went away during the last request: load on what is left
+            rpc_state.reload_on_what_is_left(self, *reload)
         if self.status is None or not self.alive:
             raise EngineError("No model is loaded: pick a model first.")
 

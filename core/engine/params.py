@@ -32,6 +32,10 @@ class LoadOptions:
     # Shares per place: [this machine, worker 1, worker 2, ...]; None = by the free memory each reports
     # (this machine: free RAM, or the GPU's with n_gpu_layers and a local GPU).
     tensor_split: list[float] | None = None
+    # llama.cpp's repacked CPU weights (faster matrix products on the CPU). A split load turns it off: the
+    # workers cannot repack, and the kernels round differently, so only without it do all places compute alike
+    # (a split load then writes what a local load with cpu_repack=False writes, token for token).
+    cpu_repack: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

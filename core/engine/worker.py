@@ -25,7 +25,7 @@ import llama_cpp as L
 from core.engine.backends import load_backends
 from core.engine.llama_flags import use_extra_buffers
 from core.engine.llama_log import LlamaLog
-from core.engine.ops import adapters, embed, generate, score, tokens, vision
+from core.engine.ops import adapters, embed, generate, rpc_split, score, tokens, vision
 from core.engine.ops.adapters import apply_loras
 from core.engine.ops.base import RequestError, fill_batch, rewind_to_prefix
 from core.engine.ops.drafting import DraftModel
@@ -137,6 +137,8 @@ class Worker:
         mparams.n_gpu_layers = 999 if opts.n_gpu_layers < 0 else opts.n_gpu_layers
         mparams.use_mmap = opts.use_mmap
         mparams.use_extra_bufts = use_extra_buffers()
+        # Other machines (LoadOptions.rpc_workers): their devices, the split and the offload.
+        _arrays, split = rpc_split.configure(mparams, opts, path)
         self.log.lines.clear()
         reported = [-1]
 
@@ -248,6 +250,7 @@ class Worker:
                     "draft_model": self.draft_model.path if self.draft_model else None,
                     "vision": self.mtmd is not None,
                     "mmproj": self.mmproj,
+                    "split": split,
                 },
             }
         )
