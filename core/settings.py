@@ -15,7 +15,7 @@ from typing import Any, Literal
 from core.engine.params import DRAFT_MODES, LoadOptions, SamplingParams
 from core.errors import HearthError
 from core.paths import Paths, get_paths, write_text_atomic
-from core.workers import WorkerEntry, workers_from_json
+from core.workers import WORKER_USES, WorkerEntry, workers_from_json
 
 Theme = Literal["system", "light", "dark"]
 THEMES: tuple[str, ...] = ("system", "light", "dark")
@@ -123,6 +123,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     tool_timeout: float = 60.0  # seconds a tool call (MCP, Settings > Tools) may take
     workers: list[WorkerEntry] = field(default_factory=list)  # other machines (core.workers, Settings > Other machines)
+    workers_use: str = "needed"  # core.workers.WORKER_USES: split only models too large for here, or every model
 
     def parameters_for(self, model: str | None) -> ChatParameters:
         """The model's preset when it has one, else the default parameters."""
@@ -140,6 +141,7 @@ class Settings:
             "server": self.server.to_dict(),
             "tool_timeout": self.tool_timeout,
             "workers": [w.to_dict() for w in self.workers],
+            "workers_use": self.workers_use,
         }
 
     @classmethod
@@ -157,6 +159,7 @@ class Settings:
             server=ServerSettings.from_dict(data.get("server")),
             tool_timeout=_timeout(data.get("tool_timeout")),
             workers=workers_from_json(data.get("workers")),
+            workers_use=data["workers_use"] if data.get("workers_use") in WORKER_USES else "needed",
         )
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import HearthError, NotFoundError
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 ENV_SWITCH = "HEARTH_WORKERS"
 PROBE_CACHE_SECONDS = 30.0  # Discover judges many quants in a row: one probe per worker serves them all
 LOCAL_PLACE = "this computer"  # the name core.engine's ModelStatus.split gives this machine
+# When a model loads across the workers (Settings.workers_use): "needed" only when it does not fit in this
+# computer's free memory (a model that fits runs faster here than over the network), "always" for every model.
+WORKER_USES: tuple[str, ...] = ("needed", "always")
 
 
 @dataclass
@@ -199,19 +203,42 @@ def enabled_workers(settings: Settings | None = None) -> list[WorkerEntry]:
     return [e for e in list_workers(settings) if e.enabled]
 
 
-def with_workers(options: LoadOptions, settings: Settings | None = None) -> LoadOptions:
+def with_workers(options: LoadOptions, settings: Settings | None = None, *, model: str | Path | None = None) -> LoadOptions:
     """``options`` with the enabled workers' endpoints in ``rpc_workers`` when the caller set none.
 
     Called by ``core.library.load_options_for``, so every chat load (terminal, window, server) splits the
-    same way. Options that already name workers keep them; ``HEARTH_WORKERS=off`` adds none.
+    same way. Options that already name workers keep them; ``HEARTH_WORKERS=off`` adds none. With the
+    default use "needed" (``Settings.workers_use``), a ``model`` that fits in this computer's free memory
+    loads here alone: every token of a split model crosses the network.
     """
     if getattr(options, "rpc_workers", None) or options.embedding:
         return options
     try:
-        endpoints = [e.endpoint for e in enabled_workers(settings)]
+        own, _ = _settings(settings)
+        endpoints = [e.endpoint for e in enabled_workers(own)]
     except HearthError:
         return options  # an unreadable settings file: load here alone (the window says why elsewhere)
-    return replace(options, rpc_workers=endpoints) if endpoints else options
+    if not endpoints or (own.workers_use != "always" and model is not None and fits_here(model, options)):
+        return options
+    return replace(options, rpc_workers=endpoints)
+
+
+def fits_here(model: str | Path, options: LoadOptions) -> bool:
+    """Whether ``model`` at ``options``' context fits in this computer's available RAM (the part
+    ``options`` offload to a GPU left out), by the same estimate as ``hearth fit``. A file whose header
+    cannot be read counts as fitting: the engine then gives its own sentence about the file."""
+    import psutil
+
+    from core.fit.estimate import estimate_memory
+    from core.fit.shape import ModelShape
+
+    try:
+        shape = ModelShape.from_gguf(model)
+    except (HearthError, OSError, ValueError):
+        return True
+    estimate = estimate_memory(shape, n_ctx=options.n_ctx, n_gpu_layers=options.n_gpu_layers,
+                               flash_attn=options.flash_attn is not False)
+    return bool(estimate.ram_bytes <= psutil.virtual_memory().available)
 
 
 # -- asking the workers -------------------------------------------------------------------------------

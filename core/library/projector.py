@@ -111,8 +111,8 @@ def load_options_for(entry: ModelEntry, options: LoadOptions) -> LoadOptions:
     from core.workers import with_workers  # the enabled other machines (Settings > Other machines)
 
     if options.mmproj or not entry.mmproj or not Path(entry.mmproj).is_file():
-        return with_workers(options)
-    return with_workers(replace(options, mmproj=entry.mmproj))
+        return with_workers(options, model=entry.path)
+    return with_workers(replace(options, mmproj=entry.mmproj), model=entry.path)
 
 # -- does a projector fit a model? (read from the headers; the engine checks again when it loads) ------
 FIX = "pick the projector from the model's own repository"

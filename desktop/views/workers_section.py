@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QFrame, QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QVBoxLayout,
+    QWidget,
+)
 
 from core.engine.rpc import WorkerInfo
 from core.errors import HearthError
@@ -34,8 +43,10 @@ from desktop.views.tool_call_card import plain_label
 from desktop.views.widgets import button, flat_button, muted, title
 
 INTRO = ("A model too large for this computer can run split across it and your other computers: each one lends "
-         "its memory, and llama.cpp spreads the model's layers by what each has free. Models load across the "
-         "machines switched on here, in the chat, the window and the server.")
+         "its memory, and llama.cpp spreads the model's layers by what each has free. The chat, the window and the "
+         "server load across the machines switched on here.")
+# Settings.workers_use (core.workers.WORKER_USES), in the order of the choice box.
+USES = (("needed", "Only for models too large for this computer"), ("always", "For every model"))
 EMPTY = ("No other machines yet. On the other computer, run “hearth rpc-worker --host 0.0.0.0” (it listens on "
          "port 50052), then add its address below.")
 SECURITY = ("llama.cpp's RPC has no password and no encryption: use it on a network you trust, or through an "
@@ -122,6 +133,19 @@ class WorkersSection(QFrame):
         self.security = muted(SECURITY)
         self.security.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.security)
+        use = QHBoxLayout()
+        use.setSpacing(8)
+        use.addWidget(plain_label("Use them", ""))
+        self.use = QComboBox()
+        for key, text in USES:
+            self.use.addItem(text, key)
+        self.use.setCurrentIndex(max(0, self.use.findData(settings.workers_use)))
+        self.use.setToolTip("A model that fits here runs faster here alone: every token of a split model crosses "
+                            "the network")
+        self.use.currentIndexChanged.connect(self._use_changed)
+        use.addWidget(self.use)
+        use.addStretch(1)
+        layout.addLayout(use)
         self.rows_box = QVBoxLayout()
         self.rows_box.setSpacing(8)
         layout.addLayout(self.rows_box)
@@ -245,6 +269,10 @@ class WorkersSection(QFrame):
         except HearthError as exc:
             self._say_error(str(exc))
             return
+        self._save()
+
+    def _use_changed(self, _index: int) -> None:
+        self.settings.workers_use = str(self.use.currentData())
         self._save()
 
     def _remove(self, endpoint: str) -> None:

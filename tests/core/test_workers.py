@@ -28,6 +28,7 @@ from core.workers import (
     describe_split,
     enabled_workers,
     find_worker,
+    fits_here,
     list_workers,
     probe_enabled,
     remove_worker,
@@ -119,6 +120,20 @@ def test_add_remove_enable_and_the_load_options_every_chat_load_gets(
     with pytest.raises(WorkerError):
         add_worker("not a host:port:at all", check=False)
     entry = Library().get(str(starter_in_library))
+    # By default a model that fits in this computer's free memory (the starter does) loads here alone.
+    assert load_settings().workers_use == "needed" and fits_here(entry.path, LoadOptions(n_ctx=2048))
+    assert load_options_for(entry, LoadOptions(n_ctx=2048)).rpc_workers == []
+    # On a computer with less free memory than the model needs (the OS's answer is what cannot be had
+    # here), the same load goes across the workers.
+    import psutil
+
+    real = psutil.virtual_memory
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real()._replace(available=64 << 20))
+    assert load_options_for(entry, LoadOptions(n_ctx=2048)).rpc_workers == ["10.0.0.5:50052", "10.0.0.6:6000"]
+    monkeypatch.setattr(psutil, "virtual_memory", real)
+    settings = load_settings()
+    settings.workers_use = "always"
+    save_settings(settings)
     options = load_options_for(entry, LoadOptions(n_ctx=2048))
     assert options.rpc_workers == ["10.0.0.5:50052", "10.0.0.6:6000"] and options.n_ctx == 2048
 

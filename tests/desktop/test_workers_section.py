@@ -85,6 +85,9 @@ def test_the_chat_loads_split_across_a_worker_added_here_and_says_so(
     section.name.setText("studio-pc")
     section.add_button.click()
     wait_until(qtbot, lambda: worker in section.rows, ASK, "the worker to be added")
+    # The starter model fits here: it is split only when the user asks for every model to use the machines.
+    section.use.setCurrentIndex(section.use.findData("always"))
+    assert load_settings().workers_use == "always"
     window.show_page("chat")
     page = window.chat
     use_model(page, window.library_model.entry(0).name, max_tokens=4, n_ctx=512)
