@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "workers",
         help="other machines to split models across (each runs 'hearth rpc-worker')",
-        description="With no action: list the workers with what each reports. A model loads split across this "
-        "computer and the enabled workers (set HEARTH_WORKERS=off to load here alone). " + SECURITY,
+        description="With no action: list the workers with what each reports. A model too large for this computer "
+        "loads split across it and the enabled workers ('hearth workers use always': every model; "
+        "HEARTH_WORKERS=off: here alone). " + SECURITY,
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_list)
@@ -47,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         e = actions.add_parser(action, help=f"{'use' if on else 'stop using'} a worker (it stays in the list)")
         e.add_argument("worker", metavar="NAME_OR_ADDRESS")
         e.set_defaults(func=run_enable, enabled=on)
+    u = actions.add_parser("use", help="which models load across the workers: 'needed' (too large for here) or 'always'")
+    u.add_argument("use", choices=("needed", "always"))
+    u.set_defaults(func=run_use)
 
 
 
@@ -98,6 +102,7 @@ def run_list(args: argparse.Namespace) -> int:
         print(SECURITY)
         return 0
     print_workers(entries, infos)
+    print(_USE_WORDS[_current_use()])
     if workers_switched_off():
         print("HEARTH_WORKERS=off is set: models load on this computer alone.")
     return 0
@@ -116,7 +121,7 @@ def run_add(args: argparse.Namespace) -> int:
         return 0
     if info.ok:
         print(f"Added {entry.label} ({entry.endpoint}): {device_words(info)}, {_size(info.free_bytes)} free of "
-              f"{_size(info.total_bytes)}. Models now load split across this computer and it.")
+              f"{_size(info.total_bytes)}. {_USE_WORDS[_current_use()]}")
     else:
         print(f"Added {entry.label} ({entry.endpoint}) without asking it; it is used once it answers.")
     return 0
@@ -142,4 +147,35 @@ def run_enable(args: argparse.Namespace) -> int:
         return _user_error(exc)
     state = "on: models load split onto it" if entry.enabled else "off: models load without it"
     print(f"{entry.label} ({entry.endpoint}) is {state}.")
+    return 0
+
+
+_USE_WORDS = {
+    "needed": "Models too large for this computer load split across it and the workers switched on "
+              "('hearth workers use always': every model).",
+    "always": "Every model loads split across this computer and the workers switched on "
+              "('hearth workers use needed': only models too large for here).",
+}
+
+
+def _current_use() -> str:
+    from core.settings import load_settings
+
+    try:
+        use = load_settings().workers_use
+    except HearthError:
+        return "needed"
+    return use if use in _USE_WORDS else "needed"
+
+
+def run_use(args: argparse.Namespace) -> int:
+    from core.settings import load_settings, save_settings
+
+    try:
+        settings = load_settings()
+        settings.workers_use = args.use
+        save_settings(settings)
+    except HearthError as exc:
+        return _user_error(exc)
+    print(_USE_WORDS[args.use])
     return 0

@@ -195,6 +195,12 @@ def test_cli_adds_lists_and_removes_a_real_worker(worker: str) -> None:
     assert rows["studio-pc"]["devices"] and 0 < rows["studio-pc"]["free_bytes"] <= rows["studio-pc"]["total_bytes"]
     assert rows["gone"]["answers"] is False and rows["gone"]["error"]
 
+    assert "Models too large for this computer load split" in result.stdout
+    result = hearth("workers", "use", "always")
+    assert result.returncode == 0 and result.stdout.startswith("Every model loads split")
+    assert load_settings().workers_use == "always"
+    assert hearth("workers", "use", "sometimes").returncode == 2
+
     result = hearth("workers", "disable", "gone")
     assert result.returncode == 0 and "off" in result.stdout
     assert [w.endpoint for w in enabled_workers()] == [worker]
