@@ -15,7 +15,7 @@ from core.chats.session import ChatSession, ToolCallRequest, ToolCallResult
 from core.cli.cmd_tools import add_mcp_arguments, chat_tool_options, print_tool_item
 from core.cli.output import print_json, print_table, status_line
 from core.engine import Completion, Engine, LoadOptions, SamplingParams, TextChunk
-from core.errors import EngineCrashedError, HearthError, ImageError, NotFoundError
+from core.errors import EngineCrashedError, HearthError, ImageError, NotFoundError, WorkerLostError
 from core.library import Library, load_options_for
 from core.paths import get_paths
 
@@ -168,8 +168,12 @@ def chat(args: argparse.Namespace) -> int:
         else:
             session = ChatSession.start(store, engine, model=entry.name, system_prompt=args.system, params=params)
         if not args.json:
+            from core.workers import describe_split
+
             seeing = "; reads images" if getattr(status, "vision", False) else ""
-            print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}{seeing}]", file=sys.stderr)
+            split = describe_split(status.split)
+            print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}{seeing}"
+                  f"{'; ' + split if split else ''}]", file=sys.stderr)
         embedder = _collection_embedder(collection, stack, quiet=args.json) if collection is not None else None
         tool_options = chat_tool_options(args, status, stack)
         ask = _docs_asker(collection, engine, status.n_ctx, args, session, embedder) if collection is not None else None
@@ -340,6 +344,8 @@ def _interactive(
             _stream_answer(session.send(message, params, images=attached, **(tool_options or {})), session=session)
             if turn is not None:
                 _print_sources(turn)
+        except WorkerLostError as exc:  # the engine loads the model on what is left at the next message
+            print(f"hearth: error: {exc}", file=sys.stderr)
         except EngineCrashedError as exc:
             print(f"hearth: error: {exc}", file=sys.stderr)
             return 1
