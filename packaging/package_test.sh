@@ -104,6 +104,18 @@ stats=$(as_tester hearth chat tiny-vision --image /tmp/vision/picture.jpg -p "Wh
 echo "$stats" | tail -1
 echo "$stats" | grep -q "image tokens" || { echo "the installed app did not read the image" >&2; exit 1; }
 
+say "a model split across another machine (the installed app's RPC backend: hearth rpc-worker, hearth workers)"
+RPC_PORT=$((50200 + RANDOM % 500))
+as_tester hearth rpc-worker --port "$RPC_PORT" >"$WORK/rpc-worker.log" 2>&1 &
+for _ in $(seq 60); do grep -q "Starting RPC server" "$WORK/rpc-worker.log" && break; sleep 1; done
+head -3 "$WORK/rpc-worker.log" | grep -v "^load_backend" || true
+as_tester hearth workers add "127.0.0.1:$RPC_PORT" --name other-pc
+as_tester hearth workers use always
+split=$(as_tester hearth chat gemma-3-270m-q4_k_m -p "The capital of France is" --max-tokens 4 2>&1 >/dev/null || true)
+$SUDO pkill -f "hearth rpc-worker --port $RPC_PORT" || true
+echo "$split" | grep "split:" || { echo "$split" | tail -5; echo "the installed app did not split the model" >&2; exit 1; }
+as_tester hearth workers remove other-pc
+
 written=$(in_root find /opt/hearth -newer /tmp/before-run | head -5)
 [ -z "$written" ] || { echo "the app wrote inside /opt/hearth: $written" >&2; exit 1; }
 echo "nothing written under /opt/hearth"
