@@ -301,3 +301,67 @@ def test_the_written_command_trains_the_tiny_model_with_two_cpu_processes_and_th
                             text=True, env=os.environ.copy(), check=True)
     names = {a["name"]: a for a in json.loads(listed.stdout)}
     assert names["boxed"]["metrics"]["loss_history"] == manifest["metrics"]["loss_history"]
+
+
+def _launch_fixture(config: Path, model: Path, out: Path, dtype: str) -> dict[str, Any]:
+    """tests/fixtures/fsdp_rank.py under ``accelerate launch`` with ``config``: 3 LoRA steps, rank 0's report."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m",
+                           "tests.fixtures.fsdp_rank", str(model), str(out), "3", "cpu", dtype],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def _for_this_machine(exported: Path, target: Path) -> Path:
+    """The exported config with what only this test machine needs: the CPU, 2 processes, any free port."""
+    text = (exported / "accelerate.yaml").read_text()
+    text = text.replace("use_cpu: false", "use_cpu: true").replace("main_process_port: 29500", "main_process_port: 0")
+    text = "\n".join("num_processes: 2" if line.startswith("num_processes:") else line for line in text.splitlines())
+    target.write_text(text + "\n")
+    return target
+
+
+def test_the_exported_fsdp_config_shards_lora_training_over_two_cpu_processes(tiny_hf: Path, tmp_path: Path) -> None:
+    """core.finetune.sharding under the FSDP config accelerate.yaml asks for: every LlamaDecoderLayer sharded
+    (FSDP2, gloo), the same steps as plain data parallel and as one process, the adapter gathered whole."""
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    from core.finetune.sharding import settings_from_env
+
+    big = _pretend_model(tmp_path / "llama-8b", billions=8, hidden=4096, layers=32)  # the tiny model is a llama too
+    data = _dataset(tmp_path)
+    fsdp = export_launch(_spec(big, data, name="f"), tmp_path / "fsdp", gpus_per_node=2, gpu_memory=16 * GB)
+    ddp = export_launch(_spec(big, data, name="d"), tmp_path / "ddp", gpus_per_node=2, gpu_memory=80 * GB)
+    assert (fsdp.strategy, ddp.strategy) == ("fsdp", "ddp")
+    args, _defaults = _validated(fsdp.folder)
+    settings = settings_from_env(prepare_multi_gpu_env(args))
+    assert settings.layer_classes == ("LlamaDecoderLayer",) and settings.reshard_after_forward and settings.version == 2
+    with pytest.raises(TrainingError, match="FSDP version 1"):
+        settings_from_env({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"})
+
+    sharded = _launch_fixture(_for_this_machine(fsdp.folder, tmp_path / "f.yaml"), tiny_hf, tmp_path / "f.json",
+                              "bfloat16")
+    plain = _launch_fixture(_for_this_machine(ddp.folder, tmp_path / "d.yaml"), tiny_hf, tmp_path / "d.json",
+                            "bfloat16")
+    assert sharded["sharded"] and sharded["world"] == 2 and sharded["fsdp_units"] == 3  # 2 layers + the model
+    assert not plain["sharded"] and plain["world"] == 2
+    # A frozen bf16 base with fp32 LoRA weights: sharded, the same steps as data parallel, to the last bit
+    # (the gradients are summed over the ranks in both).
+    assert sharded["losses"] == plain["losses"] and sharded["losses"][-1] < sharded["losses"][0]
+    assert sharded["sums"] == plain["sums"] and len(sharded["sums"]) == 28  # every LoRA A and B, gathered whole
+
+    # In float32 (no bf16 rounding that depends on the batch's shape), sharded = one process with all rows.
+    alone_out = tmp_path / "alone.json"
+    done = subprocess.run([sys.executable, "-m", "tests.fixtures.fsdp_rank", str(tiny_hf), str(alone_out), "3", "cpu",
+                           "float32"], cwd=ROOT, capture_output=True, text=True, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    alone = json.loads(alone_out.read_text())
+    sharded32 = _launch_fixture(_for_this_machine(fsdp.folder, tmp_path / "f32.yaml"), tiny_hf, tmp_path / "f32.json",
+                                "float32")
+    assert sharded32["losses"] == pytest.approx(alone["losses"], rel=1e-4)
+    for name, value in alone["sums"].items():
+        assert sharded32["sums"][name] == pytest.approx(value, abs=1e-3), name
