@@ -44,6 +44,10 @@ DEFAULT_GPU_MEMORY = 24 * GB
 MEMORY_BUDGET = 0.85  # the share of a GPU a plan may use (as core.finetune.resources.plan)
 ADAPTER_FRACTION = 0.02  # the trainable share of an adapter method (as the job's _plan)
 DEFAULT_PORT = 29500  # torch.distributed's usual rendezvous port (torchrun's default)
+# Whether core.finetune.job shards the model when accelerate asks for FSDP (core.finetune.sharding:
+# shard_model after the method's prepare, full_state_dict to save, every rank in evaluation). Not yet:
+# an FSDP export says so in its notes and README.
+JOB_SHARDS = False
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,10 @@ def export_launch(spec: FinetuneSpec, folder: Path, *, gpus_per_node: int | None
     if to_copy:
         notes.append("Copy " + " and ".join(f"{src} to {folder / dst}" for src, dst in to_copy)
                      + " on every machine before launching.")
+    if plan.strategy == "fsdp" and not JOB_SHARDS:
+        notes.append("This Hearth's training job does not shard with FSDP yet: each GPU would load the whole model "
+                     "and run out of memory. Until it does, train on GPUs the job fits (see the plan), or export again "
+                     "with more GPU memory per GPU.")
     if plan.strategy == "fsdp" and plan.layer_class is None:
         notes.append("The model's decoder layer class is unknown here: the config shards by size "
                      "(SIZE_BASED_WRAP) instead of by layer.")

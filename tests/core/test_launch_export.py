@@ -133,6 +133,11 @@ def test_fsdp_when_only_sharded_fits_with_the_decoder_layer_wrapped(tmp_path: Pa
     assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True  # FULL_SHARD
     assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
     assert "FSDP" in (small_gpu.folder / "README.txt").read_text()
+    from core.finetune.launchers import JOB_SHARDS
+
+    if not JOB_SHARDS:  # until the job shards, the user hears it before renting GPUs
+        assert any("does not shard with FSDP yet" in n for n in small_gpu.notes)
+        assert "does not shard with FSDP yet" in (small_gpu.folder / "README.txt").read_text()
 
 
 def test_qlora_that_needs_fsdp_is_refused_with_the_reason_and_fits_ddp_when_small(tmp_path: Path) -> None:
