@@ -156,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     stop = _stop_signals(outcome)
     stop_file = control / STOP_FILE if control else None
 
+    parent = os.environ.get(JOB_PID_ENV, "")
+
     def should_stop() -> bool:
+        # Asked by rank 0 before every step: a job killed meanwhile ends the ranks before they train (or
+        # checkpoint) any further, as a crash would; the watcher covers the time outside the steps.
+        if parent and not _parent_alive(parent):
+            outcome.write("orphaned")
+            os._exit(EXIT_ORPHANED)
         return stop.is_set() or (stop_file is not None and stop_file.exists())
 
     if dist.main:

@@ -88,6 +88,14 @@ class RunState:
         return self.step / self.total_steps if self.total_steps else 0.0
 
     @property
+    def processes(self) -> int:
+        """How many processes train the job (``hearth finetune --nproc``; from its settings event)."""
+        try:
+            return max(1, int(self.settings.get("processes") or 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @property
     def memorising_warning(self) -> str:
         return next((w for w in reversed(self.warnings) if MEMORISING in w), "")
 

@@ -211,6 +211,8 @@ def numbers_text(state: RunState) -> str:
     if not state.total_steps:
         return "Getting ready…" if state.outcome == "running" else ""
     parts = [f"Step {state.step} of {state.total_steps}"]
+    if state.processes > 1:
+        parts.append(f"{state.processes} processes")
     if state.tokens_per_s:
         parts.append(f"{state.tokens_per_s:,.0f} tokens/s")
     if state.elapsed_s is not None:
