@@ -288,8 +288,8 @@ def _gpu_memory(given: int | None) -> tuple[int, str | None]:
         gpus = []
     if gpus:
         return int(max(g.total_bytes for g in gpus)), None
-    return DEFAULT_GPU_MEMORY, (f"Planned for GPUs of {DEFAULT_GPU_MEMORY / GB:.0f} GB (no NVIDIA GPU here to "
-                                "measure): give the box's GPU memory to plan for it.")
+    return DEFAULT_GPU_MEMORY, (f"Planned for GPUs of {DEFAULT_GPU_MEMORY / GB:.0f} GB each (no NVIDIA GPU here to "
+                                "measure): GPUs with less memory may not fit this plan.")
 
 
 def _hf_repo(base: str) -> str | None:
