@@ -131,7 +131,7 @@ def plan_memory(spec: FinetuneSpec, *, gpu_memory: int, world: int) -> MemoryPla
         if need <= budget:
             return MemoryPlan("ddp", gpu_memory, need, sharded(s, b, c), world, s, b, c, four_bit, layer_class, [
                 f"DDP: the job needs about {need / GB:.1f} GB per GPU (rows of {s} tokens, {b} per batch"
-                f"{', gradient checkpointing' if c else ''}), within {gpu_memory / GB:.0f} GB: each GPU holds the "
+                f"{', gradient checkpointing' if c else ''}), within {gpu_memory / GB:.3g} GB: each GPU holds the "
                 "whole model"])
     smallest = whole(*_last(options))
     for s, c, b in options:
@@ -139,12 +139,12 @@ def plan_memory(spec: FinetuneSpec, *, gpu_memory: int, world: int) -> MemoryPla
         if need <= budget:
             check_qlora_fsdp(spec.method, four_bit)
             return MemoryPlan("fsdp", gpu_memory, whole(s, b, c), need, world, s, b, c, four_bit, layer_class, [
-                f"FSDP: the whole job needs about {smallest / GB:.1f} GB, more than one {gpu_memory / GB:.0f} GB "
+                f"FSDP: the whole job needs about {smallest / GB:.1f} GB, more than one {gpu_memory / GB:.3g} GB "
                 f"GPU; sharded over {world} GPUs about {need / GB:.1f} GB each (rows of {s} tokens, {b} per batch"
                 f"{', gradient checkpointing' if c else ''})"])
     check_qlora_fsdp(spec.method, four_bit)
     raise TrainingError(
-        f"{base.name} does not fit even sharded over {world} GPUs of {gpu_memory / GB:.0f} GB (about "
+        f"{base.name} does not fit even sharded over {world} GPUs of {gpu_memory / GB:.3g} GB (about "
         f"{sharded(*_last(options)) / GB:.1f} GB each): use more GPUs or nodes, GPUs with more memory, or a smaller "
         "model.")
 
