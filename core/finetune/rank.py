@@ -181,8 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         from core.finetune.job import run
+        from core.finetune.launchers import spec_from_file
 
-        spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+        # Checked, with paths relative to the spec's folder made absolute (an exported launch's spec.json).
+        spec = spec_from_file(Path(args[0]))
         code = run(spec, emit, should_stop, dist)
         outcome.write("cancelled" if code == 130 else "done", code=code)
     except HearthError as exc:
