@@ -84,8 +84,8 @@ On a GPU box (N NVIDIA GPUs), the same measurement with NCCL, one process per GP
   .venv/bin/python bench/ddp.py --device cuda --model {model} --nproc 1 2 4 8 --steps 30 --warmup 5 \\
       --batch 8 --grad-accum 8
 (one --nproc value per GPU count up to N). With the global batch fixed (batch x grad-accum rows per update)
-each GPU does 1/N of every step: report tokens/s(N) / (N x tokens/s(1)) as the scaling efficiency (DDP on
-NVLink or PCIe 4 usually keeps 0.85-0.95 for a LoRA, whose gradients are small) and the step time. Also
+each GPU does 1/N of every step: report tokens/s(N) / (N x tokens/s(1)) as the scaling efficiency and the
+step time (a LoRA's gradients are small, so the all-reduce should cost little next to the compute). Also
 run bench/gpu_check.sh there: it holds the GPU-only checks of issue 23 (NCCL DDP, FSDP through the
 exported launch)."""
 
