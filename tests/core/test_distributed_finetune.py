@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from tests.fixtures.tiny_hf import write_tiny_chat_llama, write_tiny_hf
 # bf16 rounding: about 1-2% apart after a few steps of this tiny random model, which learns fast.) The trained
 # adapters are compared as well (relative L2 distance, ADAPTER_RTOL): a gradient that was not summed over
 # the ranks, or a loss normalised per rank, moves them far more.
+ROOT = Path(__file__).resolve().parents[2]
 RTOL = 5e-3
 ATOL = 1e-4
 ADAPTER_RTOL = 2e-2
@@ -256,6 +259,30 @@ def test_a_killed_job_of_two_processes_resumes_from_its_checkpoint(tiny_pair: tu
 
 
 @pytest.mark.slow
+def test_cancel_stops_every_rank_at_one_step_with_a_checkpoint(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    import torch
+
+    from core.jobs import JobProcess
+
+    _gguf, hf = tiny_pair
+    job = JobProcess("finetune", {"base": str(hf), "name": "ddp-stopped", "data": str(_chat(tmp_path / "chat.jsonl")),
+                                  "max_steps": 500, "seq_len": 64, "batch": 1, "grad_accum": 2, "save_every": 0,
+                                  "samples": 0, "device": "cpu", "nproc": 2}, log_path=tmp_path / "job.log")
+    events = []
+    for event in job.events():
+        events.append(event)
+        if event["event"] == "step" and event["step"] == 3:
+            job.cancel()  # what the window's Cancel and a terminal's Ctrl-C do: the job passes it to rank 0
+    assert job.wait(timeout=120) == 130
+    cancelled = next(e for e in events if e["event"] == "cancelled")
+    assert "--resume" in cancelled["message"]
+    checkpoint = next(e for e in events if e["event"] == "checkpoint")["step"]
+    assert checkpoint == cancelled["step"] == max(e["step"] for e in events if e["event"] == "step")
+    saved = torch.load(partial_folder("ddp-stopped") / "checkpoint" / "state.pt", weights_only=False)
+    assert saved["step"] == checkpoint
+
+
+@pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job_with_a_sentence_naming_it(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
     from core.jobs import JobProcess
 
@@ -274,3 +301,36 @@ def test_a_rank_that_dies_ends_the_job_with_a_sentence_naming_it(tiny_pair: tupl
     assert "training process 2 of 2 (rank 1" in error["message"]
     assert "finetune-ddp-lost.rank1.log" in error["message"] and "--resume --out ddp-lost" in error["message"]
     assert not any(e["event"] == "done" for e in events)
+
+
+def _hearth(*args: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, *(launcher or []), "-m", "core", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+
+
+@pytest.mark.slow
+def test_an_exported_launch_trains_with_from_spec_alone_and_under_torchrun(tiny_pair: tuple[Path, Path],
+                                                                           tmp_path: Path) -> None:
+    _gguf, hf = tiny_pair
+    data = _chat(tmp_path / "chat.jsonl", 12)
+    folder = tmp_path / "launch"
+    exported = _hearth("finetune", str(hf), "--data", str(data), "--max-steps", "3", "--seq-len", "64", "--batch", "1",
+                       "--grad-accum", "2", "--device", "cpu", "--out", "exported", "--copy-base",
+                       "--export-launch", str(folder))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert "bash launch.sh" in exported.stdout and (folder / "spec.json").exists()
+    assert not list_adapters()  # --export-launch does not train
+
+    # On the box, without a launcher: Hearth starts torchrun itself (--nproc 2).
+    alone = _hearth("finetune", "--from-spec", str(folder / "spec.json"), "--nproc", "2", "--out", "from-spec")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "Adapter 'from-spec' saved" in alone.stdout and "2 processes" in alone.stderr
+
+    # Under a launcher (as `accelerate launch` / torchrun run it): each process is one rank, rank 0 speaks.
+    launched = _hearth("finetune", "--from-spec", str(folder), "--out", "launched",
+                       launcher=["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"])
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("Adapter 'launched' saved") == 1
+    manifests = {a.name: a.manifest for a in list_adapters()}
+    assert manifests["launched"]["hyperparameters"]["processes"] == 2
+    assert manifests["from-spec"]["hyperparameters"]["processes"] == 2
