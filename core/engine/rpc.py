@@ -379,9 +379,9 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, cache: bool = Fa
         raise WorkerError(f"--port {port} is not a port: give a number from 1 to 65535.")
     address = _bind_address(host.strip())
     endpoint = f"{address}:{port}"
+    _check_port(address, port)
     if host.strip() not in LOOPBACK_HOSTS:
         print(WARNING.format(endpoint=endpoint, port=port), file=sys.stderr, flush=True)
-    _check_port(address, port)
     api = ggml()
     start = api.proc("ggml_backend_rpc_start_server", _START_SERVER)
     devices = api.local_gpus() or [api.cpu()]
