@@ -63,13 +63,9 @@ def _measure(engine: object, tokens: int) -> tuple[float, float]:
     engine.complete("Clear the cache.", SamplingParams(max_tokens=1))  # type: ignore[attr-defined]
     done = engine.complete(PROMPT, SamplingParams(temperature=0.0, ignore_eos=True,  # type: ignore[attr-defined]
                                                   max_tokens=tokens))
-    stats = done.stats
-    # An RPC device computes asynchronously (GRAPH_COMPUTE expects no answer): llama_decode returns before the
-    # workers finish, so the engine's prompt_seconds misses their share. The first token needs the logits
-    # (a synchronising GET_TENSOR): time to it is the prompt's time; decoding is the tokens after it.
-    decode_seconds = stats.prompt_seconds + stats.generation_seconds - stats.time_to_first_token
-    return ((stats.prompt_tokens - stats.cached_tokens) / stats.time_to_first_token,
-            (stats.completion_tokens - 1) / decode_seconds)
+    # The engine waits for the workers' share of the prompt before timing it (llama_synchronize: an RPC
+    # GRAPH_COMPUTE expects no answer, so llama_decode returns before they finish).
+    return done.stats.prompt_tokens_per_second, done.stats.tokens_per_second
 
 
 def main() -> int:

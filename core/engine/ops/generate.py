@@ -93,6 +93,9 @@ def generate(w: Worker, prompt: Prompt, params: SamplingParams, dropped: int, st
     stats = GenerationStats(prompt_tokens=prompt.n_tokens, n_ctx=w.n_ctx, dropped_messages=dropped)
     started = time.perf_counter()
     prompt.evaluate(w, stats)
+    # GPU and RPC backends compute asynchronously (an RPC GRAPH_COMPUTE expects no answer): wait for the
+    # prompt's work, so its time is not counted in the first token's.
+    L.llama_synchronize(w.ctx)
     stats.prompt_seconds = time.perf_counter() - started
     grammar = grammar_sampler(w, params)
     chain = sampler_chain(w, params)
