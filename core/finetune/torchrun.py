@@ -54,12 +54,13 @@ def check_capacity(nproc: int, device: str) -> None:
     """Refuse more processes than this machine can give one each (a GPU each on CUDA, a core each on the CPU)."""
     import torch
 
-    from core.finetune.resources import pick_device
-
-    kind, _bf16 = pick_device(device)
-    if kind == "mps":
+    if device == "mps":
         raise TrainingError("Several processes cannot share Apple's GPU (MPS): use --nproc 1, or --device cpu.")
-    if kind == "cuda":
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("No CUDA GPU is available: use --device cpu (or auto).")
+    # Counting GPUs does not create a CUDA context here (this process only relays events: its GPU memory
+    # would be lost to the ranks); the ranks pick their device as one process does (pick_device).
+    if device in ("auto", "cuda") and torch.cuda.is_available():
         gpus = torch.cuda.device_count()
         if nproc > gpus:
             raise TrainingError(f"--nproc {nproc} needs {nproc} GPUs (one per process) and this computer has {gpus}: "

@@ -99,6 +99,22 @@ def test_the_number_of_processes_is_checked_in_words() -> None:
     FinetuneSpec(base="b", name="n", data="d.jsonl", nproc=2, device="cpu").check()
 
 
+def test_the_job_refuses_more_processes_than_this_machine_can_run() -> None:
+    import torch
+
+    from core.finetune.torchrun import check_capacity
+
+    if torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="GPUs \\(one per process\\)"):
+            check_capacity(torch.cuda.device_count() + 1, "auto")
+    else:
+        with pytest.raises(TrainingError, match="CPU cores: use --nproc"):
+            check_capacity((os.cpu_count() or 1) + 1, "auto")
+        with pytest.raises(TrainingError, match="No CUDA GPU"):
+            check_capacity(2, "cuda")
+    check_capacity(1, "cpu")
+
+
 def test_each_rank_takes_a_contiguous_share_and_alone_everything() -> None:
     rows = list(range(7))
     shares = [Dist(rank=r, world=3).share(rows) for r in range(3)]
