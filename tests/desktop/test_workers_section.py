@@ -37,14 +37,20 @@ def test_empty_state_says_how_to_start_a_worker_and_the_security_note(window: Ma
     assert not section.rows and load_settings().workers == []
 
 
+def _add_studio_pc(window: MainWindow, qtbot: object, address: str) -> WorkersSection:
+    """Settings > Other machines with the real worker at ``address`` added under the name studio-pc."""
+    section = _section(window)
+    section.address.setText(address)
+    section.name.setText("studio-pc")
+    section.add_button.click()
+    wait_until(qtbot, lambda: address in section.rows, ASK, "the worker to answer and be added")
+    return section
+
+
 def test_a_real_worker_added_shows_its_memory_then_is_switched_off_and_removed(
     window: MainWindow, qtbot: object, worker: str  # noqa: F811
 ) -> None:
-    section = _section(window)
-    section.address.setText(worker)
-    section.name.setText("studio-pc")
-    section.add_button.click()
-    wait_until(qtbot, lambda: worker in section.rows, ASK, "the worker to answer and be added")
+    section = _add_studio_pc(window, qtbot, worker)
     row = section.rows[worker]
     assert row.title.text() == "studio-pc" and row.address.text() == worker
     assert row.status.text().startswith("Answers · 1 device · ") and " free of " in row.status.text()
@@ -80,11 +86,7 @@ def test_a_machine_that_does_not_answer_is_refused_then_added_anyway(window: Mai
 def test_the_chat_loads_split_across_a_worker_added_here_and_says_so(
     window: MainWindow, qtbot: object, worker: str  # noqa: F811
 ) -> None:
-    section = _section(window)
-    section.address.setText(worker)
-    section.name.setText("studio-pc")
-    section.add_button.click()
-    wait_until(qtbot, lambda: worker in section.rows, ASK, "the worker to be added")
+    section = _add_studio_pc(window, qtbot, worker)
     # The starter model fits here: it is split only when the user asks for every model to use the machines.
     section.use.setCurrentIndex(section.use.findData("always"))
     assert load_settings().workers_use == "always"
