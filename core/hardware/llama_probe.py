@@ -18,6 +18,8 @@ from typing import Any
 
 # enum ggml_backend_dev_type (ggml-backend.h)
 _DEV_TYPES = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel"}
+# ggml backend registry names that never offload to this machine's GPU (ggml-rpc: other machines' devices).
+_NOT_GPU_BACKENDS = ("CPU", "RPC", "BLAS")
 
 
 def _load(lib_dir: str, stem: str) -> ctypes.CDLL | None:
@@ -79,7 +81,10 @@ def probe() -> dict[str, Any]:
         "available": True,
         "cpu_variant": loaded.cpu_variant,
         "cpu_variants": loaded.cpu_variants,
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        # llama.cpp answers yes for any build with the RPC backend (Hearth's always has it: other machines),
+        # so a GPU backend must also be registered (CUDA, Metal, Vulkan, ...) for this machine's own GPU.
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload())
+        and any(name not in _NOT_GPU_BACKENDS for name in loaded.registered),
         "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
         "backends": loaded.registered,
         "devices": [],

@@ -34,7 +34,9 @@ def test_this_machine_reports_ram_cpu_and_llama_backends() -> None:
     assert "CPU" in hw.llama.backends
     assert any(d.kind == "cpu" for d in hw.llama.devices)
     assert hw.llama.system_info.startswith("CPU")
-    # The bundled llama.cpp is a CPU build: no GPU can be used, whatever the drivers say.
+    # The bundled llama.cpp is a CPU build (with the RPC backend for other machines, which llama.cpp's own
+    # llama_supports_gpu_offload counts): no GPU of this machine can be used, whatever the drivers say.
+    assert "RPC" in hw.llama.backends
     assert hw.llama.gpu_offload is False and hw.usable_gpus == []
     data = json.loads(json.dumps(hw.to_dict()))
     assert data["cpu"]["features"] == hw.cpu.features
