@@ -55,6 +55,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         if not dist.main:
             emit = _silent
     method = get_method(spec.method)
+    shard = _shard_settings(dist, method)
     method_config = build_config(method, spec.method_options)
     final = adapters.adapter_folder(spec.name)
     work = adapters.partial_folder(spec.name)
@@ -77,8 +78,13 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             four_bit = reason is None
             if reason:
                 emit({"event": "warning", "message": f"QLoRA: {reason}; training LoRA over the 16/32-bit base instead."})
+        # Sharded on GPUs, each holds 1/world of the weights and trained state; on the CPU every process of this
+        # machine loads a whole copy into the same RAM (the plan is rank 0's, made for all of them).
+        shards = dist.world if shard is not None and device != "cpu" else 1
+        copies = dist.local_world if device == "cpu" else 1
         documents, resources = dist.broadcast(
-            _plan_job(spec, sources, method, base, device, bf16, four_bit) if sources is not None else None)
+            _plan_job(spec, sources, method, base, device, bf16, four_bit, shards=shards, copies=copies)
+            if sources is not None else None)
         emit({"event": "plan", **resources.to_dict()})
         if dist.main:
             work.mkdir(parents=True, exist_ok=True)
@@ -90,7 +96,10 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.local_world))
         where = dist.device(device)
         weight_dtype = torch.float32 if resources.weight_bytes_per_param == 4 else torch.bfloat16
-        model, tokenizer, folder = load_for_training(base, dtype=weight_dtype, device=where, four_bit=four_bit)
+        # Sharded, the model is loaded in RAM and each layer goes to the GPU as FSDP shards it (its
+        # fully_shard moves a unit's weights to the mesh's device): the whole model never sits on one GPU.
+        load_on = torch.device("cpu") if shard is not None else where
+        model, tokenizer, folder = load_for_training(base, dtype=weight_dtype, device=load_on, four_bit=four_bit)
         encoder = ExampleEncoder(tokenizer, _chat_format(base, tokenizer))
         emit({"event": "stage", "stage": "data", "message": "preparing the training data"})
         data = dist.broadcast(_data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit)
@@ -103,7 +112,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             documents=documents, rows=len(data.train), tokens=data.train.n_tokens,
             rows_per_step=resources.batch * resources.grad_accum, method_lr=method.default_lr,
             parameters=base.parameters, cores=cores, epochs=spec.epochs, max_steps=spec.max_steps, lr=spec.lr))
-        ctx = PrepareContext(lr=sched.lr, weight_decay=0.0, device=where,
+        ctx = PrepareContext(lr=sched.lr, weight_decay=0.0, device=load_on,
                              model_type=str(model.config.model_type), parameters=base.parameters,
                              tokenizer_path=str(folder))
         prepared = method.prepare(model, method_config, ctx)
@@ -117,16 +126,23 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         # start every rank from rank 0's trainable weights (DDP does the same when it wraps a model).
         dist.check_same(model_fingerprint(prepared.model), "base model")
         dist.sync_parameters(prepared.trainable_parameters())
+        if shard is not None:
+            # After the method's weights exist and before the optimizer sees them (it must hold the shards).
+            from core.finetune.sharding import shard_model
+
+            shard_model(prepared.model, shard)
         settings = TrainSettings(
             objective=data.summary["objective"], epochs=sched.epochs, max_steps=sched.max_steps, lr=ctx.lr,
             batch=resources.batch, grad_accum=resources.grad_accum, seq_len=resources.seq_len,
-            gradient_checkpointing=resources.gradient_checkpointing, bf16=resources.bf16, seed=spec.seed,
+            gradient_checkpointing=resources.gradient_checkpointing or bool(shard and shard.activation_checkpointing),
+            bf16=resources.bf16, seed=spec.seed,
             save_every=spec.save_every, dpo_beta=spec.dpo_beta,
             # Documents have no held-out text: evaluating the training text mid-run would only cost time.
             eval_every=spec.eval_every or (NEVER if documents else 0), schedule=sched.lr_schedule,
         )
         trainer = Trainer(prepared, settings, data.train, data.held_out, device=where, packing=method.packing,
-                          emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir, dist=dist)
+                          emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir, dist=dist,
+                          sharded=shard is not None)
         optimizer = prepared.make_optimizer()
         seen_tokens = int(data.train.n_tokens / max(1, len(data.train)) * sum(
             len(m) for step in trainer.schedule for m in step))
@@ -137,7 +153,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
               "batch": settings.batch, "grad_accum": settings.grad_accum, "seq_len": settings.seq_len,
               "gradient_checkpointing": settings.gradient_checkpointing, "bf16": settings.bf16, "device": device,
               "tokens_to_train": seen_tokens, "estimated_train_s": round(estimate, 1), "reasons": sched.reasons,
-              "processes": dist.world})
+              "processes": dist.world, "sharded": shard is not None})
 
         if resuming:
             state, saved_state = trainer.load_checkpoint(optimizer)
@@ -145,7 +161,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             emit({"event": "resumed", "step": state.step, "total_steps": trainer.total_steps})
         else:
             before = {}
-            if dist.main:  # the others wait at the barrier
+            if dist.main or shard is not None:  # the others wait at the barrier (sharded: all take part)
                 emit({"event": "stage", "stage": "eval", "message": "measuring the base model"
                       + (" and checking what it knows of the documents" if data.probes else " on held-out data")})
                 before = _measure(trainer, data, encoder, spec, reference=True)
@@ -165,7 +181,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             emit({"event": "cancelled", "step": state.step, "message": f"Stopped at step {state.step}; "
                   f"continue with --resume --out {spec.name}."})
             return EXIT_CANCELLED
-        if not dist.main:
+        if not dist.main and shard is None:
             return 0  # rank 0 measures and saves; this process's memory and cores are better given back now
         emit({"event": "stage", "stage": "eval", "message": "measuring the tuned model"
               + (" and checking what it learned" if data.probes else " on held-out data")})
@@ -182,9 +198,18 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
 
         emit({"event": "stage", "stage": "save", "message": "saving the adapter"})
         result = work / "result"
-        shutil.rmtree(result, ignore_errors=True)
-        result.mkdir()
-        prepared.save(result)
+        if dist.main:
+            shutil.rmtree(result, ignore_errors=True)
+            result.mkdir()
+        if shard is not None:
+            from core.finetune.sharding import save_prepared
+
+            # The weights gathered whole (every rank takes part), written by rank 0 as one process would.
+            save_prepared(prepared, result, main=dist.main, whole_model=method.output == "model")
+            if not dist.main:
+                return 0
+        else:
+            prepared.save(result)
         if method.output == "model":
             tokenizer.save_pretrained(str(result))
         emit({"event": "stage", "stage": "hash", "message": "computing the base model's checksum"})
@@ -206,6 +231,27 @@ def _silent(_event: dict[str, Any]) -> None:
     """The events of ranks other than 0: nobody hears them (rank 0 speaks for all)."""
 
 
+# Methods whose result this job cannot gather from FSDP shards: Delta-LoRA writes the frozen weights after every
+# step (sharded, each rank holds only its rows of them) and saves from them.
+NOT_SHARDABLE = {"delta-lora": "it updates the frozen weights after every step, which FSDP holds in shards"}
+
+
+def _shard_settings(dist: Dist, method: Any) -> Any:
+    """The FSDP settings when the launcher asked to shard (``accelerate launch`` with an FSDP config), else None."""
+    from core.finetune.sharding import fsdp_requested, settings_from_env
+
+    if not dist.enabled or not fsdp_requested():
+        return None
+    if method.wants_4bit:
+        from core.finetune.launchers import check_qlora_fsdp
+
+        check_qlora_fsdp(method.name, True)
+    if method.name in NOT_SHARDABLE:
+        raise TrainingError(f"{method.name} cannot be sharded with FSDP ({NOT_SHARDABLE[method.name]}): use --method "
+                            "lora, or train on GPUs the model fits (DDP).")
+    return settings_from_env()
+
+
 def _resolve_resume(spec: FinetuneSpec, spec_data: dict[str, Any], work: Path, emit: Emit) -> tuple[FinetuneSpec, bool]:
     """The spec to run and whether it continues a checkpoint; a fresh start clears the work folder."""
     resuming = spec.resume and (work / "checkpoint" / "state.pt").exists()
@@ -225,25 +271,27 @@ def _resolve_resume(spec: FinetuneSpec, spec_data: dict[str, Any], work: Path, e
 
 
 def _plan_job(spec: FinetuneSpec, sources: Any, method: Any, base: BaseModel, device: str, bf16: bool,
-              four_bit: bool) -> tuple[bool, Plan]:
+              four_bit: bool, *, shards: int = 1, copies: int = 1) -> tuple[bool, Plan]:
     """Whether the data are documents, and the memory plan (batch, row length, checkpointing)."""
     documents = sources.dataset is None
     est_tokens = planner.estimate_tokens(sum(len(d.text) for d in sources.documents)) if documents else 0
     prefer_seq = planner.before_data(documents=documents, est_tokens=est_tokens, seq_len=spec.seq_len)
     rows_per_step = (planner.documents_rows_per_step(max(1, est_tokens // max(1, (prefer_seq or 1024) - 64)))
                      if documents and not (spec.batch or spec.grad_accum) else None)
-    return documents, _plan(spec, method, base, device, bf16, four_bit, prefer_seq, rows_per_step)
+    return documents, _plan(spec, method, base, device, bf16, four_bit, prefer_seq, rows_per_step, shards=shards,
+                            copies=copies)
 
 
 def _plan(spec: FinetuneSpec, method: Any, base: BaseModel, device: str, bf16: bool, four_bit: bool,
-          prefer_seq: int | None, rows_per_step: int | None) -> Plan:
+          prefer_seq: int | None, rows_per_step: int | None, *, shards: int = 1, copies: int = 1) -> Plan:
     hidden, layers, vocab = _shape(base)
     fraction = 1.0 if method.output == "model" else 0.02
     full_weights = method.output == "model" or method.name == "delta-lora"
     return plan(device=device, bf16=bf16, parameters=base.parameters, trainable_fraction=fraction, hidden=hidden,
                 layers=layers, vocab=vocab, context=base.context_length, seq_len=spec.seq_len, batch=spec.batch,
                 grad_accum=spec.grad_accum, checkpointing=spec.gradient_checkpointing, full_weights=full_weights,
-                four_bit=four_bit, prefer_seq_len=prefer_seq, rows_per_step=rows_per_step)
+                four_bit=four_bit, prefer_seq_len=prefer_seq, rows_per_step=rows_per_step, shards=shards,
+                copies=copies)
 
 
 def _shape(base: BaseModel) -> tuple[int, int, int]:
@@ -307,6 +355,8 @@ def _measure(trainer: Trainer, data: PreparedData, encoder: ExampleEncoder, spec
 
 
 def _generate(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: FinetuneSpec, *, reference: bool) -> list[dict[str, str]]:
+    """Greedy samples. Sharded, every rank generates (each token is a collective forward) and keeps stepping
+    until all have stopped (transformers' ``synced_gpus``, made for FSDP and ZeRO-3)."""
     import torch
 
     out = []
@@ -319,7 +369,8 @@ def _generate(trainer: Trainer, data: PreparedData, tokenizer: Any, spec: Finetu
                 # use_cache: the training config turns the KV cache off, and without it every new token
                 # re-runs the whole sequence.
                 gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=spec.sample_tokens,
-                                     do_sample=False, pad_token_id=tokenizer.pad_token_id, use_cache=True)
+                                     do_sample=False, pad_token_id=tokenizer.pad_token_id, use_cache=True,
+                                     synced_gpus=trainer.sharded)
             text = tokenizer.decode(gen[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
             out.append({"prompt": sample["prompt"], "output": text.strip(), "expected": sample.get("expected", "")})
     return out

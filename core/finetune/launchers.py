@@ -45,9 +45,8 @@ MEMORY_BUDGET = 0.85  # the share of a GPU a plan may use (as core.finetune.reso
 ADAPTER_FRACTION = 0.02  # the trainable share of an adapter method (as the job's _plan)
 DEFAULT_PORT = 29500  # torch.distributed's usual rendezvous port (torchrun's default)
 # Whether core.finetune.job shards the model when accelerate asks for FSDP (core.finetune.sharding:
-# shard_model after the method's prepare, full_state_dict to save, every rank in evaluation). Not yet:
-# an FSDP export says so in its notes and README.
-JOB_SHARDS = False
+# shard_model after the method's prepare, the adapter gathered whole to save, every rank in evaluation).
+JOB_SHARDS = True
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,12 @@ def export_launch(spec: FinetuneSpec, folder: Path, *, gpus_per_node: int | None
     if to_copy:
         notes.append("Copy " + " and ".join(f"{src} to {folder / dst}" for src, dst in to_copy)
                      + " on every machine before launching.")
-    if plan.strategy == "fsdp" and not JOB_SHARDS:
+    if plan.strategy == "fsdp" and JOB_SHARDS:
+        notes.append("Hearth's job shards the model with FSDP2 under this config: each GPU holds its share of the "
+                     "weights and training state, and the adapter is gathered whole on the main machine to be saved. "
+                     "Every process loads the model into the machine's RAM before sharding it: each machine needs "
+                     "about its GPUs' count times the model's size in free RAM while loading.")
+    elif plan.strategy == "fsdp":
         notes.append("This Hearth's training job does not shard with FSDP yet: each GPU would load the whole model "
                      "and run out of memory. Until it does, train on GPUs the job fits (see the plan), or export again "
                      "with more GPU memory per GPU.")

@@ -79,12 +79,15 @@ def plan(
     *, device: str, bf16: bool, parameters: int, trainable_fraction: float, hidden: int, layers: int, vocab: int,
     context: int | None, seq_len: int | None, batch: int | None, grad_accum: int | None,
     checkpointing: bool | None, full_weights: bool, four_bit: bool = False, prefer_seq_len: int | None = None,
-    rows_per_step: int | None = None,
+    rows_per_step: int | None = None, shards: int = 1, copies: int = 1,
 ) -> Plan:
     """Settings that fit in memory, keeping every value the user fixed; ``TrainingError`` when they cannot fit.
 
     ``prefer_seq_len`` caps the row length the data calls for, ``rows_per_step`` the rows per optimizer
-    step (micro-batch times accumulation) it wants; both yield to what the user set.
+    step (micro-batch times accumulation) it wants; both yield to what the user set. ``shards``: the
+    weights and trained state are sharded over that many devices (FSDP; one layer's weights gathered at a
+    time, two with prefetch); ``copies``: that many processes each hold the whole job in this memory (several
+    processes on one machine's CPU).
     """
     weight_bytes = 4 if full_weights or not bf16 else 2
     if four_bit:
@@ -99,8 +102,12 @@ def plan(
     ckpt_options = [checkpointing] if checkpointing is not None else [False, True]
 
     def cost(s: int, b: int, c: bool) -> int:
-        return estimate_bytes(parameters=parameters, trainable=trainable, hidden=hidden, layers=layers, vocab=vocab,
+        need = estimate_bytes(parameters=parameters, trainable=trainable, hidden=hidden, layers=layers, vocab=vocab,
                               seq_len=s, batch=b, checkpointing=c, weight_bytes=weight_bytes, act_bytes=act_bytes)
+        if shards > 1:  # as core.finetune.launchers.plan_memory counts a sharded GPU
+            owned = parameters * weight_bytes + trainable * 16
+            need += owned // shards - owned + 2 * parameters * weight_bytes // max(1, layers)
+        return need * max(1, copies)
 
     for s in seq_options:
         for c in ckpt_options:
@@ -113,6 +120,11 @@ def plan(
                     return Plan(device, bf16, weight_bytes, s, b, accum, c, need, available)
     s, b, c = seq_options[-1], batch_options[-1], ckpt_options[-1]
     need = cost(s, b, c)
+    if copies > 1:
+        raise TrainingError(
+            f"Not enough memory for {copies} processes: each holds its own copy of the model (about "
+            f"{need / copies / GB:.1f} GB each, {need / GB:.1f} GB together) but {available / GB:.1f} GB is free: use "
+            "fewer processes (--nproc), a smaller model, or lower --seq-len or --batch.")
     fixed = ", ".join(n for n, v in (("--seq-len", seq_len), ("--batch", batch)) if v) or "the smallest settings"
     raise TrainingError(
         f"Not enough memory: training {parameters / 1e6:.0f}M parameters with {fixed} needs about "

@@ -91,6 +91,12 @@ def shard_model(model: Any, settings: ShardSettings) -> Any:
         module.set_gradient_divide_factor(1.0)  # a sum over the ranks: see the module's docstring
         # Plain SUM collectives: gloo has no PREMUL_SUM, and NCCL's zero-copy transfers want SUM too.
         module.set_force_sum_reduction_for_comms(True)
+    if callable(getattr(model, "generate", None)):
+        # generate() runs the inner model's forward, not the root's: without this the root's own weights
+        # (embeddings, output layer) would stay sharded (torch.distributed.fsdp.register_fsdp_forward_method).
+        from torch.distributed.fsdp import register_fsdp_forward_method
+
+        register_fsdp_forward_method(model, "generate")
     return model
 
 
@@ -103,3 +109,95 @@ def full_state_dict(model: Any, *, trainable_only: bool = True) -> dict[str, Any
         wanted = {name for name, p in model.named_parameters() if p.requires_grad}
         state = {k: v for k, v in state.items() if k in wanted}
     return dict(state)
+
+
+def is_sharded(tensor: Any) -> bool:
+    """Whether ``tensor`` is a parameter FSDP2 sharded (a DTensor): its gradient is reduced by FSDP itself."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(tensor, DTensor)
+
+
+def gather_trainable(model: Any, *, main: bool) -> dict[str, Any]:
+    """The trained weights gathered whole (``DTensor.full_tensor``, a collective: every rank calls it, in the
+    same order), on CPU on rank 0; the others get an empty dict. Only the trained weights travel, not the
+    frozen base (``full_state_dict`` gathers everything, then drops what is not trained)."""
+    out: dict[str, Any] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        whole = p.detach().full_tensor() if is_sharded(p) else p.detach()
+        if main:
+            out[name] = whole.cpu().clone()
+    return out
+
+
+def save_prepared(prepared: Any, folder: Any, *, main: bool, whole_model: bool) -> None:
+    """Save a sharded model's result as ``Prepared.save`` would: gathered whole, written by rank 0 alone.
+
+    ``whole_model`` (a method whose output is the model) gathers every weight; an adapter only its
+    trained weights plus the buffers (peft's ``save_pretrained(state_dict=...)`` keeps what it saves of them,
+    e.g. VeRA's projections). Every rank calls it.
+    """
+    model = prepared.model
+    state = full_state_dict(model, trainable_only=False) if whole_model else gather_trainable(model, main=main)
+    if not main:
+        return
+    if not whole_model:
+        state.update({name: b.detach().cpu() for name, b in model.named_buffers()})
+    model.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
+
+
+def clip_grad_norm(params: list[Any], max_norm: float) -> float:
+    """Clip the gradients of ``params`` to a total L2 norm of ``max_norm`` over every rank, as one process would.
+
+    FSDP's gradient shards are disjoint (each rank holds its rows of every sharded gradient), so their
+    squares add up over the ranks; a gradient FSDP does not own was summed already and is the same on every
+    rank, so it counts once. The coefficient is ``torch.nn.utils.clip_grad_norm_``'s: max / (norm + 1e-6), at most 1.
+    """
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    device = (grads[0].to_local() if is_sharded(grads[0]) else grads[0]).device
+    local = torch.zeros((), dtype=torch.float32, device=device)
+    plain = torch.zeros((), dtype=torch.float32, device=device)
+    for g in grads:
+        if is_sharded(g):
+            local += g.to_local().float().pow(2).sum()
+        else:
+            plain += g.float().pow(2).sum()
+    dist.all_reduce(local, op=dist.ReduceOp.SUM)
+    total = float((local + plain).sqrt())
+    coef = min(1.0, max_norm / (total + 1e-6))
+    if coef < 1.0:
+        with torch.no_grad():
+            for g in grads:
+                g.mul_(coef)
+    return total
+
+
+def checkpoint_state(model: Any, optimizer: Any, *, main: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(trained weights, optimizer state) gathered whole, keyed by parameter name; rank 0 gets them, every
+    rank calls it (collectives). Resumable by ``load_checkpoint_state`` under any number of ranks that shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    weights = gather_trainable(model, main=main)
+    optim = get_optimizer_state_dict(model, optimizer,
+                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return weights, (dict(optim) if main else {})
+
+
+def load_checkpoint_state(model: Any, optimizer: Any, weights: dict[str, Any], optim: dict[str, Any]) -> None:
+    """Put a ``checkpoint_state`` (whole, on every rank) back into the sharded model and its optimizer."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(model, weights, options=options)
+    set_optimizer_state_dict(model, optimizer, optim, options=options)

@@ -83,10 +83,13 @@ class Trainer:
     def __init__(
         self, prepared: Prepared, settings: TrainSettings, train: PackedRows, held_out: PackedRows,
         *, device: torch.device, packing: bool, emit: Emit, should_stop: Callable[[], bool], checkpoint_dir: Path,
-        dist: Dist | None = None,
+        dist: Dist | None = None, sharded: bool = False,
     ) -> None:
         self.p = prepared
         self.dist = dist or Dist()  # several processes: each takes its share of every step (core.finetune.distributed)
+        # FSDP (core.finetune.sharding): every forward is a collective, so every rank runs every forward
+        # (evaluation, samples, the knowledge check too) and the same number of them in each step.
+        self.sharded = sharded and self.dist.enabled
         self.s = settings
         self.device = device
         self.packing = packing
@@ -103,7 +106,9 @@ class Trainer:
         self.softcap = float(getattr(config, "final_logit_softcapping", None) or 0.0)
         self.compute_dtype = torch.bfloat16 if settings.bf16 else torch.float32
         self._head_lowp: torch.Tensor | None = None
-        self.fast = packing  # verified on the first batch
+        # Verified on the first batch. Sharded, the decoder and the output layer must run inside the root
+        # module's forward (FSDP2 gathers the root's own weights, the output layer among them, in its hooks).
+        self.fast = packing and not self.sharded
         self.schedule = self._schedule()
         self.total_steps = len(self.schedule)
         self.ref_logp: torch.Tensor | None = None
@@ -166,9 +171,14 @@ class Trainer:
             nll = token_nll(hidden[mask], self.head.weight, targets[mask], softcap=self.softcap,
                             compute_dtype=self.compute_dtype, weight_lowp=self._head_weight_lowp())
         else:
-            attention = (batch["segments"] >= 0).long()
+            if self.sharded and self.packing:
+                # Packed rows, as the fast path runs them: positions restart per example, so the model masks
+                # each example off from the others (transformers' packed-sequence detection).
+                inputs = {"position_ids": batch["positions"], "attention_mask": None}
+            else:
+                inputs = {"attention_mask": (batch["segments"] >= 0).long()}
             with self._autocast():
-                logits = self.p.model(input_ids=batch["input_ids"], attention_mask=attention, use_cache=False).logits
+                logits = self.p.model(input_ids=batch["input_ids"], use_cache=False, **inputs).logits
             logits = logits[:, -targets.shape[1] :].float()
             nll = torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="none")
         return nll, batch["segments"][mask]
@@ -205,13 +215,14 @@ class Trainer:
         n_segments = int(rows["segments"].max()) + 1
         out = torch.zeros(n_segments, device=self.device)
         ctx = self.p.reference() if self.p.has_reference else nullcontext()
-        if self.dist.enabled:  # each rank scores its share of the rows; the pairs' sums add up
+        if self.dist.enabled and not self.sharded:  # each rank scores its share of the rows; the pairs' sums add up
             mine = self.dist.share(range(rows["input_ids"].shape[0]))
             rows = {k: v[mine[0] : mine[-1] + 1] for k, v in rows.items()} if mine else {k: v[:0] for k, v in rows.items()}
         with torch.no_grad(), ctx:
             for part in self.batches(rows):
                 out += self.segment_logp(part, n_segments)
-        return self.dist.all_reduce(out)
+        # Sharded, every rank scored every row (the forwards are collectives): nothing to add up.
+        return out if self.sharded else self.dist.all_reduce(out)
 
     def batches(self, rows: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
         """``rows`` in micro-batches of ``batch`` rows, each trimmed of trailing padding (``take``)."""
@@ -242,7 +253,11 @@ class Trainer:
             for g in optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * factor
             loss_value, tokens, stop_asked = self._accumulate(micro_batches)
-            if self.s.max_grad_norm:
+            if self.s.max_grad_norm and self.sharded:
+                from core.finetune.sharding import clip_grad_norm
+
+                clip_grad_norm(params, self.s.max_grad_norm)
+            elif self.s.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -261,7 +276,7 @@ class Trainer:
             state.history.append({"step": state.step, "loss": event["loss"]})
             self.emit(event)
             if self.eval_rows is not None and state.step % eval_every == 0 and state.step < self.total_steps:
-                if self.dist.main:  # rank 0 measures; the others wait for it (a patient barrier)
+                if self.dist.main or self.sharded:  # rank 0 measures (sharded: all take part); the others wait
                     measured = self.evaluate()
                     state.evals.append({"step": state.step, "eval_loss": measured["eval_loss"]})
                     self.emit({"event": "eval", "step": state.step, **measured})
@@ -270,7 +285,7 @@ class Trainer:
             # Alone, the stop request is read here; among several, rank 0's answer came with the step's sum.
             stop = self.should_stop() if not self.dist.enabled else stop_asked
             if stop or (self.s.save_every and state.step % self.s.save_every == 0 and state.step < self.total_steps):
-                if self.dist.main:
+                if self.dist.main or self.sharded:  # sharded: every rank gathers, rank 0 writes
                     self.save_checkpoint(optimizer, state)
                 self.dist.barrier()
             if stop:
@@ -289,10 +304,17 @@ class Trainer:
         everything = [torch.tensor(m, device=self.device) for m in micro_batches]
         tokens = sum(int((self.train_rows["segments"][r] >= 0).sum()) for r in everything)
         rows = everything
+        idle = 0
         if self.dist.enabled:
-            mine = self.dist.share([i for m in micro_batches for i in m])
+            step_rows = [i for m in micro_batches for i in m]
+            mine = self.dist.share(step_rows)
             rows = [torch.tensor(mine[i : i + self.s.batch], device=self.device)
                     for i in range(0, len(mine), self.s.batch)]
+            if self.sharded:
+                # Every rank must run as many forwards and backwards as rank 0 (the largest share), or FSDP's
+                # collectives wait forever: the missing ones are idle passes that add nothing.
+                largest = Dist(rank=0, world=self.dist.world).share(step_rows)
+                idle = -(-len(largest) // self.s.batch) - len(rows)
         total_loss = 0.0
         if self.s.objective == "dpo":
             assert self.ref_logp is not None
@@ -309,6 +331,7 @@ class Trainer:
                 loss = losses.sum() / max(1, n_pairs)
                 loss.backward()  # type: ignore[no-untyped-call]
                 total_loss += float(loss.detach())
+            self._idle_passes(idle, everything[0])
         else:
             n_trained = sum(int((self.train_rows["targets"][r] != IGNORE).sum()) for r in everything)
             for r in rows:
@@ -317,12 +340,27 @@ class Trainer:
                 loss = nll.sum() / max(1, n_trained)
                 loss.backward()  # type: ignore[no-untyped-call]
                 total_loss += float(loss.detach())
+            self._idle_passes(idle, everything[0])
         if not self.dist.enabled:
             return total_loss, tokens, False
         # One collective: the gradients, the step's loss and rank 0's stop request (so all stop together).
+        # Sharded, FSDP reduced its parameters' gradients in the backward: only the others are summed here.
         asked = 1.0 if self.dist.main and self.should_stop() else 0.0
-        total_loss, stop = self.dist.all_reduce_grads(self.p.trainable_parameters(), [total_loss, asked])
+        params = self.p.trainable_parameters()
+        if self.sharded:
+            from core.finetune.sharding import is_sharded
+
+            params = [p for p in params if not is_sharded(p)]
+        total_loss, stop = self.dist.all_reduce_grads(params, [total_loss, asked])
         return total_loss, tokens, stop > 0
+
+    def _idle_passes(self, count: int, rows: torch.Tensor) -> None:
+        """``count`` forward and backward passes that change no gradient: a few tokens of a row of the step, loss
+        times zero. A sharded rank with fewer rows than rank 0 runs them so FSDP's collectives pair up."""
+        for _ in range(count):
+            batch = {k: v[:, :8] for k, v in take(self.train_rows, rows[:1]).items()}
+            nll, _ = self.token_nll(batch)
+            (nll.sum() * 0.0).backward()  # type: ignore[no-untyped-call]
 
     def evaluate(self, *, reference: bool = False) -> dict[str, float]:
         """Held-out loss (mean NLL per trained token) and perplexity; DPO adds its loss and accuracy."""
@@ -348,13 +386,23 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, optimizer: torch.optim.Optimizer, state: TrainState, extra: dict[str, Any] | None = None) -> Path:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        """Write the checkpoint (rank 0). Sharded, every rank calls it: the weights and the optimizer's state are
+        gathered whole (collectives), so the checkpoint is the same as one process's, keyed by name."""
         path = self.checkpoint_dir / "state.pt"
+        if self.sharded:
+            from core.finetune.sharding import checkpoint_state
+
+            trainable, optim = checkpoint_state(self.p.model, optimizer, main=self.dist.main)
+            if not self.dist.main:
+                return path
+        else:
+            trainable, optim = self.p.trainable_state(), optimizer.state_dict()
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({
-            "step": state.step, "history": state.history, "evals": state.evals, "trainable": self.p.trainable_state(),
-            "optimizer": optimizer.state_dict(), "method": self.p.extra_state(), "rng": torch.get_rng_state(),
-            **(extra or {}),
+            "step": state.step, "history": state.history, "evals": state.evals, "trainable": trainable,
+            "optimizer": optim, "method": self.p.extra_state(), "rng": torch.get_rng_state(),
+            "sharded": self.sharded, **(extra or {}),
         }, tmp)
         os.replace(tmp, path)
         self.emit({"event": "checkpoint", "step": state.step})
@@ -367,8 +415,19 @@ class Trainer:
                                        if self.dist.main else None)
         else:
             data = torch.load(self.checkpoint_dir / "state.pt", map_location=self.device, weights_only=False)
-        self.p.load_trainable_state(data["trainable"])
-        optimizer.load_state_dict(data["optimizer"])
+        if bool(data.get("sharded")) != self.sharded:
+            from core.errors import TrainingError
+
+            raise TrainingError("This checkpoint was saved " + ("with" if data.get("sharded") else "without")
+                                + " FSDP sharding: resume it the way it was started (the same accelerate config, or "
+                                "hearth finetune --resume without it).")
+        if self.sharded:
+            from core.finetune.sharding import load_checkpoint_state
+
+            load_checkpoint_state(self.p.model, optimizer, data["trainable"], data["optimizer"])
+        else:
+            self.p.load_trainable_state(data["trainable"])
+            optimizer.load_state_dict(data["optimizer"])
         self.p.load_extra_state(data["method"])
         torch.set_rng_state(data["rng"])
         state = TrainState(step=int(data["step"]), history=list(data["history"]), evals=list(data.get("evals", [])))

@@ -135,9 +135,11 @@ def test_fsdp_when_only_sharded_fits_with_the_decoder_layer_wrapped(tmp_path: Pa
     assert "FSDP" in (small_gpu.folder / "README.txt").read_text()
     from core.finetune.launchers import JOB_SHARDS
 
-    if not JOB_SHARDS:  # until the job shards, the user hears it before renting GPUs
-        assert any("does not shard with FSDP yet" in n for n in small_gpu.notes)
-        assert "does not shard with FSDP yet" in (small_gpu.folder / "README.txt").read_text()
+    # The job shards (tests/core/test_fsdp_job.py), and the user reads so before renting GPUs.
+    assert JOB_SHARDS
+    assert any("job shards the model with FSDP2" in n for n in small_gpu.notes)
+    readme = (small_gpu.folder / "README.txt").read_text()
+    assert "job shards the model with FSDP2" in readme and "does not shard" not in readme
 
 
 def test_qlora_that_needs_fsdp_is_refused_with_the_reason_and_fits_ddp_when_small(tmp_path: Path) -> None:

@@ -1,0 +1,174 @@
+"""Hearth's own job sharded with FSDP: the exported FSDP launch run with ``accelerate launch`` on 2 CPU processes.
+
+The accelerate config is the one ``--export-launch`` writes when the model does not fit one GPU (a pretend 8B
+llama on 16 GB GPUs, as tests/core/test_launch_export.py forces it); the job it runs is the tiny random chat
+llama's, through ``core.finetune.rank`` and ``core.finetune.job`` as on a rented box: every decoder layer
+sharded (FSDP2 over gloo), evaluation, samples and checkpoints with both ranks, the adapter gathered whole and
+saved by rank 0. It must train as one process does with the same global batch, and its adapter must load back
+in peft and run in llama.cpp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import TrainingError
+from core.finetune.launch import spec_from_inputs
+from core.finetune.launchers import export_launch
+from core.finetune.resources import GB, available_memory, plan
+
+ROOT = Path(__file__).resolve().parents[2]
+# One process runs the fast loss path (decoder, then the output layer in chunks); sharded, the model's own
+# forward computes the logits (FSDP2 gathers the output layer in the root's hooks), with positions restarting
+# per packed example as the fast path gives them. The same maths in another order under this CPU's bf16
+# autocast, on rows shared out between the ranks: measured at most 0.3% apart over 6 steps of this tiny random
+# model (which learns fast); a gradient not summed over the ranks, or a rank's rows lost, moves it by 10% and more.
+RTOL = 2e-2
+ADAPTER_RTOL = 5e-2
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(GGUF file, Hugging Face folder) of the same tiny random chat llama."""
+    from tests.fixtures.tiny_hf import write_tiny_chat_llama, write_tiny_hf
+
+    folder = tmp_path_factory.mktemp("tiny-fsdp")
+    gguf = write_tiny_chat_llama(folder / "tiny-chat.gguf")
+    return gguf, write_tiny_hf(folder / "hf", gguf)
+
+
+def _pretend_llama_8b(folder: Path) -> Path:
+    """A Hugging Face llama folder whose bf16 weights are a sparse file the size of an 8B model."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 32,
+        "vocab_size": 128256, "max_position_embeddings": 8192, "torch_dtype": "bfloat16"}))
+    with open(folder / "model.safetensors", "wb") as handle:
+        handle.truncate(int(8e9 * 2))
+    return folder
+
+
+def _chat(path: Path, n: int = 24) -> Path:
+    colors = ["blue", "red"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps({"messages": [
+        {"role": "user", "content": f"what color is the {'sky' if i % 2 else 'dog'}"},
+        {"role": "assistant", "content": colors[i % 2]}]}) for i in range(n)), encoding="utf-8")
+    return path
+
+
+def _events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _losses(events: list[dict[str, Any]]) -> list[float]:
+    return [float(e["loss"]) for e in events if e["event"] == "step"]
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {**os.environ, "HEARTH_HOME": str(home), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+# -- the memory plan -------------------------------------------------------------------------------------------
+def test_the_plan_counts_every_process_copy_on_the_cpu_and_divides_what_is_sharded() -> None:
+    free = available_memory("cpu")
+    # fp32 weights of about 40% of the free memory: one copy fits, two do not.
+    common: dict[str, Any] = {"device": "cpu", "bf16": False, "trainable_fraction": 0.0, "hidden": 64, "layers": 4,
+                              "vocab": 256, "context": 128, "seq_len": 128, "batch": 1, "grad_accum": 1,
+                              "checkpointing": False, "full_weights": True}
+    parameters = int(free * 0.4 / 4)
+    assert plan(parameters=parameters, **common).predicted_bytes <= free
+    with pytest.raises(TrainingError, match=r"^Not enough memory for 2 processes: each holds its own copy") as caught:
+        plan(parameters=parameters, copies=2, **common)
+    assert "--nproc" in str(caught.value) and str(caught.value).count(". ") == 0  # one sentence
+    # Weights of twice the free memory fit when sharded over 8 (a quarter of it each, plus two of 32 layers gathered).
+    too_big = int(free * 2 / 4)
+    with pytest.raises(TrainingError, match="Not enough memory: training"):
+        plan(parameters=too_big, **{**common, "layers": 32})
+    sharded = plan(parameters=too_big, shards=8, **{**common, "layers": 32})
+    assert sharded.predicted_bytes < free * 0.85
+
+
+# -- the exported FSDP launch, for real -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from core.gguf_export.lora import export_lora_gguf
+    from tests.fixtures.tiny_hf_export import cosine, llama_logits, load_hf, torch_logits
+
+    gguf, hf = tiny_pair
+    data = _chat(tmp_path / "source" / "chat.jsonl")
+    # 2 x 3 rows per step: shares of 3 rows cut into micro-batches of 2 and 1 on each rank; the 25 rows of
+    # held-out loss, the sample and the checkpoint at step 3 are all sharded forwards both ranks run.
+    spec = spec_from_inputs(str(hf), data=str(data), name="sharded", max_steps=6, seq_len=64, batch=2, grad_accum=3,
+                            samples=1, sample_tokens=6, save_every=3, eval_every=3, lr=2e-3, device="cpu",
+                            method_options={"dropout": 0.0, "rank": 4, "alpha": 8})
+    job = export_launch(spec, tmp_path / "box", gpus_per_node=2, gpu_memory=24 * GB, copy_base=True)
+    big = export_launch(spec_from_inputs(str(_pretend_llama_8b(tmp_path / "llama-8b")), data=str(data), name="big"),
+                        tmp_path / "big", gpus_per_node=2, gpu_memory=16 * GB)
+    assert (job.strategy, big.strategy) == ("ddp", "fsdp")  # the tiny model fits any GPU: FSDP is forced
+    commands = [[line for line in (f / "launch.sh").read_text().splitlines() if "accelerate.commands.launch" in line]
+                for f in (job.folder, big.folder)]
+    assert commands[0] == commands[1] and len(commands[0]) == 1  # the same command runs either config
+    # The FSDP config as exported, with what only this test machine needs: the CPU, 2 processes, any free port.
+    config = (big.folder / "accelerate.yaml").read_text()
+    assert "distributed_type: FSDP" in config and "fsdp_transformer_layer_cls_to_wrap: LlamaDecoderLayer" in config
+    config = config.replace("use_cpu: false", "use_cpu: true").replace("main_process_port: 29500",
+                                                                         "main_process_port: 0")
+    (job.folder / "accelerate.yaml").write_text(config)
+
+    done = subprocess.run(["bash", str(job.folder / "launch.sh")], cwd=tmp_path, env=_env(tmp_path / "box-home"),
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    two = _events(done.stdout)
+    alone = subprocess.run([sys.executable, "-m", "core.finetune.rank", str(job.folder / "spec.json")], cwd=tmp_path,
+                           env=_env(tmp_path / "one-home"), capture_output=True, text=True, check=False)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    one = _events(alone.stdout)
+
+    settings = [next(e for e in run if e["event"] == "settings") for run in (one, two)]
+    assert [(s["processes"], s["sharded"]) for s in settings] == [(1, False), (2, True)]
+    assert settings[0]["total_steps"] == settings[1]["total_steps"] == 6
+    assert len(_losses(two)) == 6
+    assert _losses(two) == pytest.approx(_losses(one), rel=RTOL)
+    assert _losses(two)[-1] < _losses(two)[0]
+    kinds = [e["event"] for e in two]  # rank 0 alone speaks
+    assert kinds.count("done") == 1 and kinds.count("settings") == 1 and kinds.count("checkpoint") == 1
+    evals = [[e["eval_loss"] for e in run if e["event"] == "eval"] for run in (one, two)]
+    assert len(evals[1]) == 2 and evals[1] == pytest.approx(evals[0], rel=RTOL)
+
+    trained = Path(next(e for e in two if e["event"] == "done")["path"])
+    reference = Path(next(e for e in one if e["event"] == "done")["path"])
+    assert trained == tmp_path / "box-home" / "data" / "adapters" / "sharded"
+    manifest = json.loads((trained / "manifest.json").read_text())
+    assert manifest["hyperparameters"]["processes"] == 2
+    samples = manifest["metrics"]["samples"]
+    assert len(samples) == 1 and samples[0]["after"]  # generated by both ranks together, written by rank 0
+    # The adapter gathered whole: every LoRA weight of the one-process run, and close to its values.
+    mine, theirs = (load_file(str(f / "adapter_model.safetensors")) for f in (trained, reference))
+    assert mine.keys() == theirs.keys() and len(mine) == 28  # A and B of 7 projections x 2 layers
+    assert all(mine[k].shape == theirs[k].shape for k in mine)
+    diff = sum(float(((mine[k].float() - theirs[k].float()) ** 2).sum()) for k in mine)
+    norm = sum(float((theirs[k].float() ** 2).sum()) for k in mine)
+    assert (diff / norm) ** 0.5 < ADAPTER_RTOL
+
+    # It loads back in peft, exports to a GGUF LoRA, and llama.cpp computes the effect torch does.
+    tokens = [1, *range(262, 280)]
+    base_t = torch_logits(load_hf(hf), tokens)
+    adapted_t = torch_logits(PeftModel.from_pretrained(load_hf(hf), str(trained)), tokens)
+    exported = export_lora_gguf(trained, tmp_path / "sharded.gguf", base=gguf)
+    effect_t = adapted_t - base_t
+    effect_c = llama_logits(gguf, tokens, lora=exported.path) - llama_logits(gguf, tokens)
+    assert abs(effect_t).max() > 1e-3 and abs(effect_c).max() > 1e-3
+    assert cosine(effect_c, effect_t) >= 0.97
