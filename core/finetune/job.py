@@ -62,7 +62,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
     checkpoint_dir = work / "checkpoint"
     spec, resuming = dist.broadcast(_resolve_resume(spec, spec_data, work, emit) if dist.main else None)
     started = time.time()
-    keep_work = False
+    keep_work = resuming  # a resume that fails keeps the checkpoint it could not continue from
     try:
         emit({"event": "stage", "stage": "check", "message": "checking the data and the base model"})
         # Rank 0 reads the data and hands the prepared rows to the others: they need only the base model.

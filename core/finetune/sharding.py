@@ -200,4 +200,8 @@ def load_checkpoint_state(model: Any, optimizer: Any, weights: dict[str, Any], o
 
     options = StateDictOptions(full_state_dict=True, strict=False)
     set_model_state_dict(model, weights, options=options)
+    # The saved groups' settings (the trainer's initial_lr among them), as Optimizer.load_state_dict takes
+    # them: torch's loader looks up every saved key in the new groups.
+    for group, saved in zip(optimizer.param_groups, optim.get("param_groups", []), strict=False):
+        group.update({k: v for k, v in saved.items() if k != "params"})
     set_optimizer_state_dict(model, optimizer, optim, options=options)

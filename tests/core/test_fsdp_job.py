@@ -97,6 +97,24 @@ def test_the_plan_counts_every_process_copy_on_the_cpu_and_divides_what_is_shard
     assert sharded.predicted_bytes < free * 0.85
 
 
+def test_qlora_and_delta_lora_are_refused_when_the_launcher_asks_to_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.finetune.distributed import Dist
+    from core.finetune.job import _shard_settings
+    from core.finetune.methods import get_method
+
+    pair = Dist(rank=0, world=2)
+    assert _shard_settings(pair, get_method("qlora")) is None  # no FSDP asked: DDP, which QLoRA supports
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("FSDP_TRANSFORMER_CLS_TO_WRAP", "LlamaDecoderLayer")
+    with pytest.raises(TrainingError, match="QLoRA's 4-bit weights cannot be sharded with FSDP"):
+        _shard_settings(pair, get_method("qlora"))
+    with pytest.raises(TrainingError, match="delta-lora cannot be sharded with FSDP"):
+        _shard_settings(pair, get_method("delta-lora"))
+    assert _shard_settings(pair, get_method("lora")).layer_classes == ("LlamaDecoderLayer",)
+    assert _shard_settings(Dist(), get_method("lora")) is None  # one process has nothing to shard over
+
+
 # -- the exported FSDP launch, for real -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair: tuple[Path, Path],
@@ -162,6 +180,28 @@ def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair:
     diff = sum(float(((mine[k].float() - theirs[k].float()) ** 2).sum()) for k in mine)
     norm = sum(float((theirs[k].float() ** 2).sum()) for k in mine)
     assert (diff / norm) ** 0.5 < ADAPTER_RTOL
+
+    # Stopped at the first step (the stop file of Hearth's rank control, there from the start), then resumed with
+    # the same launch: the sharded checkpoint (gathered whole) puts the same weights and Adam state back.
+    home, control = tmp_path / "resume-home", tmp_path / "control"
+    control.mkdir()
+    (control / "stop").write_text("")
+    stopped = subprocess.run(["bash", str(job.folder / "launch.sh")], cwd=tmp_path,
+                             env={**_env(home), "HEARTH_RANK_CONTROL": str(control)}, capture_output=True, text=True,
+                             check=False)
+    assert stopped.returncode == 0, stopped.stderr[-4000:]
+    first = _events(stopped.stdout)
+    assert [e["step"] for e in first if e["event"] == "checkpoint"] == [1]
+    assert any(e["event"] == "cancelled" for e in first)
+    spec_file = job.folder / "spec.json"
+    spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "resume": True}))
+    resumed = subprocess.run(["bash", str(job.folder / "launch.sh")], cwd=tmp_path, env=_env(home),
+                             capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    second = _events(resumed.stdout)
+    assert next(e for e in second if e["event"] == "resumed")["step"] == 1
+    assert [e["step"] for e in second if e["event"] == "step"] == [2, 3, 4, 5, 6]
+    assert _losses(first) + _losses(second) == pytest.approx(_losses(two), rel=1e-4)  # measured: equal
 
     # It loads back in peft, exports to a GGUF LoRA, and llama.cpp computes the effect torch does.
     tokens = [1, *range(262, 280)]
