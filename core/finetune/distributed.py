@@ -175,8 +175,15 @@ class Dist:
                 offset += g.numel()
             if index == 0:
                 summed = [float(x) for x in flat[offset:].tolist()]
+        # No gradient of its own to sum (FSDP reduced them all): the extras alone, on the backend's device.
         return summed if grads else [float(x) for x in self.all_reduce(
-            torch.tensor(list(extras), dtype=torch.float32)).tolist()]
+            torch.tensor(list(extras), dtype=torch.float32, device=self._wire())).tolist()]
+
+    def _wire(self) -> torch.device:
+        """Where this backend's collectives take tensors: NCCL only from this rank's GPU, gloo from the CPU."""
+        import torch
+
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
     def sync_parameters(self, params: Iterable[torch.Tensor]) -> None:
         """Every rank starts from rank 0's values of ``params`` (the trainable weights), as DDP does."""
@@ -184,8 +191,14 @@ class Dist:
             return
         import torch.distributed as dist
 
+        wire = self._wire()
         for p in params:
-            dist.broadcast(p.data, src=0)
+            if p.device == wire:
+                dist.broadcast(p.data, src=0)
+            else:  # weights still in RAM (to be sharded onto the GPUs) travel through the GPU under NCCL
+                moved = p.data.to(wire)
+                dist.broadcast(moved, src=0)
+                p.data.copy_(moved)
 
     def check_same(self, fingerprint: str, what: str) -> None:
         """Refuse to train when a rank's ``fingerprint`` of ``what`` differs from rank 0's."""

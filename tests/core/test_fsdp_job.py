@@ -116,6 +116,35 @@ def test_qlora_and_delta_lora_are_refused_when_the_launcher_asks_to_shard(monkey
 
 
 # -- the exported FSDP launch, for real -------------------------------------------------------------------------
+def _export_sharded(spec: Any, tmp_path: Path, data: Path) -> Path:
+    """Export ``spec`` and give its folder the FSDP config --export-launch writes for a model that does not fit one
+    GPU (a pretend 8B llama on 16 GB GPUs), with what only this test machine needs: the CPU, any free port."""
+    job = export_launch(spec, tmp_path / "box", gpus_per_node=2, gpu_memory=24 * GB, copy_base=True)
+    big = export_launch(spec_from_inputs(str(_pretend_llama_8b(tmp_path / "llama-8b")), data=str(data), name="big"),
+                        tmp_path / "big", gpus_per_node=2, gpu_memory=16 * GB)
+    assert (job.strategy, big.strategy) == ("ddp", "fsdp")  # the tiny model fits any GPU: FSDP is forced
+    commands = [[line for line in (f / "launch.sh").read_text().splitlines() if "accelerate.commands.launch" in line]
+                for f in (job.folder, big.folder)]
+    assert commands[0] == commands[1] and len(commands[0]) == 1  # the same command runs either config
+    config = (big.folder / "accelerate.yaml").read_text()
+    assert "distributed_type: FSDP" in config and "fsdp_transformer_layer_cls_to_wrap: LlamaDecoderLayer" in config
+    config = config.replace("use_cpu: false", "use_cpu: true").replace("main_process_port: 29500",
+                                                                         "main_process_port: 0")
+    (job.folder / "accelerate.yaml").write_text(config)
+    return job.folder
+
+
+def _launch_and_alone(folder: Path, tmp_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The events of launch.sh (2 ranks, sharded) and of the same spec in one process, each in its own Hearth home."""
+    done = subprocess.run(["bash", str(folder / "launch.sh")], cwd=tmp_path, env=_env(tmp_path / "box-home"),
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    alone = subprocess.run([sys.executable, "-m", "core.finetune.rank", str(folder / "spec.json")], cwd=tmp_path,
+                           env=_env(tmp_path / "one-home"), capture_output=True, text=True, check=False)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    return _events(done.stdout), _events(alone.stdout)
+
+
 @pytest.mark.slow
 def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair: tuple[Path, Path],
                                                                        tmp_path: Path) -> None:
@@ -132,28 +161,8 @@ def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair:
     spec = spec_from_inputs(str(hf), data=str(data), name="sharded", max_steps=6, seq_len=64, batch=2, grad_accum=3,
                             samples=1, sample_tokens=6, save_every=3, eval_every=3, lr=2e-3, device="cpu",
                             method_options={"dropout": 0.0, "rank": 4, "alpha": 8})
-    job = export_launch(spec, tmp_path / "box", gpus_per_node=2, gpu_memory=24 * GB, copy_base=True)
-    big = export_launch(spec_from_inputs(str(_pretend_llama_8b(tmp_path / "llama-8b")), data=str(data), name="big"),
-                        tmp_path / "big", gpus_per_node=2, gpu_memory=16 * GB)
-    assert (job.strategy, big.strategy) == ("ddp", "fsdp")  # the tiny model fits any GPU: FSDP is forced
-    commands = [[line for line in (f / "launch.sh").read_text().splitlines() if "accelerate.commands.launch" in line]
-                for f in (job.folder, big.folder)]
-    assert commands[0] == commands[1] and len(commands[0]) == 1  # the same command runs either config
-    # The FSDP config as exported, with what only this test machine needs: the CPU, 2 processes, any free port.
-    config = (big.folder / "accelerate.yaml").read_text()
-    assert "distributed_type: FSDP" in config and "fsdp_transformer_layer_cls_to_wrap: LlamaDecoderLayer" in config
-    config = config.replace("use_cpu: false", "use_cpu: true").replace("main_process_port: 29500",
-                                                                         "main_process_port: 0")
-    (job.folder / "accelerate.yaml").write_text(config)
-
-    done = subprocess.run(["bash", str(job.folder / "launch.sh")], cwd=tmp_path, env=_env(tmp_path / "box-home"),
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    two = _events(done.stdout)
-    alone = subprocess.run([sys.executable, "-m", "core.finetune.rank", str(job.folder / "spec.json")], cwd=tmp_path,
-                           env=_env(tmp_path / "one-home"), capture_output=True, text=True, check=False)
-    assert alone.returncode == 0, alone.stderr[-4000:]
-    one = _events(alone.stdout)
+    folder = _export_sharded(spec, tmp_path, data)
+    two, one = _launch_and_alone(folder, tmp_path)
 
     settings = [next(e for e in run if e["event"] == "settings") for run in (one, two)]
     assert [(s["processes"], s["sharded"]) for s in settings] == [(1, False), (2, True)]
@@ -186,16 +195,16 @@ def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair:
     home, control = tmp_path / "resume-home", tmp_path / "control"
     control.mkdir()
     (control / "stop").write_text("")
-    stopped = subprocess.run(["bash", str(job.folder / "launch.sh")], cwd=tmp_path,
+    stopped = subprocess.run(["bash", str(folder / "launch.sh")], cwd=tmp_path,
                              env={**_env(home), "HEARTH_RANK_CONTROL": str(control)}, capture_output=True, text=True,
                              check=False)
     assert stopped.returncode == 0, stopped.stderr[-4000:]
     first = _events(stopped.stdout)
     assert [e["step"] for e in first if e["event"] == "checkpoint"] == [1]
     assert any(e["event"] == "cancelled" for e in first)
-    spec_file = job.folder / "spec.json"
+    spec_file = folder / "spec.json"
     spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "resume": True}))
-    resumed = subprocess.run(["bash", str(job.folder / "launch.sh")], cwd=tmp_path, env=_env(home),
+    resumed = subprocess.run(["bash", str(folder / "launch.sh")], cwd=tmp_path, env=_env(home),
                              capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     second = _events(resumed.stdout)
@@ -212,3 +221,41 @@ def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair:
     effect_c = llama_logits(gguf, tokens, lora=exported.path) - llama_logits(gguf, tokens)
     assert abs(effect_t).max() > 1e-3 and abs(effect_c).max() > 1e-3
     assert cosine(effect_c, effect_t) >= 0.97
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["documents", "dpo"])
+def test_the_knowledge_check_and_dpo_run_sharded_like_one_process(kind: str, tiny_pair: tuple[Path, Path],
+                                                                  tmp_path: Path) -> None:
+    """Documents: the knowledge check (before and after) and a sample, every rank in the sharded forwards. DPO: the
+    reference log-probabilities, scored by every rank on every row (not shared out, as unsharded ranks do)."""
+    _gguf, hf = tiny_pair
+    source = tmp_path / "source"
+    source.mkdir()
+    if kind == "documents":
+        (source / "facts.md").write_text((
+            "Marta Olsen founded the Lantern Bakery in Bergen in 1987. The bakery sells cardamom buns every Saturday. "
+            "Its oven was built by Henrik Dahl from Oslo. The river Kvitelva runs past the bakery to the fjord. ") * 6,
+            encoding="utf-8")
+        spec = spec_from_inputs(str(hf), docs=[str(source)], name=kind, max_steps=4, seq_len=128, batch=2,
+                                grad_accum=1, samples=1, sample_tokens=4, save_every=0, lr=5e-3, device="cpu",
+                                method_options={"dropout": 0.0})
+        data = _chat(tmp_path / "chat.jsonl")  # for the pretend big model's export only
+    else:
+        data = source / "pref.jsonl"
+        data.write_text("\n".join(json.dumps({"prompt": f"what color is the sky {i}", "chosen": "blue",
+                                               "rejected": "red dog"}) for i in range(16)), encoding="utf-8")
+        # The pair shares one row; 2 x 2 rows per step, one micro-batch per rank.
+        spec = spec_from_inputs(str(hf), data=str(data), name=kind, max_steps=4, seq_len=128, batch=2, grad_accum=2,
+                                samples=0, save_every=0, lr=1e-3, dpo_beta=0.5, device="cpu",
+                                method_options={"dropout": 0.0})
+    two, one = _launch_and_alone(_export_sharded(spec, tmp_path, data), tmp_path)
+    assert next(e for e in two if e["event"] == "settings")["sharded"]
+    assert len(_losses(two)) == 4 and _losses(two) == pytest.approx(_losses(one), rel=RTOL, abs=1e-4)
+    finals = [next(e for e in run if e["event"] == "done")["metrics"] for run in (one, two)]
+    assert finals[1]["after"]["eval_loss"] == pytest.approx(finals[0]["after"]["eval_loss"], rel=RTOL)
+    if kind == "documents":
+        checks = [[e for e in run if e["event"] == "knowledge"] for run in (one, two)]
+        assert [c["phase"] for c in checks[1]] == ["before", "after"] and checks[1][0]["total"] >= 1
+        assert [c["picked"] for c in checks[1]] == [c["picked"] for c in checks[0]]
+        assert len(finals[1]["samples"]) == 1 and finals[1]["samples"][0]["prompt"] == finals[0]["samples"][0]["prompt"]
