@@ -135,17 +135,25 @@ def gather_trainable(model: Any, *, main: bool) -> dict[str, Any]:
 def save_prepared(prepared: Any, folder: Any, *, main: bool, whole_model: bool) -> None:
     """Save a sharded model's result as ``Prepared.save`` would: gathered whole, written by rank 0 alone.
 
-    ``whole_model`` (a method whose output is the model) gathers every weight; an adapter only its
-    trained weights plus the buffers (peft's ``save_pretrained(state_dict=...)`` keeps what it saves of them,
-    e.g. VeRA's projections). Every rank calls it.
+    ``whole_model`` (a method whose output is the model) gathers every weight. An adapter gathers only its
+    trained weights, plus the tensors FSDP does not shard (buffers such as VeRA's projections), and is saved
+    by peft (``save_pretrained(state_dict=...)``) with the root's own weights gathered whole meanwhile: peft
+    runs prompt tuning's encoder to save its prompt. Every rank calls it (collectives).
     """
     model = prepared.model
-    state = full_state_dict(model, trainable_only=False) if whole_model else gather_trainable(model, main=main)
-    if not main:
+    if whole_model:
+        state = full_state_dict(model, trainable_only=False)
+        if main:
+            model.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
         return
-    if not whole_model:
-        state.update({name: b.detach().cpu() for name, b in model.named_buffers()})
-    model.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
+    plain = {k: v.detach().cpu() for k, v in model.state_dict().items() if not is_sharded(v)} if main else {}
+    model.unshard()
+    try:
+        state = gather_trainable(model, main=main)
+        if main:
+            model.save_pretrained(str(folder), state_dict={**plain, **state}, safe_serialization=True)
+    finally:
+        model.reshard()
 
 
 def clip_grad_norm(params: list[Any], max_norm: float) -> float:
