@@ -11,6 +11,8 @@ constructor does); each optimizer step's rows are shared out among the ranks; ea
 summed NLL divided by the whole step's count of trained tokens, so after an all-reduce (SUM) of the
 gradients every rank holds the gradient of the same loss one process would have computed, clips it the
 same way and takes the same step. Rank 0 alone speaks (events), measures, checkpoints and saves.
+Under accelerate's FSDP config the model is sharded instead (``core.finetune.sharding``): FSDP reduces the
+gradients it owns, and every rank takes part in every forward (measuring too); rank 0 still writes alone.
 """
 
 from __future__ import annotations

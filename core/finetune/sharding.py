@@ -6,6 +6,9 @@ reads them as accelerate's ``FullyShardedDataParallelPlugin`` does; ``shard_mode
 FSDP2 (``torch.distributed.fsdp.fully_shard``: per-parameter sharding, so a frozen 16-bit base and fp32
 adapter weights shard side by side) to every decoder layer, then to the whole model; ``full_state_dict``
 gathers the weights whole on rank 0 (a collective: every rank calls it) so an adapter saves as usual.
+``core.finetune.job`` uses the rest when accelerate asks for FSDP: ``save_prepared`` (the method's result,
+gathered), ``checkpoint_state``/``load_checkpoint_state`` (a checkpoint keyed by name, whole), and
+``clip_grad_norm`` (the norm over every rank's shards).
 
 Gradients are summed over the ranks, not averaged (``set_gradient_divide_factor(1)``): Hearth's ranks
 divide each loss by the whole step's token count (``core.finetune.distributed``), so a sum is the
