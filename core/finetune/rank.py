@@ -222,5 +222,17 @@ def _leave_group() -> None:
         pass
 
 
+def _end(code: int) -> None:
+    """Exit with ``code`` once the outcome is written, skipping C++ teardown: gloo's threads, still joinable
+    when their statics are destroyed, can abort a finished process ("terminate called without an active
+    exception"), and the launcher would read a run that finished as a rank that failed."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _end(main())

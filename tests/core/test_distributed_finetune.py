@@ -67,6 +67,12 @@ def _job(spec: dict[str, Any], log: Path) -> tuple[int, list[dict[str, Any]]]:
     return job.wait(timeout=120), events
 
 
+def _why(events: list[dict[str, Any]], log: Path) -> str:
+    """A failed job's error events (a bug's traceback rides in ``detail``), then its log's tail."""
+    errors = [f"{e.get('kind')}: {e.get('message')}\n{e.get('detail', '')}" for e in events if e["event"] == "error"]
+    return "\n".join(errors) + "\n--- log ---\n" + log.read_text(errors="replace")[-3000:]
+
+
 def _losses(events: list[dict[str, Any]]) -> list[float]:
     return [float(e["loss"]) for e in events if e["event"] == "step"]
 
@@ -174,7 +180,8 @@ def test_two_processes_give_the_loss_curve_of_one(objective: str, batch: int, gr
             "save_every": 0, "samples": 0, "device": "cpu", "method_options": {"dropout": 0.0}, **extra}
     code_one, one = _job({**spec, "name": f"one-{objective}"}, tmp_path / "one.log")
     code_two, two = _job({**spec, "name": f"two-{objective}", "nproc": 2}, tmp_path / "two.log")
-    assert code_one == 0 and code_two == 0, (tmp_path / "two.log").read_text()[-3000:]
+    assert code_one == 0, _why(one, tmp_path / "one.log")
+    assert code_two == 0, _why(two, tmp_path / "two.log")
     assert len(_losses(one)) == len(_losses(two)) == 8
     assert _losses(two) == pytest.approx(_losses(one), rel=RTOL, abs=ATOL)
     assert _losses(two)[-1] < _losses(two)[0]  # it learned something, on both
@@ -215,7 +222,7 @@ def test_the_adapter_of_two_processes_runs_in_llama_cpp(tiny_pair: tuple[Path, P
                          "max_steps": 12, "lr": 1e-2, "seq_len": 64, "batch": 2, "grad_accum": 2, "save_every": 0,
                          "samples": 0, "device": "cpu", "nproc": 2, "method_options": {"rank": 4, "alpha": 8}},
                         tmp_path / "job.log")
-    assert code == 0, (tmp_path / "job.log").read_text()[-3000:]
+    assert code == 0, _why(events, tmp_path / "job.log")
     folder = Path(next(e for e in events if e["event"] == "done")["path"])
     exported = export_lora_gguf(folder, tmp_path / "ddp-colors.gguf", base=gguf)
     tokens = [1, *range(262, 280)]
@@ -265,7 +272,7 @@ def test_a_killed_job_of_two_processes_resumes_from_its_checkpoint(tiny_pair: tu
     assert saved in (4, 8)
 
     code, events = _job({**spec, "resume": True}, tmp_path / "job.log")
-    assert code == 0, (tmp_path / "job.log").read_text()[-3000:]
+    assert code == 0, _why(events, tmp_path / "job.log")
     assert next(e for e in events if e["event"] == "resumed")["step"] == saved
     steps = [e["step"] for e in events if e["event"] == "step"]
     assert steps == list(range(saved + 1, 15))
