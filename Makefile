@@ -17,11 +17,16 @@ LLAMA_CPP_VERSION := 0.3.36
 # the RPC backend (one more loadable library: `hearth rpc-worker`, models split across machines); no RDMA
 # transport, so the library needs nothing the target machine may lack. macOS: Metal,
 # which llama-cpp-python turns on itself. Add your own with CMAKE_ARGS, e.g. CMAKE_ARGS="-DGGML_CUDA=on".
+# Linux: GGML_VULKAN builds the Vulkan backend (AMD, Intel and NVIDIA GPUs) as one more loadable library,
+# which ggml loads only where a Vulkan driver answers; packaging/vulkan_deps.sh installs what it needs to
+# compile (Debian/Ubuntu; elsewhere it is built when glslc is there). HEARTH_VULKAN=off builds without it.
 UNAME_S := $(shell uname -s)
 ifeq ($(UNAME_S),Darwin)
 LLAMA_FLAGS := -DLLAVA_BUILD=ON -DGGML_RPC=ON -DGGML_RPC_RDMA=OFF $(CMAKE_ARGS)
 else
-LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DLLAVA_BUILD=ON -DGGML_RPC=ON -DGGML_RPC_RDMA=OFF $(CMAKE_ARGS)
+HEARTH_VULKAN ?= $(shell (command -v apt-get || command -v glslc) >/dev/null 2>&1 && echo on || echo off)
+VULKAN_FLAGS := $(if $(filter on,$(HEARTH_VULKAN)),-DGGML_VULKAN=ON)
+LLAMA_FLAGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DLLAVA_BUILD=ON -DGGML_RPC=ON -DGGML_RPC_RDMA=OFF $(VULKAN_FLAGS) $(CMAKE_ARGS)
 endif
 LLAMA_CMAKE_ARGS := $(LLAMA_FLAGS) -DCMAKE_PROJECT_INCLUDE=$(CURDIR)/packaging/llama_backends.cmake
 # The compiled wheel is kept per set of flags (and version of the install hook), outside the
@@ -38,7 +43,8 @@ $(BIN)/python:
 $(WHEEL_CACHE)/.built: | $(BIN)/python
 	@echo "Compiling llama.cpp (llama-cpp-python $(LLAMA_CPP_VERSION)); the first time takes several minutes..."
 	mkdir -p $(WHEEL_CACHE)
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) $(PIP) wheel -q --no-cache-dir --no-deps \
+	vulkan=""; if [ -n "$(VULKAN_FLAGS)" ]; then vulkan="$$(bash packaging/vulkan_deps.sh)" || exit 1; fi; \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$vulkan" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) $(PIP) wheel -q --no-cache-dir --no-deps \
 		-w $(WHEEL_CACHE) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
@@ -72,6 +78,7 @@ typecheck: setup-dev
 # in-process): a full run in one process aborted in Qt's teardown once, and each file passes alone.
 # A file whose process dies of a signal is shown with its crash and run once more (tests/run_each.py).
 test: lint typecheck
+	$(if $(VULKAN_FLAGS),bash packaging/vulkan_deps.sh --runtime >/dev/null)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q tests/core $(PYTEST_ARGS)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m tests.run_each tests/desktop/test_*.py -- $(PYTEST_ARGS)
 

@@ -47,6 +47,24 @@ run_check() {
 echo "GPUs: $GPUS x $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -n 1)"
 
 # ==== Section: one GPU (the GPU issue adds its single-GPU checks here) ====================================
+# On the first GPU. The llama.cpp checks run llama-cpp-python built for CUDA from $CUDA_SITE, ahead of the
+# venv's own build (left as it is), and say SKIP without it. GPU_CHECK_MODEL=FILE.gguf adds a larger model
+# to fit_vs_vram; HEARTH_LLAMA_SDIST=FILE.tar.gz builds from a local sdist instead of PyPI's.
+CUDA_SITE="$WORK/cuda-site"
+# llama-cpp-python 0.3.36 compiled with CUDA for this GPU (or the wheel kept in ~/.cache/hearth/gpu-check-wheel).
+run_check cuda_build "$PYTHON" "$ROOT/bench/gpu_single.py" cuda_build --work "$WORK/cuda-build" --cuda-site "$CUDA_SITE"
+# hearth hw with that build: each GPU's llama.cpp device and memory; fails when none runs on CUDA.
+run_check hw "$PYTHON" "$ROOT/bench/gpu_single.py" hw --work "$WORK/hw" --cuda-site "$CUDA_SITE"
+# The fit estimate's GPU bytes vs nvidia-smi at 2048, 8192 and 32768 tokens; fails on a >10% underestimate.
+run_check fit_vs_vram "$PYTHON" "$ROOT/bench/gpu_single.py" fit_vs_vram --work "$WORK/fit" --cuda-site "$CUDA_SITE"
+# 128 greedy tokens on the CPU vs fully offloaded to CUDA, prompt and decode tokens/s (medians of 3).
+run_check chat_speed "$PYTHON" "$ROOT/bench/gpu_single.py" chat_speed --work "$WORK/speed" --cuda-site "$CUDA_SITE"
+# 20-step LoRA and QLoRA (4-bit base, bitsandbytes) fine-tunes of the starter on CUDA through Hearth's job.
+run_check lora_cuda "$PYTHON" "$ROOT/bench/gpu_single.py" lora_cuda --work "$WORK/lora"
+run_check qlora_cuda "$PYTHON" "$ROOT/bench/gpu_single.py" qlora_cuda --work "$WORK/qlora"
+# lora_cuda's adapter exported to a GGUF LoRA and chatted with, fully offloaded.
+run_check adapter_chat "$PYTHON" "$ROOT/bench/gpu_single.py" adapter_chat --work "$WORK/adapter" \
+  --cuda-site "$CUDA_SITE" --adapter-from "$WORK/lora"
 
 
 # ==== Section: issue 23, many processes: NCCL DDP, the exported accelerate launch, FSDP ====================

@@ -12,13 +12,30 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from core.engine.params import DRAFT_MODES, LoadOptions, SamplingParams
+from core.engine.params import DRAFT_MODES, GPU_LAYERS_AUTO, LoadOptions, SamplingParams
 from core.errors import HearthError
 from core.paths import Paths, get_paths, write_text_atomic
 from core.workers import WORKER_USES, WorkerEntry, workers_from_json
 
 Theme = Literal["system", "light", "dark"]
 THEMES: tuple[str, ...] = ("system", "light", "dark")
+
+
+SETTINGS_VERSION = 2  # 2: GPU layers default to Auto, and the GPU switch (Settings.gpu)
+GPU_USES = ("auto", "off")
+_GPU_ENV = "HEARTH_GPU"  # read by the engine's processes (core.engine.backends.gpu_disabled)
+_GPU_ENV_MINE = "HEARTH_GPU_FROM_SETTINGS"  # set beside it when the settings, not the user's shell, turned it off
+
+
+def apply_gpu(settings: Settings) -> None:
+    """Make Settings.gpu hold for the engine processes this process starts (they read ``HEARTH_GPU``): "off" sets
+    it; "auto" clears it only where these settings set it (a ``HEARTH_GPU=off`` from the user's shell stays)."""
+    if settings.gpu == "off":
+        if os.environ.get(_GPU_ENV, "").lower() != "off":
+            os.environ[_GPU_ENV] = "off"
+            os.environ[_GPU_ENV_MINE] = "1"
+    elif os.environ.pop(_GPU_ENV_MINE, None):
+        os.environ.pop(_GPU_ENV, None)
 
 
 @dataclass
@@ -33,7 +50,7 @@ class ChatParameters:
     seed: int = -1
     max_tokens: int = 512
     n_ctx: int = 4096
-    n_gpu_layers: int = 0
+    n_gpu_layers: int = GPU_LAYERS_AUTO  # as many as fit; -1 all, 0 none
     n_threads: int = 0  # 0 = llama.cpp's choice (the physical cores)
     draft: str = "off"  # speculative decoding: "off", "lookup" or "model" (SamplingParams.draft)
     draft_model: str = ""  # the draft model's GGUF path, loaded beside the model when draft is "model"
@@ -56,8 +73,12 @@ class ChatParameters:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> ChatParameters:
-        """Known keys of ``data`` with the right types; anything else falls back to the default."""
+    def from_dict(cls, data: dict[str, Any] | None, *, version: int = SETTINGS_VERSION) -> ChatParameters:
+        """Known keys of ``data`` with the right types; anything else falls back to the default.
+
+        Files before version 2 saved GPU layers 0 as the default (the GPU was off unless set): read as Auto."""
+        if data is not None and version < 2 and data.get("n_gpu_layers") == 0:
+            data = {k: v for k, v in data.items() if k != "n_gpu_layers"}
         result = cls()
         for f in fields(cls):
             if data is None or f.name not in data:
@@ -70,6 +91,7 @@ class ChatParameters:
         if result.draft not in DRAFT_MODES:
             result.draft = cls.draft
         result.draft_max = min(max(result.draft_max, 1), 64)
+        result.n_gpu_layers = max(result.n_gpu_layers, GPU_LAYERS_AUTO)
         return result
 
 
@@ -124,6 +146,7 @@ class Settings:
     tool_timeout: float = 60.0  # seconds a tool call (MCP, Settings > Tools) may take
     workers: list[WorkerEntry] = field(default_factory=list)  # other machines (core.workers, Settings > Other machines)
     workers_use: str = "needed"  # core.workers.WORKER_USES: split only models too large for here, or every model
+    gpu: str = "auto"  # GPU_USES: "auto" runs models on the GPU where one is found, "off" never loads a GPU backend
 
     def parameters_for(self, model: str | None) -> ChatParameters:
         """The model's preset when it has one, else the default parameters."""
@@ -132,7 +155,7 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "version": 1,
+            "version": SETTINGS_VERSION,
             "theme": self.theme,
             "defaults": self.defaults.to_dict(),
             "presets": {name: p.to_dict() for name, p in self.presets.items()},
@@ -142,6 +165,7 @@ class Settings:
             "tool_timeout": self.tool_timeout,
             "workers": [w.to_dict() for w in self.workers],
             "workers_use": self.workers_use,
+            "gpu": self.gpu,
         }
 
     @classmethod
@@ -150,16 +174,21 @@ class Settings:
         raw = data.get("presets")
         presets: dict[str, Any] = raw if isinstance(raw, dict) else {}
         last = data.get("last_model")
+        raw_version = data.get("version")
+        version = raw_version if isinstance(raw_version, int) else 1
         return cls(
             theme=str(theme),
-            defaults=ChatParameters.from_dict(data.get("defaults") if isinstance(data.get("defaults"), dict) else None),
-            presets={str(k): ChatParameters.from_dict(v) for k, v in presets.items() if isinstance(v, dict)},
+            defaults=ChatParameters.from_dict(data.get("defaults") if isinstance(data.get("defaults"), dict) else None,
+                                              version=version),
+            presets={str(k): ChatParameters.from_dict(v, version=version) for k, v in presets.items()
+                     if isinstance(v, dict)},
             system_prompt=str(data.get("system_prompt") or ""),
             last_model=str(last) if isinstance(last, str) else None,
             server=ServerSettings.from_dict(data.get("server")),
             tool_timeout=_timeout(data.get("tool_timeout")),
             workers=workers_from_json(data.get("workers")),
             workers_use=data["workers_use"] if data.get("workers_use") in WORKER_USES else "needed",
+            gpu=data["gpu"] if data.get("gpu") in GPU_USES else "auto",
         )
 
 
@@ -191,10 +220,13 @@ def load_settings(paths: Paths | None = None) -> Settings:
         except OSError:
             pass
         return Settings()
-    return Settings.from_dict(data)
+    settings = Settings.from_dict(data)
+    apply_gpu(settings)
+    return settings
 
 
 def save_settings(settings: Settings, paths: Paths | None = None) -> None:
     """Write the settings atomically (a crash mid-write keeps the previous file)."""
     path = (paths or get_paths()).settings_file
     write_text_atomic(path, json.dumps(settings.to_dict(), indent=1))
+    apply_gpu(settings)

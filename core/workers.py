@@ -236,7 +236,14 @@ def fits_here(model: str | Path, options: LoadOptions) -> bool:
         shape = ModelShape.from_gguf(model)
     except (HearthError, OSError, ValueError):
         return True
-    estimate = estimate_memory(shape, n_ctx=options.n_ctx, n_gpu_layers=options.n_gpu_layers,
+    from core.engine.params import GPU_LAYERS_AUTO
+
+    layers = options.n_gpu_layers
+    if layers == GPU_LAYERS_AUTO:  # what the engine will offload (core.fit.offload)
+        from core.fit.offload import auto_gpu_layers
+
+        layers = auto_gpu_layers(model, options)
+    estimate = estimate_memory(shape, n_ctx=options.n_ctx, n_gpu_layers=layers,
                                flash_attn=options.flash_attn is not False)
     return bool(estimate.ram_bytes <= psutil.virtual_memory().available)
 

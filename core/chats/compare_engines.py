@@ -44,6 +44,7 @@ def fit_together(keys: Sequence[LoadKey]) -> bool:
     Compared with the RAM available now (and, when layers are offloaded, the free memory of the
     GPU with the most), so models already loaded are not counted twice: pass only those still to load.
     """
+    from core.engine.params import GPU_LAYERS_AUTO
     from core.fit import ModelShape, estimate_memory
     from core.hardware import detect_hardware
 
@@ -52,8 +53,13 @@ def fit_together(keys: Sequence[LoadKey]) -> bool:
     hardware = detect_hardware(with_llama=False)
     ram = gpu = 0
     for key in keys:
+        layers = key.options.n_gpu_layers
+        if layers == GPU_LAYERS_AUTO:  # what the engine will offload
+            from core.fit.offload import auto_gpu_layers
+
+            layers = auto_gpu_layers(key.path, key.options)
         estimate = estimate_memory(ModelShape.from_gguf(key.path), n_ctx=key.options.n_ctx,
-                                   n_gpu_layers=key.options.n_gpu_layers, n_batch=key.options.n_batch)
+                                   n_gpu_layers=layers, n_batch=key.options.n_batch)
         ram += estimate.ram_bytes
         gpu += estimate.gpu_bytes
     gpus = hardware.usable_gpus

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from core.chats import ChatStore
 from core.chats.session import ChatSession, ToolCallRequest, ToolCallResult
 from core.cli.cmd_tools import add_mcp_arguments, chat_tool_options, print_tool_item
-from core.cli.output import print_json, print_table, status_line
+from core.cli.output import GPU_LAYERS_HELP, gpu_layers, print_json, print_table, status_line
 from core.engine import Completion, Engine, LoadOptions, SamplingParams, TextChunk
 from core.errors import EngineCrashedError, HearthError, ImageError, NotFoundError, WorkerLostError
 from core.library import Library, load_options_for
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = p.add_argument_group("model loading")
     g.add_argument("--ctx", type=int, default=4096, help="context length in tokens (0: the model's own)")
     g.add_argument("--threads", type=int, default=None)
-    g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    g.add_argument("--gpu-layers", type=gpu_layers, default="auto", help=GPU_LAYERS_HELP)
     g.add_argument("--no-workers", action="store_true",
                    help="load on this computer alone, without the other machines of 'hearth workers'")
     g = p.add_argument_group("sampling")
@@ -172,8 +172,11 @@ def chat(args: argparse.Namespace) -> int:
 
             seeing = "; reads images" if getattr(status, "vision", False) else ""
             split = describe_split(status.split)
+            where = status.where  # "Vulkan0: Radeon 780M, 25/25 layers"
             print(f"[{entry.name}: {status.chat_format_description}; context {status.n_ctx}{seeing}"
-                  f"{'; ' + split if split else ''}]", file=sys.stderr)
+                  f"{'; ' + split if split else ''}{'; ' + where if where else ''}]", file=sys.stderr)
+            if status.gpu_note:
+                print(f"note: {status.gpu_note}", file=sys.stderr)
         embedder = _collection_embedder(collection, stack, quiet=args.json) if collection is not None else None
         tool_options = chat_tool_options(args, status, stack)
         ask = _docs_asker(collection, engine, status.n_ctx, args, session, embedder) if collection is not None else None

@@ -18,7 +18,7 @@ from core.chats.compare import (
     SideReady,
 )
 from core.cli.cmd_chat import add_sampling_flags
-from core.cli.output import print_json, status_line
+from core.cli.output import GPU_LAYERS_HELP, gpu_layers, print_json, status_line
 from core.engine import Completion, TextChunk
 from core.errors import HearthError, NotFoundError
 from core.settings import ChatParameters
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     defaults = ChatParameters()
     g.add_argument("--ctx", type=int, default=defaults.n_ctx, help="context length in tokens (0: the model's own)")
     g.add_argument("--threads", type=int, default=0, help="threads (0: the physical cores)")
-    g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    g.add_argument("--gpu-layers", type=gpu_layers, default="auto", help=GPU_LAYERS_HELP)
     add_sampling_flags(g, defaults)
     p.add_argument("--json", action="store_true", help="print both answers and their stats as JSON")
     p.set_defaults(func=compare)

@@ -300,6 +300,12 @@ class ProgressPrinter:
                        f"batch {event['batch']} x accum {event['grad_accum']}, lr {event['lr']:g}, {event['device']}"
                        + (", bf16" if event.get("bf16") else "")
                        + (f", {event['processes']} processes" if int(event.get("processes") or 1) > 1 else ""))
+            if event.get("device") == "cpu":
+                from core.finetune.cost import vulkan_remark
+
+                remark = vulkan_remark()  # a GPU that runs chats through Vulkan does not train
+                if remark:
+                    self._line(f"note: {remark}")
         elif kind == "data":
             skipped = event.get("skipped") or []
             held = (f"{event.get('held_out_examples')} held-out examples" if not event.get("knowledge_probes")

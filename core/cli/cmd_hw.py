@@ -62,19 +62,23 @@ def run_hw(args: argparse.Namespace) -> int:
     print_kv(pairs)
     if hw.gpus:
         print()
+        used = {g.index for g in hw.usable_gpus}
         rows = [
             [
                 g.index,
                 g.name,
                 g.vendor,
+                (f"{g.device} ({g.backend})" if g.device else "-") + (f", also {', '.join(g.also)}" if g.also else ""),
                 human_size(g.total_bytes),
                 human_size(g.free_bytes),
                 "unified" if g.unified else "",
+                "yes" if g.index in used else "no",
                 g.source,
             ]
             for g in hw.gpus
         ]
-        print_table(rows, ["#", "GPU", "vendor", "memory", "free", "", "from"])
+        print_table(rows, ["#", "GPU", "vendor", "llama.cpp device", "memory", "free", "", "used", "from"])
+    print(f"Models run on: {hw.runs_on}")
     for note in hw.notes:
         print(f"note: {note}")
     return 0

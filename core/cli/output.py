@@ -32,3 +32,23 @@ def print_kv(pairs: Sequence[tuple[str, Any]]) -> None:
 def status_line(text: str = "") -> None:
     """Rewrite the terminal's one-line status on stderr; empty text clears it. Callers check for a terminal."""
     print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+
+
+def gpu_layers(text: str) -> int:
+    """``--gpu-layers``: "auto" (as many as fit: GPU_LAYERS_AUTO), -1 (all) or a number of layers."""
+    import argparse
+
+    from core.engine.params import GPU_LAYERS_AUTO
+
+    if text.strip().lower() == "auto":
+        return GPU_LAYERS_AUTO
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not auto, -1 or a number of layers") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError("use auto (as many as fit), -1 (all) or a number of layers")
+    return value
+
+
+GPU_LAYERS_HELP = "layers to offload to the GPU: auto (default: as many as fit), -1 (all), 0 (none: the CPU)"

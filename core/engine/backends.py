@@ -29,9 +29,53 @@ class Backends:
     cpu_variant: str = ""  # the CPU library ggml picked, e.g. "haswell"; "" for a built-in CPU backend
     cpu_variants: list[str] = field(default_factory=list)  # every CPU variant this build carries
     registered: list[str] = field(default_factory=list)  # registry names after loading: "CPU", "CUDA"
+    gpu_off: bool = False  # HEARTH_GPU=off: no GPU backend library was loaded (gpu_disabled())
+    no_gpu_device: bool = False  # none loaded either: this machine has no GPU device node (gpu_device_present())
+
+
+def gpu_disabled() -> bool:
+    """Whether the user turned the GPU off (``HEARTH_GPU=off``, or Settings > System, which sets it for
+    the engine's processes): then no GPU backend library (CUDA, Vulkan...) is even loaded, so a driver
+    that crashes when asked cannot take the engine down."""
+    return os.environ.get("HEARTH_GPU", "").strip().lower() in ("off", "0", "no", "false", "cpu")
+
+
+# Device nodes through which a GPU driver reaches its hardware on Linux: DRM render nodes (AMD, Intel, and NVIDIA with
+# nvidia-drm), NVIDIA's own nodes, AMD's compute node, and WSL2's GPU paravirtualization (Vulkan through Dozen).
+_GPU_NODES = ("/dev/dri/renderD*", "/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_device_present() -> bool:
+    """Whether a GPU backend could find a device here. On Linux, a GPU driver needs a device node: where there is
+    none (a server, a container, a VM without a GPU), the GPU backends are not loaded at all, so a machine without
+    a GPU runs exactly as a CPU-only build (loading ggml-vulkan and the Vulkan drivers costs some 60 MB of memory).
+    ``GGML_VK_VISIBLE_DEVICES`` (a device named by hand, e.g. lavapipe, Mesa's Vulkan on the CPU) and
+    ``HEARTH_GPU=on`` load them anyway. Elsewhere (Windows) the drivers are asked."""
+    if os.environ.get("HEARTH_GPU", "").strip().lower() == "on" or os.environ.get("GGML_VK_VISIBLE_DEVICES"):
+        return True
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(glob.glob(pattern) for pattern in _GPU_NODES)
+
+
+_RPC_LIBRARY = re.compile(r"^(?:lib)?ggml-rpc\.(?:so|dll|dylib)$")  # other machines' devices: kept with the GPU off
 
 
 _loaded: Backends | None = None
+
+
+class _DevCaps(ctypes.Structure):
+    _fields_ = [("async_", ctypes.c_bool), ("host_buffer", ctypes.c_bool), ("buffer_from_host_ptr", ctypes.c_bool),
+                ("events", ctypes.c_bool), ("mmap_support", ctypes.c_bool)]
+
+
+class DevProps(ctypes.Structure):
+    """``struct ggml_backend_dev_props``, as ``ggml_backend_dev_get_props`` fills it (ggml/include/ggml-backend.h):
+    ``device_id`` is the PCI address of a PCI device ("0000:c1:00.0"), NULL when unknown."""
+
+    _fields_ = [("name", ctypes.c_char_p), ("description", ctypes.c_char_p), ("memory_free", ctypes.c_size_t),
+                ("memory_total", ctypes.c_size_t), ("type", ctypes.c_int), ("device_id", ctypes.c_char_p),
+                ("caps", _DevCaps)]
 
 
 def lib_dir() -> Path:
@@ -105,7 +149,11 @@ def load_backends() -> Backends:
     ggml.ggml_backend_reg_get.argtypes = [size_t]
     variants = _variants(folder)
     dynamic = ggml.ggml_backend_reg_count() == 0
-    if dynamic:
+    gpu_off = gpu_disabled()
+    no_device = not gpu_off and not gpu_device_present()
+    if dynamic and (gpu_off or no_device):
+        _load_without_gpu(ggml, folder, variants)
+    elif dynamic:
         ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
         ggml.ggml_backend_load_all_from_path(os.fsencode(folder))
     try:
@@ -124,5 +172,18 @@ def load_backends() -> Backends:
             folder, variants
         )
     llama_cpp.llama_backend_init()
-    _loaded = Backends(dynamic=dynamic, cpu_variant=variant, cpu_variants=variants, registered=registered)
+    _loaded = Backends(dynamic=dynamic, cpu_variant=variant, cpu_variants=variants, registered=registered,
+                       gpu_off=gpu_off, no_gpu_device=no_device and dynamic)
     return _loaded
+
+
+def _load_without_gpu(ggml: ctypes.CDLL, folder: Path, variants: list[str]) -> None:
+    """What ``ggml_backend_load_all_from_path`` loads, less the GPU backends: the CPU variant ggml's own rule
+    picks (``_scored_variant``) and RPC, each with ``ggml_backend_load`` (ggml-backend.h)."""
+    ggml.ggml_backend_load.restype = ctypes.c_void_p
+    ggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
+    best = _scored_variant(folder, variants) if variants else ""
+    for name in sorted(os.listdir(folder)):
+        variant = _VARIANT.match(name)
+        if (variant and variant.group(1) == best) or _RPC_LIBRARY.match(name):
+            ggml.ggml_backend_load(os.fsencode(folder / name))

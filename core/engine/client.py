@@ -8,14 +8,19 @@ fresh worker; nothing the caller keeps (such as the chat history) is affected.
 
 from __future__ import annotations
 
+import re
+import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from core.engine import rpc_state
+from core.engine.backends import gpu_disabled
 from core.engine.crash import describe_exit, oom_kills
 from core.engine.params import (
+    GPU_LAYERS_AUTO,
     Completion,
     EmbedResult,
     GenerationStats,
@@ -29,10 +34,12 @@ from core.errors import (
     EngineCrashedError,
     EngineError,
     EngineInternalError,
+    HearthError,
     ImageError,
     InvalidModelError,
     NoVisionError,
     WorkerError,
+    WorkerLostError,
 )
 
 START_TIMEOUT = 120.0
@@ -50,6 +57,13 @@ class Engine:
         self._load_request: tuple[str, LoadOptions] | None = None
         self._oom_kills: int | None = None  # the OS's count when the worker started, to tell OOM from other kills
         self.workers = rpc_state.WorkerState()  # other machines the model uses (LoadOptions.rpc_workers)
+        self.gpus: list[str] = []  # the worker's GPU devices ("Vulkan0"), as its llama.cpp lists them
+        # Set when the GPU backend failed (a driver that crashed or refused the model): this engine's workers
+        # then load no GPU backend and run on the CPU, and ``gpu_note`` says why in one sentence.
+        self.gpu_off = False
+        self.gpu_note = ""
+        self._exit_code: int | None = None  # how the last worker ended, when it died
+        self._worker_gpu_off = False  # the running worker was started without GPU backends
 
     # -- lifecycle -----------------------------------------------------------------------------
     def __enter__(self) -> Engine:
@@ -67,6 +81,17 @@ class Engine:
         return self._process is not None and self._process.is_alive()
 
     def _start(self) -> None:
+        try:
+            self._spawn()
+        except EngineCrashedError:
+            # A GPU driver that crashes when llama.cpp asks it for its devices takes the worker down before it
+            # is ready: start again without the GPU backends.
+            if self.gpu_off or gpu_disabled() or self._exit_code == -signal.SIGKILL:
+                raise
+            self._fall_back_to_cpu(f"the GPU driver crashed when llama.cpp started ({_exit_words(self._exit_code)})")
+            self._spawn()
+
+    def _spawn(self) -> None:
         import multiprocessing  # here, not at the top: the window starts without it (loaded with the first model)
 
         from core.engine import worker
@@ -76,7 +101,7 @@ class Engine:
         self._oom_kills = oom_kills()
         self._cancel = self._ctx.Value("i", 0, lock=False)
         self._process = self._ctx.Process(
-            target=worker.main, args=(child, self._cancel), name="hearth-engine", daemon=True
+            target=worker.main, args=(child, self._cancel, self.gpu_off), name="hearth-engine", daemon=True
         )
         self._process.start()
         child.close()  # so that the worker's death shows up as EOF here
@@ -85,6 +110,15 @@ class Engine:
         if answer.get("type") != "ready":
             self._kill()
             raise EngineError(answer.get("message", "The engine could not start."))
+        self.gpus = [str(g) for g in answer.get("gpus", [])]
+        self._worker_gpu_off = self.gpu_off or gpu_disabled()
+
+    def _fall_back_to_cpu(self, why: str) -> None:
+        """From now on this engine's workers load no GPU backend; ``gpu_note`` says why and what to do."""
+        self._kill()
+        self.gpu_off = True
+        self.gpu_note = (f"Running on the CPU: {why}. To keep the GPU off, turn it off in Settings > System "
+                         "(or set HEARTH_GPU=off); a driver update may fix it.")
 
     def _ensure_started(self) -> None:
         if not self.alive:
@@ -130,6 +164,7 @@ class Engine:
             code = self._process.exitcode if self._process is not None else None
             self._process and self._process.join(timeout=2)
             code = self._process.exitcode if self._process is not None else code
+            self._exit_code = code
             status = self.status
             self._kill()
             # ggml aborts the worker when an RPC worker stops answering: say which one went away.
@@ -192,13 +227,30 @@ class Engine:
         read_gguf_info(path)  # a clear message for a bad file before llama.cpp sees it
         with self._lock:
             options = self.workers.before_load(options)  # without workers lost earlier that still do not answer
+            if self.alive and self._worker_gpu_off != (self.gpu_off or gpu_disabled()):
+                self._kill()  # the GPU was turned off or on (Settings > System) since this worker started
+            wanted_gpu = options.n_gpu_layers != 0
+            if options.n_gpu_layers == GPU_LAYERS_AUTO:
+                options = replace(options, n_gpu_layers=self._auto_layers(path, options))
+            if self.gpu_off and options.n_gpu_layers != 0:
+                options = replace(options, n_gpu_layers=0)  # the GPU failed in this engine: the CPU, and say why
             if self.alive and self.workers.needs_new_process(options):
                 self._kill()  # ggml's registry keeps added workers: a load without them starts a clean process
             self.status = None
             self._load_request = (str(path), options)
             self.workers.loading(options)
             try:
-                answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()}, progress)
+                try:
+                    answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()}, progress)
+                except (InvalidModelError, EngineCrashedError) as exc:
+                    why = self._gpu_failure(options, exc)
+                    if why is None:
+                        raise
+                    # The GPU backend refused the model or its driver crashed: the same load on the CPU, once.
+                    self._fall_back_to_cpu(why)
+                    options = replace(options, n_gpu_layers=0)
+                    self._load_request = (str(path), options)
+                    answer = self._request({"op": "load", "path": str(path), "options": options.to_dict()}, progress)
             except EngineCrashedError:
                 raise
             except Exception:
@@ -207,8 +259,37 @@ class Engine:
             status = answer["status"]
             status["loras"] = [tuple(x) for x in status.get("loras", [])]
             status["split"] = [tuple(x) for x in status.get("split", [])]
+            status["offload"] = [tuple(x) for x in status.get("offload", [])]
+            status["gpu_note"] = self.gpu_note if self.gpu_off and wanted_gpu else ""
             self.status = ModelStatus(**status)
             return self.status
+
+    def _auto_layers(self, path: Path, options: LoadOptions) -> int:
+        """``GPU_LAYERS_AUTO`` resolved: none where the worker lists no GPU (nothing else is asked), else what
+        the fit estimate says fits (core.fit.offload)."""
+        if self.gpu_off or gpu_disabled():
+            return 0
+        self._ensure_started()
+        if not self.gpus:
+            return 0
+        from core.fit.offload import auto_gpu_layers
+
+        return auto_gpu_layers(path, options)
+
+    def _gpu_failure(self, options: LoadOptions, exc: HearthError) -> str | None:
+        """Why a failed load is the GPU's fault, in words, or None when it is not (then nothing is retried):
+        the load used this machine's GPU, and the worker failed in a way a CPU load may not."""
+        if self.gpu_off or gpu_disabled() or options.n_gpu_layers == 0 or options.rpc_workers or not self.gpus:
+            return None
+        if isinstance(exc, WorkerLostError):
+            return None
+        if isinstance(exc, EngineCrashedError):
+            if self._exit_code == -signal.SIGKILL:  # out of memory, or killed: the CPU would fare no better
+                return None
+            return f"the GPU driver crashed while loading the model ({_exit_words(self._exit_code)})"
+        # The worker's sentence names the file and guesses at damage; here only llama.cpp's reason matters.
+        found = re.search(r": (.+?)\. The file may be damaged", str(exc))
+        return f"the GPU ({', '.join(self.gpus)}) could not load the model ({found.group(1) if found else exc})"
 
     def unload(self) -> None:
         with self._lock:
@@ -344,6 +425,15 @@ class Engine:
                             pass
                     except EngineError:
                         pass
+
+
+def _exit_words(code: int | None) -> str:
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
 
 
 def _last(stream: Iterator[TextChunk | Completion]) -> Completion:

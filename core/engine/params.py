@@ -11,6 +11,11 @@ from typing import Any
 DRAFT_MODES: tuple[str, ...] = ("off", "lookup", "model")
 
 
+# LoadOptions.n_gpu_layers: as many layers as fit in the GPU's free memory (the fit estimate decides when the model
+# loads: core.fit.offload), none on a machine without a GPU llama.cpp can use. The app's and CLI's default.
+GPU_LAYERS_AUTO = -2
+
+
 @dataclass
 class LoadOptions:
     """How to load a model: context window, threads, GPU offload, adapters."""
@@ -18,7 +23,7 @@ class LoadOptions:
     n_ctx: int = 4096  # 0 = the model's training context
     n_threads: int | None = None  # None = physical cores
     n_threads_batch: int | None = None
-    n_gpu_layers: int = 0  # -1 = all layers
+    n_gpu_layers: int = 0  # -1 = all layers; GPU_LAYERS_AUTO = as many as fit
     n_batch: int = 512
     use_mmap: bool = True
     flash_attn: bool | None = None  # None: llama.cpp decides (on where the backend supports it)
@@ -99,6 +104,17 @@ class ModelStatus:
     # Layers per place when the model is split across machines (LoadOptions.rpc_workers), e.g.
     # [("this computer", 10), ("127.0.0.1:50061", 8)]; empty when everything is local.
     split: list[tuple[str, int]] = field(default_factory=list)
+    # This machine's GPUs the model runs on and the layers each holds, e.g. [("Vulkan0: Radeon 780M", 25)]
+    # (llama.cpp's count: the repeating layers plus the output layer); empty on the CPU.
+    offload: list[tuple[str, int]] = field(default_factory=list)
+    # Why the model runs on the CPU although a GPU was asked for (the GPU backend failed: Engine.load's fallback).
+    gpu_note: str = ""
+
+    @property
+    def where(self) -> str:
+        """``offload`` in words, layers counted as llama.cpp does: "Vulkan0: Radeon 780M, 25/25 layers"
+        ("" on the CPU)."""
+        return "; ".join(f"{place}, {layers}/{self.n_layer + 1} layers" for place, layers in self.offload)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
+from core.engine.backends import DevProps
 from core.errors import WorkerError
 
 DEFAULT_PORT = 50052
@@ -249,6 +250,8 @@ class _Ggml:
         base.ggml_backend_dev_type.restype, base.ggml_backend_dev_type.argtypes = ctypes.c_int, [vp]
         base.ggml_backend_dev_memory.restype = None
         base.ggml_backend_dev_memory.argtypes = [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)]
+        base.ggml_backend_dev_get_props.restype = None
+        base.ggml_backend_dev_get_props.argtypes = [vp, ctypes.POINTER(DevProps)]
 
     def rpc_reg(self) -> int:
         reg = self.ggml.ggml_backend_reg_by_name(b"RPC")
@@ -271,8 +274,10 @@ class _Ggml:
                             int(free.value), int(total.value))
 
     def local_gpus(self) -> list[int]:
-        """This machine's GPUs (integrated ones too), not the RPC devices added to the registry."""
-        found = []
+        """This machine's GPUs (integrated ones too), not the RPC devices added to the registry; a GPU that two
+        backends list (CUDA and Vulkan) once, under the first, as llama.cpp's own device list keeps it."""
+        found: list[int] = []
+        seen: set[bytes] = set()
         for i in range(self.ggml.ggml_backend_dev_count()):
             dev = self.ggml.ggml_backend_dev_get(i)
             if self.base.ggml_backend_dev_type(dev) not in (_GPU, _IGPU):
@@ -280,6 +285,12 @@ class _Ggml:
             reg = self.base.ggml_backend_dev_backend_reg(dev)
             if (self.base.ggml_backend_reg_name(reg) or b"").startswith(b"RPC"):
                 continue
+            props = DevProps()
+            self.base.ggml_backend_dev_get_props(dev, ctypes.byref(props))
+            if props.device_id:
+                if props.device_id in seen:
+                    continue
+                seen.add(props.device_id)
             found.append(int(dev))
         return found
 

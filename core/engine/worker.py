@@ -29,6 +29,7 @@ from core.engine.ops import adapters, embed, generate, rpc_split, score, tokens,
 from core.engine.ops.adapters import apply_loras
 from core.engine.ops.base import RequestError, fill_batch, rewind_to_prefix
 from core.engine.ops.drafting import DraftModel
+from core.engine.ops.placement import gpu_offload
 from core.engine.ops.tokens import is_special_token, token_text
 from core.engine.params import LoadOptions
 from core.engine.templates import ChatFormat, choose_format
@@ -251,6 +252,7 @@ class Worker:
                     "vision": self.mtmd is not None,
                     "mmproj": self.mmproj,
                     "split": split,
+                    "offload": [] if split else gpu_offload(int(L.llama_model_n_layer(model)), mparams.n_gpu_layers),
                 },
             }
         )
@@ -372,15 +374,22 @@ def _physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def main(conn: Connection, cancel: Synchronized) -> None:  # type: ignore[type-arg]
-    """Entry point of the worker process."""
+def main(conn: Connection, cancel: Synchronized, gpu_off: bool = False) -> None:  # type: ignore[type-arg]
+    """Entry point of the worker process; ``gpu_off``: load no GPU backend (the engine's CPU fallback)."""
     # Ctrl-C in a terminal reaches the whole process group: the client decides what it means
     # (the CLI cancels the answer), so the worker must not die of it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if gpu_off:
+        os.environ["HEARTH_GPU"] = "off"  # read by load_backends (core.engine.backends.gpu_disabled)
     try:
         worker = Worker(conn, cancel)
+        from core.engine import rpc
+
+        api = rpc.ggml()
+        gpus = [api.device(d).name for d in api.local_gpus()]
     except Exception as exc:  # the client reports it; nothing else can
         conn.send({"type": "error", "kind": "start_failed", "message": f"The engine could not start: {exc}"})
         return
-    conn.send({"type": "ready", "pid": os.getpid(), "system_info": L.llama_print_system_info().decode()})
+    conn.send({"type": "ready", "pid": os.getpid(), "system_info": L.llama_print_system_info().decode(),
+               "gpus": gpus})
     worker.serve()

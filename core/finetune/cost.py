@@ -43,6 +43,7 @@ class TrainingDevice:
     bf16: bool
     available_memory: int  # bytes
     note: str | None = None  # a problem with the requested device, in words
+    remark: str = ""  # why a GPU of this machine does not train (a Vulkan-only GPU), in one line
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class CostEstimate:
     conversion_bytes: int
     fits: bool
     problems: list[str] = field(default_factory=list)  # what to change, in words; empty when it fits
+    device_note: str = ""  # TrainingDevice.remark: why this machine's GPU does not train
     reasons: list[str] = field(default_factory=list)  # why the planner chose its defaults
     method_of_estimate: str = METHOD_OF_ESTIMATE
 
@@ -104,7 +106,18 @@ def training_device(requested: str = "auto") -> TrainingDevice:
     if requested == "mps":
         note = "Apple's GPU (MPS) is not available here: choose 'auto' or 'cpu' as the device."
     bf16 = bool({"AVX512_BF16", "AMX_BF16"} & set(hardware.cpu.features))
-    return TrainingDevice("cpu", bf16, int(hardware.ram_available_bytes), note)
+    return TrainingDevice("cpu", bf16, int(hardware.ram_available_bytes), note, vulkan_remark())
+
+
+def vulkan_remark() -> str:
+    """On a machine whose GPUs llama.cpp runs through Vulkan only (AMD, Intel): why training uses the CPU."""
+    from core.hardware import detect_hardware
+
+    vulkan = [g for g in detect_hardware().usable_gpus if g.backend == "Vulkan"]
+    if not vulkan:
+        return ""
+    return (f"Training runs on the CPU: PyTorch has no Vulkan backend, so the {vulkan[0].name} runs your chats "
+            "but not fine-tuning (that needs an NVIDIA GPU or a Mac).")
 
 
 def estimate_cost(spec: FinetuneSpec, scan: DocumentScan | None = None) -> CostEstimate:
@@ -181,6 +194,7 @@ def estimate_cost(spec: FinetuneSpec, scan: DocumentScan | None = None) -> CostE
         grad_accum=accum, gradient_checkpointing=ckpt, epochs=sched.epochs, total_steps=steps, rows=rows,
         tokens=tokens, tokens_to_train=tokens_seen, parameters=base.parameters, trainable_parameters=trainable,
         adapter_bytes=adapter_bytes, conversion_bytes=conversion_bytes, fits=not problems, problems=problems,
+        device_note=target.remark,
         reasons=sched.reasons + ([] if not (documents and spec.qa_model) else
                                  ["the question-answer pairs the question writer adds are not counted"]),
     )

@@ -5,9 +5,10 @@ allocates there; in RAM, the resident pages of the worker process (the weights' 
 resident, as they are once the model has run, whether read with ``use_mmap`` or not).
 
 Sources of the formulas (llama.cpp, ``src/``):
-- Layer placement (``llama-model.cpp`` ``load_tensors``): with ``n_gpu_layers = g`` the last ``g``
-  repeating layers go to the GPU, and the output layer too when ``g > n_layer``; ``token_embd``
-  always stays in host memory. A model without ``output.weight`` reuses ``token_embd`` as its lm
+- Layer placement (``llama-model.cpp`` ``load_tensors``): with ``n_gpu_layers = g``, llama.cpp counts
+  ``n_layer + 1`` layers, the output layer last, and offloads the top ``g`` of them
+  (``i_gpu_start = n_layer + 1 - g``): the output layer and the last ``g - 1`` repeating layers;
+  ``token_embd`` always stays in host memory. A model without ``output.weight`` reuses ``token_embd`` as its lm
   head (``TENSOR_DUPLICATED``), so offloading the output layer puts a second copy on the GPU.
 - KV cache (``llama-kv-cache.cpp``): per layer, ``cells × n_head_kv × (head_k + head_v)`` elements of
   the cache type; cells = ``n_ctx`` padded to 256. Sliding-window layers use ``n_ctx`` cells when
@@ -222,8 +223,10 @@ def estimate_memory(
     n_batch = min(n_batch, n_ctx)
     n_ubatch = min(n_ubatch or n_batch, n_batch)
     g = n_layer + 1 if n_gpu_layers < 0 or n_gpu_layers > n_layer else n_gpu_layers
-    first_gpu = n_layer - min(g, n_layer)  # layers first_gpu … n_layer-1 are on the GPU
-    output_on_gpu = g > n_layer
+    # llama.cpp counts the output layer as layer n_layer and offloads from the top: i_gpu_start = n_layer + 1 - g,
+    # so the output layer goes first, then the last g - 1 repeating layers.
+    first_gpu = n_layer - max(g - 1, 0)  # layers first_gpu … n_layer-1 are on the GPU
+    output_on_gpu = g >= 1
 
     layers, embd, out = shape.weight_split()
     weights_gpu = sum(layers[first_gpu:])

@@ -147,7 +147,7 @@ def _assess(
                 return FitVerdict(
                     "partial_gpu",
                     lo,
-                    f"{lo} of {shape.n_layer} layers fit on the {gpu.name} ({gb(part.gpu_bytes)} of "
+                    f"{lo} of {n_full} layers fit on the {gpu.name} ({gb(part.gpu_bytes)} of "
                     f"{gb(gpu.free_bytes)} free); the rest runs on the CPU from {gb(part.cpu_bytes)} of "
                     "RAM, which is slower than a full offload.",
                     part.total_bytes,
@@ -186,6 +186,8 @@ def _why_not_gpu(hardware: Hardware, gpu: GPU | None) -> str:
     if gpu is not None:
         return f"Not even one layer fits in the {gb(gpu.free_bytes)} free on the {gpu.name}."
     if hardware.gpus and not hardware.llama.gpu_offload:
+        if "Vulkan" in hardware.llama.backends:
+            return "llama.cpp's Vulkan backend found no GPU to run on: install or update the GPU's Vulkan driver."
         return "The installed llama.cpp is built for the CPU only, so the GPU is not used."
     return "No GPU to offload to."
 
@@ -223,7 +225,7 @@ def _fixed(e: MemoryEstimate, gpu: GPU | None, ram: int, hardware: Hardware) -> 
     return FitVerdict(
         kind,
         e.n_gpu_layers,
-        f"{min(e.n_gpu_layers, e.n_layer)} of {e.n_layer} layers on the {where} ({gb(e.gpu_bytes)}), "
+        f"{min(e.n_gpu_layers, e.n_layer + 1)} of {e.n_layer + 1} layers on the {where} ({gb(e.gpu_bytes)}), "
         f"{gb(e.cpu_bytes)} of RAM.",
         e.total_bytes,
         e,

@@ -9,10 +9,13 @@ start) never loads llama_cpp.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -56,6 +59,9 @@ def _parse_probe(data: dict[str, object]) -> LlamaBackends:
                 kind=str(raw.get("kind", "other")),
                 free_bytes=int(raw.get("free_bytes", 0)),
                 total_bytes=int(raw.get("total_bytes", 0)),
+                backend=str(raw.get("backend", "")),
+                device_id=str(raw.get("device_id", "")),
+                duplicate_of=str(raw.get("duplicate_of", "")),
             )
         )
     error = data.get("error")
@@ -68,16 +74,31 @@ def _parse_probe(data: dict[str, object]) -> LlamaBackends:
         error=str(error) if error else None,
         cpu_variant=str(data.get("cpu_variant") or ""),
         cpu_variants=[str(v) for v in data.get("cpu_variants") or []],  # type: ignore[attr-defined]
+        gpu_off=bool(data.get("gpu_off")),
+        no_gpu_device=bool(data.get("no_gpu_device")),
     )
 
 
 def probe_llama(timeout: float = 120.0) -> LlamaBackends:
-    """Ask the installed llama.cpp (in a child process) which backends and devices it has."""
+    """Ask the installed llama.cpp (in a child process) which backends and devices it has.
+
+    A probe that dies of a signal was most likely taken down by a GPU driver (ggml asks every driver for its
+    devices): it is asked again without the GPU backends, as the engine then runs, and ``crashed`` says so.
+    """
+    from core.engine.backends import gpu_disabled
+
     try:
         done = subprocess.run(
             module_command("core.hardware.llama_probe"), capture_output=True, text=True, timeout=timeout,
             check=False,
         )
+        crashed = ""
+        if done.returncode < 0 and not gpu_disabled():
+            crashed = _signal_name(-done.returncode)
+            done = subprocess.run(
+                module_command("core.hardware.llama_probe"), capture_output=True, text=True, timeout=timeout,
+                check=False, env={**os.environ, "HEARTH_GPU": "off"},
+            )
     except (OSError, subprocess.SubprocessError) as exc:
         return LlamaBackends(available=False, error=f"llama.cpp could not be asked: {exc}")
     try:
@@ -87,7 +108,14 @@ def probe_llama(timeout: float = 120.0) -> LlamaBackends:
         return LlamaBackends(
             available=False, error=f"llama.cpp's probe failed (exit {done.returncode}): {tail}"
         )
-    return _parse_probe(data)
+    return replace(_parse_probe(data), gpu_crash=crashed)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _ram() -> tuple[int, int]:
@@ -151,10 +179,15 @@ def detect_hardware(
             notes.append(llama.error or "llama.cpp is not available")
         else:
             gpus = _merge_llama_devices(gpus, llama)
-            if gpus and not llama.gpu_offload:
+            if llama.gpu_crash:
+                notes.append(f"a GPU driver crashed when llama.cpp asked it for its devices ({llama.gpu_crash}), so "
+                             "models run on the CPU: update the GPU's driver, or turn the GPU off in Settings > "
+                             "System (HEARTH_GPU=off) to skip asking it")
+            elif llama.gpu_off:
+                notes.append("the GPU is turned off (Settings > System, or HEARTH_GPU=off): models run on the CPU")
+            elif gpus and not llama.gpu_offload:
                 notes.append(
-                    "the installed llama.cpp is built for the CPU only, so the GPU will not be used: "
-                    "install a CUDA, Metal or Vulkan build of llama-cpp-python to use it"
+                    _no_gpu_backend(llama)
                 )
     if not gpus:
         notes.append("no GPU found: models run on the CPU")
@@ -174,38 +207,69 @@ def detect_hardware(
     return hardware
 
 
+def _no_gpu_backend(llama: LlamaBackends) -> str:
+    """Why a GPU the drivers report is not used, and what to do."""
+    if "Vulkan" in llama.backends:
+        return ("llama.cpp's Vulkan backend found no GPU to run on, so the GPU will not be used: install or "
+                "update the GPU's Vulkan driver (Mesa's RADV or ANV on Linux, the vendor's driver on Windows)")
+    return ("the installed llama.cpp is built for the CPU only, so the GPU will not be used: install a CUDA, "
+            "Metal or Vulkan build of llama-cpp-python to use it")
+
+
+_VENDOR_WORDS = (("nvidia", ("nvidia", "geforce", "quadro", "tesla", "rtx")), ("amd", ("amd", "radeon", "instinct")),
+                 ("intel", ("intel", " arc", "iris", "uhd graphics")), ("apple", ("apple",)),
+                 ("software", ("llvmpipe", "lavapipe", "swiftshader")))
+
+
+def _vendor(description: str) -> str:
+    text = f" {description.lower()}"
+    return next((vendor for vendor, words in _VENDOR_WORDS if any(w in text for w in words)), "unknown")
+
+
 def _merge_llama_devices(gpus: list[GPU], llama: LlamaBackends) -> list[GPU]:
-    """Use llama.cpp's own figure for Apple's GPU budget; add GPUs only llama.cpp sees (Vulkan…)."""
+    """The drivers' GPUs joined to the devices llama.cpp runs on (CUDA0, Vulkan0, Metal...).
+
+    A device is matched to a driver's GPU by PCI address, else by name; llama.cpp's figures for memory
+    are used where it reports them (Metal's working-set budget, Vulkan's heaps). A GPU that two backends list
+    (an NVIDIA card under CUDA and Vulkan) is one GPU run by the first, as llama.cpp does; the other is
+    named in ``also``. Devices no driver reported (Intel, AMD on Windows...) are added.
+    """
     merged = list(gpus)
-    gpu_devices = [d for d in llama.devices if d.kind in ("gpu", "igpu") and d.total_bytes > 0]
-    for device in gpu_devices:
-        if device.name.lower().startswith("metal"):
-            merged = [
-                GPU(
-                    index=g.index,
-                    name=g.name,
-                    vendor=g.vendor,
-                    total_bytes=device.total_bytes,
-                    free_bytes=min(device.free_bytes, g.free_bytes) if g.free_bytes else device.free_bytes,
-                    unified=True,
-                    driver=g.driver,
-                    source="llama.cpp",
-                )
-                if g.vendor == "apple"
-                else g
-                for g in merged
-            ]
-    if not merged and gpu_devices:
-        merged = [
-            GPU(
-                index=i,
-                name=d.description or d.name,
-                vendor="unknown",
-                total_bytes=d.total_bytes,
-                free_bytes=d.free_bytes,
-                unified=d.kind == "igpu",
-                source="llama.cpp",
-            )
-            for i, d in enumerate(gpu_devices)
-        ]
+    devices = [d for d in llama.devices if d.kind in ("gpu", "igpu") and d.backend != "RPC"]
+    duplicates: dict[str, list[str]] = {}
+    for d in devices:
+        if d.duplicate_of:
+            duplicates.setdefault(d.duplicate_of, []).append(d.name)
+    for d in devices:
+        if d.duplicate_of:
+            continue
+
+        def matches(g: GPU, d: LlamaDevice = d) -> bool:
+            if g.backend:
+                return False
+            if g.pci and d.device_id:
+                return g.pci == d.device_id
+            if g.vendor == "apple":
+                return d.backend == "Metal" or d.name.lower().startswith("metal")
+            return bool(d.description) and (d.description.lower() in g.name.lower()
+                                             or g.name.lower() in d.description.lower())
+
+        found = next((i for i, g in enumerate(merged) if matches(g)), None)
+        total = d.total_bytes
+        backend = d.backend or d.name.rstrip("0123456789")
+        if found is None:
+            merged.append(GPU(index=len(merged), name=d.description or d.name, vendor=_vendor(d.description),
+                              total_bytes=total, free_bytes=d.free_bytes, unified=d.kind == "igpu",
+                              source="llama.cpp", pci=d.device_id, backend=backend, device=d.name,
+                              also=duplicates.get(d.name, [])))
+            continue
+        g = merged[found]
+        free = g.free_bytes
+        if total > 0:
+            # llama.cpp's own figures: what its allocator sees (Metal's budget; the driver's heaps under Vulkan).
+            free = min(d.free_bytes, g.free_bytes) if g.vendor == "apple" and g.free_bytes else d.free_bytes
+        merged[found] = replace(g, total_bytes=total or g.total_bytes, free_bytes=free,
+                                unified=g.unified or d.kind == "igpu", pci=g.pci or d.device_id, backend=backend,
+                                device=d.name, also=duplicates.get(d.name, []),
+                                source=g.source if total <= 0 else f"{g.source}+llama.cpp" if g.source else "llama.cpp")
     return merged

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +26,16 @@ GIB = 1 << 30
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def pci_address(text: str) -> str:
+    """A PCI address as ggml's ``device_id`` writes it ("0000:01:00.0"), from NVML's ("00000000:01:00.0"),
+    sysfs's or ggml's own spelling; "" when ``text`` is not one."""
+    m = re.fullmatch(r"([0-9a-fA-F]{1,8}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])", text.strip())
+    if not m:
+        return ""
+    domain, bus, dev, fn = m.groups()
+    return f"{int(domain, 16):04x}:{int(bus, 16):02x}:{int(dev, 16):02x}.{fn}"
 
 
 def nvidia_gpus(pynvml: ModuleType | None = None) -> tuple[list[GPU], str | None]:
@@ -57,6 +68,10 @@ def nvidia_gpus(pynvml: ModuleType | None = None) -> tuple[list[GPU], str | None
             except error_type as exc:
                 note = f"NVIDIA GPU {index} could not be read ({_text(exc)})"
                 continue
+            try:
+                pci = pci_address(_text(pynvml.nvmlDeviceGetPciInfo(handle).busId))
+            except (error_type, AttributeError):
+                pci = ""
             gpus.append(
                 GPU(
                     index=index,
@@ -66,6 +81,7 @@ def nvidia_gpus(pynvml: ModuleType | None = None) -> tuple[list[GPU], str | None
                     free_bytes=int(memory.free),
                     driver=driver,
                     source="nvml",
+                    pci=pci,
                 )
             )
         if not gpus and note is None:
@@ -107,6 +123,7 @@ def amd_gpus(drm_root: Path = Path("/sys/class/drm"), first_index: int = 0) -> l
                 total_bytes=total,
                 free_bytes=max(0, total - used),
                 source="sysfs",
+                pci=pci_address(os.path.basename(os.path.realpath(device))),
             )
         )
     return gpus

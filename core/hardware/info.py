@@ -18,6 +18,15 @@ class GPU:
     unified: bool = False  # shares system RAM (Apple Silicon): weights on it also use RAM
     driver: str | None = None
     source: str = ""  # where the numbers came from: "nvml", "sysfs", "sysctl", "llama.cpp"
+    pci: str = ""  # PCI address, "0000:01:00.0" (ggml's device_id), where the driver says it
+    backend: str = ""  # the llama.cpp backend that runs models on it: "CUDA", "Vulkan", "Metal"; "" = none
+    device: str = ""  # llama.cpp's name for it: "CUDA0", "Vulkan0", "Metal"
+    also: list[str] = field(default_factory=list)  # the same GPU under other backends, not counted twice
+
+    @property
+    def where(self) -> str:
+        """The GPU as the chat's stats name it: "Vulkan0: Radeon 780M" (or just its name)."""
+        return f"{self.device}: {self.name}" if self.device else self.name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +53,9 @@ class LlamaDevice:
     kind: str  # "cpu", "gpu", "igpu", "accel"
     free_bytes: int
     total_bytes: int
+    backend: str = ""  # its backend's registry name: "CPU", "CUDA", "Vulkan", "Metal", "RPC"
+    device_id: str = ""  # the PCI address for PCI devices ("0000:c1:00.0"), else ""
+    duplicate_of: str = ""  # the device another backend already lists for the same GPU (llama.cpp skips this one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +73,9 @@ class LlamaBackends:
     error: str | None = None
     cpu_variant: str = ""  # the CPU backend ggml picked for this CPU ("haswell"); "" when built in
     cpu_variants: list[str] = field(default_factory=list)  # every CPU variant the build carries
+    gpu_off: bool = False  # the user turned the GPU off (HEARTH_GPU=off): no GPU backend was loaded
+    no_gpu_device: bool = False  # no GPU device node here: the GPU backends were not loaded (nothing to find)
+    gpu_crash: str = ""  # the signal a GPU driver crashed the first probe with ("SIGSEGV"); asked again without
 
     @property
     def cpu_backend(self) -> str:
@@ -99,8 +114,23 @@ class Hardware:
 
     @property
     def usable_gpus(self) -> list[GPU]:
-        """GPUs the installed llama.cpp can offload to (none when it was built for the CPU only)."""
-        return list(self.gpus) if self.llama.gpu_offload else []
+        """GPUs the installed llama.cpp can offload to (none when it was built for the CPU only): those with a
+        backend; where no GPU names one (hardware described by hand), every GPU."""
+        if not self.llama.gpu_offload:
+            return []
+        with_backend = [g for g in self.gpus if g.backend]
+        return with_backend or list(self.gpus)
+
+    @property
+    def runs_on(self) -> str:
+        """Where Hearth runs models here, in a few words: "Vulkan0: AMD Radeon 780M (as many layers as fit...)",
+        or "the CPU"."""
+        gpus = self.usable_gpus
+        if not gpus:
+            if self.llama.gpu_crash:
+                return "the CPU (a GPU driver crashed when asked)"
+            return "the CPU" + (" (the GPU is turned off)" if self.llama.gpu_off else "")
+        return " + ".join(g.where for g in gpus) + " (as many layers as fit; the rest on the CPU)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,4 +141,5 @@ class Hardware:
             "gpus": [g.to_dict() for g in self.gpus],
             "llama": self.llama.to_dict(),
             "notes": list(self.notes),
+            "runs_on": self.runs_on,
         }

@@ -34,7 +34,12 @@ def _load(lib_dir: str, stem: str) -> ctypes.CDLL | None:
 
 
 def _devices(lib_dir: str) -> list[dict[str, Any]]:
-    """The devices in ggml's registry (the registry's backend names come from load_backends)."""
+    """The devices in ggml's registry, each with its backend ("CPU", "CUDA", "Vulkan", "RPC"...) and PCI id.
+
+    A GPU that two backends list (an NVIDIA card under CUDA and Vulkan) is kept once, as llama.cpp's model
+    loader does (``llama_model_load_from_file_impl``: the first device with a PCI id is used, a later one with
+    the same id is skipped); the later one is marked ``duplicate_of``.
+    """
     ggml = _load(lib_dir, "ggml")
     base = _load(lib_dir, "ggml-base") or ggml
     if ggml is None or base is None:
@@ -43,26 +48,37 @@ def _devices(lib_dir: str) -> list[dict[str, Any]]:
     ggml.ggml_backend_dev_count.restype = sz
     ggml.ggml_backend_dev_get.restype = vp
     ggml.ggml_backend_dev_get.argtypes = [sz]
-    for fn in (base.ggml_backend_dev_name, base.ggml_backend_dev_description):
-        fn.restype = ctypes.c_char_p
-        fn.argtypes = [vp]
-    base.ggml_backend_dev_type.restype = ctypes.c_int
-    base.ggml_backend_dev_type.argtypes = [vp]
-    base.ggml_backend_dev_memory.argtypes = [vp, ctypes.POINTER(sz), ctypes.POINTER(sz)]
-    devices = []
+    from core.engine.backends import DevProps
+
+    base.ggml_backend_dev_get_props.argtypes = [vp, ctypes.POINTER(DevProps)]
+    base.ggml_backend_dev_backend_reg.restype = vp
+    base.ggml_backend_dev_backend_reg.argtypes = [vp]
+    base.ggml_backend_reg_name.restype = ctypes.c_char_p
+    base.ggml_backend_reg_name.argtypes = [vp]
+    devices: list[dict[str, Any]] = []
+    first_by_id: dict[str, str] = {}
     for i in range(ggml.ggml_backend_dev_count()):
         dev = ggml.ggml_backend_dev_get(i)
-        free, total = sz(0), sz(0)
-        base.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-        devices.append(
-            {
-                "name": (base.ggml_backend_dev_name(dev) or b"").decode(errors="replace"),
-                "description": (base.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
-                "kind": _DEV_TYPES.get(int(base.ggml_backend_dev_type(dev)), "other"),
-                "free_bytes": int(free.value),
-                "total_bytes": int(total.value),
-            }
-        )
+        props = DevProps()
+        base.ggml_backend_dev_get_props(dev, ctypes.byref(props))
+        backend = (base.ggml_backend_reg_name(base.ggml_backend_dev_backend_reg(dev)) or b"").decode(errors="replace")
+        name = (props.name or b"").decode(errors="replace")
+        device_id = (props.device_id or b"").decode(errors="replace")
+        kind = _DEV_TYPES.get(int(props.type), "other")
+        entry: dict[str, Any] = {
+            "name": name,
+            "description": (props.description or b"").decode(errors="replace"),
+            "kind": kind,
+            "backend": backend,
+            "device_id": device_id,
+            "free_bytes": int(props.memory_free),
+            "total_bytes": int(props.memory_total),
+            "duplicate_of": "",
+        }
+        if kind in ("gpu", "igpu") and backend != "RPC" and device_id:
+            entry["duplicate_of"] = first_by_id.get(device_id, "")
+            first_by_id.setdefault(device_id, name)
+        devices.append(entry)
     return devices
 
 
@@ -81,10 +97,8 @@ def probe() -> dict[str, Any]:
         "available": True,
         "cpu_variant": loaded.cpu_variant,
         "cpu_variants": loaded.cpu_variants,
-        # llama.cpp answers yes for any build with the RPC backend (Hearth's always has it: other machines),
-        # so a GPU backend must also be registered (CUDA, Metal, Vulkan, ...) for this machine's own GPU.
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload())
-        and any(name not in _NOT_GPU_BACKENDS for name in loaded.registered),
+        "gpu_off": loaded.gpu_off,
+        "no_gpu_device": loaded.no_gpu_device,
         "system_info": llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip(),
         "backends": loaded.registered,
         "devices": [],
@@ -93,6 +107,11 @@ def probe() -> dict[str, Any]:
         result["devices"] = _devices(os.path.join(os.path.dirname(llama_cpp.__file__), "lib"))
     except (OSError, AttributeError) as exc:
         result["error"] = f"llama.cpp's device list is not available: {exc}"
+    # llama.cpp's llama_supports_gpu_offload() answers yes for any build with the RPC backend (Hearth's always
+    # has it: other machines) and for a GPU backend with no device (Vulkan without a GPU): this machine offloads
+    # when one of this machine's GPUs is listed.
+    result["gpu_offload"] = bool(llama_cpp.llama_supports_gpu_offload()) and any(
+        d["kind"] in ("gpu", "igpu") and d.get("backend") not in _NOT_GPU_BACKENDS for d in result["devices"])
     return result
 
 

@@ -456,8 +456,11 @@ class ChatPage(QWidget):
         vision = " · reads images" if status.vision else ""
         names = {w.endpoint: w.name for w in self.settings.workers if w.name}
         split = describe_split(status.split, names)  # "split: this computer 10 layers + studio-pc 8 …"
+        where = status.where  # "Vulkan0: Radeon 780M, 25/25 layers"
         self.load_label.setText(f"Ready · context {status.n_ctx:,}{vision}{' · ' + split if split else ''}"
-                                f" · loaded in {status.load_seconds:.1f} s")
+                                f"{' · ' + where if where else ''} · loaded in {status.load_seconds:.1f} s")
+        if status.gpu_note:
+            self.banner.show_message(status.gpu_note)
         self.params.load_info.setText(f"Chat format: {status.chat_format_description}")
         self.chat_tools.refresh()
         self._adapter_applied(self.controller.active_adapter())

@@ -458,6 +458,8 @@ def estimate_text(est: runs.CostEstimate | None) -> str:
     text = ("This run " + ", ".join(parts) + ".") if parts else ""
     if est.problems:
         text += " " + " ".join(est.problems)
+    if est.device_note:
+        text += " " + est.device_note
     return html.unescape(text.strip())
 
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.engine.params import GPU_LAYERS_AUTO
 from core.settings import ChatParameters
 from desktop.models.library import LibraryTableModel
 from desktop.views.widgets import button, muted, title
@@ -32,7 +33,9 @@ FIELDS: dict[str, tuple[str, float, float, float, str]] = {
     "seed": ("Seed", -1, 2**31 - 1, 1, "-1 picks a new random seed for every answer."),
     "max_tokens": ("Max tokens", 1, 131072, 16, "Longest answer, in tokens."),
     "n_ctx": ("Context length", 0, 1048576, 512, "Tokens the model keeps in view (0 = as trained). Reloads the model."),
-    "n_gpu_layers": ("GPU layers", -1, 1000, 1, "Layers offloaded to the GPU (-1 = all). Reloads the model."),
+    "n_gpu_layers": ("GPU layers", GPU_LAYERS_AUTO, 1000, 1,
+                     "Layers on the GPU: Auto = as many as fit in its memory, -1 = all, 0 = none (the CPU). "
+                     "Reloads the model."),
     "n_threads": ("CPU threads", 0, 256, 1, "Threads for generation (0 = one per physical core). Reloads the model."),
     "draft_max": ("Draft tokens", 1, 64, 1, "Most tokens guessed ahead per step."),
 }
@@ -75,6 +78,8 @@ class ParamsForm(QWidget):
                 editor = QSpinBox()
                 editor.setRange(int(lo), int(hi))
                 editor.setSingleStep(int(step))
+            if f.name == "n_gpu_layers":
+                editor.setSpecialValueText("Auto")  # shown for the minimum, GPU_LAYERS_AUTO
             editor.setToolTip(tip)
             editor.setMinimumWidth(90)
             editor.valueChanged.connect(lambda _v: self.changed.emit())

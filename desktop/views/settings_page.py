@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
 )
 from shiboken6 import isValid
 
-from core.hardware import Hardware, detect_hardware
+from core.hardware import Hardware, clear_cache, detect_hardware
 from core.paths import get_paths
-from core.settings import Settings
+from core.settings import Settings, apply_gpu
 from core.units import human_size
 from desktop.ops import Executor, Op, error_text
 from desktop.server_control import ServerControl
@@ -128,6 +128,16 @@ class SettingsPage(QWidget):
         self.hardware_label = QLabel("Detecting hardware…")
         self.hardware_label.setWordWrap(True)
         hw_layout.addWidget(self.hardware_label)
+        self.gpu_use = QComboBox()
+        for label, value in (("Where one is found", "auto"), ("Never (the CPU only)", "off")):
+            self.gpu_use.addItem(label, value)
+        self.gpu_use.setCurrentIndex(max(0, self.gpu_use.findData(settings.gpu)))
+        self.gpu_use.setToolTip("Off: no GPU driver is even asked, for a driver that crashes or misbehaves "
+                                "(the same as HEARTH_GPU=off). Applies from the next model load.")
+        self.gpu_use.currentIndexChanged.connect(lambda _i: self._gpu_use_changed(save))
+        gpu_form = QFormLayout()
+        gpu_form.addRow("Run models on the GPU", self.gpu_use)
+        hw_layout.addLayout(gpu_form)
         hw_layout.addStretch(1)
         grid.addWidget(hw, 0, 0)
 
@@ -205,6 +215,16 @@ class SettingsPage(QWidget):
         if save is not None:
             save()
 
+    def _gpu_use_changed(self, save: Callable[[], None] | None) -> None:
+        self.settings.gpu = str(self.gpu_use.currentData())
+        if save is not None:
+            save()  # save_settings also sets HEARTH_GPU for the engine's next process (core.settings.apply_gpu)
+        else:
+            apply_gpu(self.settings)
+        clear_cache()
+        self.hardware_label.setText("Detecting hardware…")
+        Op(detect_hardware).on_success(self._show_hardware).on_failure(self._detect_failed).run(self.pool)
+
     def ensure_detected(self) -> None:
         if not self._detected:
             self._detected = True
@@ -223,12 +243,17 @@ class SettingsPage(QWidget):
             f"<b>CPU</b>: {html.escape(hw.cpu.model)} ({cores})",
             f"<b>Memory</b>: {human_size(hw.ram_total_bytes)} ({human_size(hw.ram_available_bytes)} free)",
         ]
+        used = {g.index for g in hw.usable_gpus}
         if hw.gpus:
             for g in hw.gpus:
+                runs = (f" · {html.escape(g.device)} ({html.escape(g.backend)})" if g.device else "") + (
+                    f", also {html.escape(', '.join(g.also))}" if g.also else "")
+                state = "used for models" if g.index in used else "not used"
                 lines.append(f"<b>GPU {g.index}</b>: {html.escape(g.name)} — {human_size(g.total_bytes)} "
-                             f"({human_size(g.free_bytes)} free)")
+                             f"({human_size(g.free_bytes)} free){runs} · {state}")
         else:
             lines.append("<b>GPU</b>: none found")
+        lines.append(f"<b>Models run on</b>: {html.escape(hw.runs_on)}")
         backends = ", ".join(hw.llama.backends) or "none"
         lines.append(f"<b>llama.cpp backends</b>: {html.escape(backends)}"
                      + (" (GPU offload available)" if hw.llama.gpu_offload else " (CPU only)"))
