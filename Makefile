@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine: `make run` (set up, then open the app) and
 # `make test` (set up, then run every check and test). Both are idempotent: set-up reruns only
-# when pyproject.toml changes. The first set-up compiles llama.cpp (about 7 minutes on 2 cores).
+# when pyproject.toml changes. The first set-up compiles llama.cpp (about 20 minutes on 2 cores with the Vulkan shaders).
 
 PYTHON ?= python3
 VENV   := .venv
