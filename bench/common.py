@@ -39,3 +39,13 @@ def starter_home(prefix: str) -> Path:
     os.link(starter_model_path(), model_file)
     Library().register(model_file, name="starter", source="starter")
     return home
+
+
+# A prompt of about 90 words the speed benches answer (prompt evaluation, then greedy decoding).
+RIVER_PROMPT = (
+    "A river is a natural stream of water that flows toward an ocean, a lake or another river. Rivers carry "
+    "rain and melted snow from high ground to the sea, and along the way they cut valleys, move sand and stones, "
+    "and build plains where their water slows down. People have settled beside rivers for thousands of years, "
+    "because rivers give water for drinking and farming, fish to eat, and an easy way to travel and trade. "
+    "Write a short summary of why rivers matter to people:"
+)

@@ -27,15 +27,8 @@ import sys
 import tempfile
 import time
 
-from bench.common import median, starter_model_path
+from bench.common import RIVER_PROMPT, median, starter_model_path
 
-PROMPT = (
-    "A river is a natural stream of water that flows toward an ocean, a lake or another river. Rivers carry "
-    "rain and melted snow from high ground to the sea, and along the way they cut valleys, move sand and stones, "
-    "and build plains where their water slows down. People have settled beside rivers for thousands of years, "
-    "because rivers give water for drinking and farming, fish to eat, and an easy way to travel and trade. "
-    "Write a short summary of why rivers matter to people:"
-)
 LAVAPIPE = sorted(glob.glob("/usr/share/vulkan/icd.d/lvp_icd*.json"))
 ENV_KEYS = ("HEARTH_GPU", "GGML_VK_VISIBLE_DEVICES", "VK_DRIVER_FILES", "VK_ICD_FILENAMES")
 
@@ -94,14 +87,14 @@ def main() -> int:
                     where[name] = status.where or "CPU"
                     engine.complete("Warm up.", SamplingParams(max_tokens=4))
                     engine.complete("Clear the cache.", SamplingParams(max_tokens=1))
-                    done = engine.complete(PROMPT, SamplingParams(temperature=0.0, ignore_eos=True,
+                    done = engine.complete(RIVER_PROMPT, SamplingParams(temperature=0.0, ignore_eos=True,
                                                                   max_tokens=args.tokens))
                     results[name]["prompt"].append(done.stats.prompt_tokens_per_second)
                     results[name]["decode"].append(done.stats.tokens_per_second)
                     results[name]["rss"].append(psutil.Process(engine.pid).memory_info().rss / 2**20)
             finally:
                 _restore(saved)
-    print(f"starter model, {args.tokens} greedy tokens after a {PROMPT.count(' ') + 1}-word prompt, "
+    print(f"starter model, {args.tokens} greedy tokens after a {RIVER_PROMPT.count(' ') + 1}-word prompt, "
           f"{args.threads} thread(s), medians of {args.reps}")
     base = "CPU, no Vulkan"
     print(f"{'way':20} {'start s':>8} {'RSS MiB':>8} {'prompt t/s':>11} {'decode t/s':>11} {'decode vs no Vulkan':>20}"

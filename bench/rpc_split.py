@@ -22,15 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT, median, starter_model_path
-
-PROMPT = (
-    "A river is a natural stream of water that flows toward an ocean, a lake or another river. Rivers carry "
-    "rain and melted snow from high ground to the sea, and along the way they cut valleys, move sand and stones, "
-    "and build plains where their water slows down. People have settled beside rivers for thousands of years, "
-    "because rivers give water for drinking and farming, fish to eat, and an easy way to travel and trade. "
-    "Write a short summary of why rivers matter to people:"
-)
+from bench.common import RIVER_PROMPT, ROOT, median, starter_model_path
 
 
 def _free_port() -> int:
@@ -61,7 +53,7 @@ def _measure(engine: object, tokens: int) -> tuple[float, float]:
     from core.engine import SamplingParams
 
     engine.complete("Clear the cache.", SamplingParams(max_tokens=1))  # type: ignore[attr-defined]
-    done = engine.complete(PROMPT, SamplingParams(temperature=0.0, ignore_eos=True,  # type: ignore[attr-defined]
+    done = engine.complete(RIVER_PROMPT, SamplingParams(temperature=0.0, ignore_eos=True,  # type: ignore[attr-defined]
                                                   max_tokens=tokens))
     # The engine waits for the workers' share of the prompt before timing it (llama_synchronize: an RPC
     # GRAPH_COMPUTE expects no answer, so llama_decode returns before they finish).
@@ -105,7 +97,7 @@ def main() -> int:
         for process, _endpoint in started:
             process.kill()
             process.wait()
-    print(f"starter model, {args.tokens} greedy tokens after a {PROMPT.count(' ') + 1}-word prompt, {threads} "
+    print(f"starter model, {args.tokens} greedy tokens after a {RIVER_PROMPT.count(' ') + 1}-word prompt, {threads} "
           f"thread(s) per process, medians of {args.reps}")
     base, plain = median(decode["local"]), median(decode["local, no repack"])
     pbase, pplain = median(prompt["local"]), median(prompt["local, no repack"])
