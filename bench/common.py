@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,3 +51,15 @@ RIVER_PROMPT = (
     "because rivers give water for drinking and farming, fish to eat, and an easy way to travel and trade. "
     "Write a short summary of why rivers matter to people:"
 )
+
+
+def one_line(check: Callable[[], str]) -> int:
+    """Run one check of ``bench/gpu_check.sh`` and print its one line: its figures (exit 0), or, when it raises, the
+    error in one line after its traceback (exit 1; the traceback goes to stderr, the check's log)."""
+    try:
+        print(check())
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0

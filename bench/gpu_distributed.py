@@ -28,6 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import one_line  # noqa: E402  (after the path)
+
 STEPS = 20
 
 
@@ -175,15 +178,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, required=True)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    try:
-        print(CHECKS[args.check](args.gpus, args.work))
-    except Exception as exc:  # one line for the summary; the traceback is in the check's log
-        import traceback
-
-        traceback.print_exc()
-        print(f"{type(exc).__name__}: {exc}")
-        return 1
-    return 0
+    return one_line(lambda: CHECKS[args.check](args.gpus, args.work))
 
 
 if __name__ == "__main__":

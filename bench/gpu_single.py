@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import one_line  # noqa: E402  (after the path)
+
 if TYPE_CHECKING:
     from core.engine import ModelStatus
 
@@ -583,15 +585,7 @@ def main() -> int:
         # One GPU, the first in PCI order, which is also nvidia-smi's order (GpuMemory reads it by that index).
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "0")
-    try:
-        print(CHECKS[args.check](Places(args.work, args.cuda_site, args.adapter_from)))
-    except Exception as exc:  # one line for the summary; the traceback is in the check's log
-        import traceback
-
-        traceback.print_exc()
-        print(f"{type(exc).__name__}: {exc}")
-        return 1
-    return 0
+    return one_line(lambda: CHECKS[args.check](Places(args.work, args.cuda_site, args.adapter_from)))
 
 
 if __name__ == "__main__":
