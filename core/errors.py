@@ -20,6 +20,8 @@ class NotFoundError(HearthError):
 class InvalidModelError(HearthError):
     """A file is not a usable GGUF model (missing, truncated, wrong format, corrupt)."""
 
+    reason = ""  # llama.cpp's own words for a failed load, without the sentence's advice (Engine.load sets it)
+
 
 class UnsupportedArchitectureError(InvalidModelError):
     """The GGUF names an architecture this build of llama.cpp cannot run."""

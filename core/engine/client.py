@@ -8,7 +8,6 @@ fresh worker; nothing the caller keeps (such as the chat history) is affected.
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 
 from core.engine import rpc_state
 from core.engine.backends import gpu_disabled
-from core.engine.crash import describe_exit, oom_kills
+from core.engine.crash import describe_exit, exit_words, oom_kills
 from core.engine.params import (
     GPU_LAYERS_AUTO,
     Completion,
@@ -86,9 +85,9 @@ class Engine:
         except EngineCrashedError:
             # A GPU driver that crashes when llama.cpp asks it for its devices takes the worker down before it
             # is ready: start again without the GPU backends.
-            if self.gpu_off or gpu_disabled() or self._exit_code == -signal.SIGKILL:
+            if self._cpu_only or self._exit_code == -signal.SIGKILL:
                 raise
-            self._fall_back_to_cpu(f"the GPU driver crashed when llama.cpp started ({_exit_words(self._exit_code)})")
+            self._fall_back_to_cpu(f"the GPU driver crashed when llama.cpp started ({exit_words(self._exit_code)})")
             self._spawn()
 
     def _spawn(self) -> None:
@@ -111,7 +110,12 @@ class Engine:
             self._kill()
             raise EngineError(answer.get("message", "The engine could not start."))
         self.gpus = [str(g) for g in answer.get("gpus", [])]
-        self._worker_gpu_off = self.gpu_off or gpu_disabled()
+        self._worker_gpu_off = self._cpu_only
+
+    @property
+    def _cpu_only(self) -> bool:
+        """Whether this engine's workers load no GPU backend: the GPU failed here, or the user turned it off."""
+        return self.gpu_off or gpu_disabled()
 
     def _fall_back_to_cpu(self, why: str) -> None:
         """From now on this engine's workers load no GPU backend; ``gpu_note`` says why and what to do."""
@@ -194,7 +198,9 @@ class Engine:
     def _raise(answer: dict[str, Any]) -> None:
         kind, message = answer.get("kind"), answer.get("message", "engine error")
         if kind == "load_failed":
-            raise InvalidModelError(message)
+            error = InvalidModelError(message)
+            error.reason = str(answer.get("reason") or "")  # llama.cpp's own words, without the advice
+            raise error
         if kind == "context_overflow":
             raise ContextOverflowError(message)
         if kind == "internal":
@@ -227,7 +233,7 @@ class Engine:
         read_gguf_info(path)  # a clear message for a bad file before llama.cpp sees it
         with self._lock:
             options = self.workers.before_load(options)  # without workers lost earlier that still do not answer
-            if self.alive and self._worker_gpu_off != (self.gpu_off or gpu_disabled()):
+            if self.alive and self._worker_gpu_off != self._cpu_only:
                 self._kill()  # the GPU was turned off or on (Settings > System) since this worker started
             wanted_gpu = options.n_gpu_layers != 0
             if options.n_gpu_layers == GPU_LAYERS_AUTO:
@@ -267,7 +273,7 @@ class Engine:
     def _auto_layers(self, path: Path, options: LoadOptions) -> int:
         """``GPU_LAYERS_AUTO`` resolved: none where the worker lists no GPU (nothing else is asked), else what
         the fit estimate says fits (core.fit.offload)."""
-        if self.gpu_off or gpu_disabled():
+        if self._cpu_only:
             return 0
         self._ensure_started()
         if not self.gpus:
@@ -279,17 +285,16 @@ class Engine:
     def _gpu_failure(self, options: LoadOptions, exc: HearthError) -> str | None:
         """Why a failed load is the GPU's fault, in words, or None when it is not (then nothing is retried):
         the load used this machine's GPU, and the worker failed in a way a CPU load may not."""
-        if self.gpu_off or gpu_disabled() or options.n_gpu_layers == 0 or options.rpc_workers or not self.gpus:
+        if self._cpu_only or options.n_gpu_layers == 0 or options.rpc_workers or not self.gpus:
             return None
         if isinstance(exc, WorkerLostError):
             return None
         if isinstance(exc, EngineCrashedError):
             if self._exit_code == -signal.SIGKILL:  # out of memory, or killed: the CPU would fare no better
                 return None
-            return f"the GPU driver crashed while loading the model ({_exit_words(self._exit_code)})"
+            return f"the GPU driver crashed while loading the model ({exit_words(self._exit_code)})"
         # The worker's sentence names the file and guesses at damage; here only llama.cpp's reason matters.
-        found = re.search(r": (.+?)\. The file may be damaged", str(exc))
-        return f"the GPU ({', '.join(self.gpus)}) could not load the model ({found.group(1) if found else exc})"
+        return f"the GPU ({', '.join(self.gpus)}) could not load the model ({exc.reason if isinstance(exc, InvalidModelError) and exc.reason else exc})"
 
     def unload(self) -> None:
         with self._lock:
@@ -425,15 +430,6 @@ class Engine:
                             pass
                     except EngineError:
                         pass
-
-
-def _exit_words(code: int | None) -> str:
-    if code is None or code >= 0:
-        return f"exit code {code}"
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
 
 
 def _last(stream: Iterator[TextChunk | Completion]) -> Completion:

@@ -43,6 +43,19 @@ def oom_kills() -> int | None:
     return None
 
 
+def signal_name(number: int) -> str:
+    """A signal's name ("SIGABRT") from its number, as a process killed by it reports ``-number``."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_words(code: int | None) -> str:
+    """How a process ended, in a word or two: "SIGABRT", "exit code 1"."""
+    return signal_name(-code) if code is not None and code < 0 else f"exit code {code}"
+
+
 def describe_exit(code: int | None, oom_before: int | None = None) -> str:
     """How the engine process ended, in a user's words, with what to do."""
     saved = "Your chat is saved; load the model again"
@@ -51,10 +64,7 @@ def describe_exit(code: int | None, oom_before: int | None = None) -> str:
     if code >= 0:
         return (f"The engine process ended unexpectedly (exit code {code}). {saved}; if it happens again, "
                 "see the engine log in Hearth's log folder.")
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:
-        name = f"signal {-code}"
+    name = signal_name(-code)
     if name == "SIGKILL":
         after = oom_kills()
         if oom_before is not None and after is not None and after > oom_before:

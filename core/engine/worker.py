@@ -88,7 +88,7 @@ class Worker:
                     raise RequestError("bad_request", f"unknown engine request '{op}'")
                 handler(self, request)
             except RequestError as exc:
-                self.conn.send({"type": "error", "kind": exc.kind, "message": str(exc)})
+                self.conn.send({"type": "error", "kind": exc.kind, "message": str(exc), "reason": exc.reason})
             except HearthError as exc:  # a user-facing failure (an unsafe or broken chat template...)
                 self.conn.send({"type": "error", "kind": _error_kind(exc), "message": str(exc)})
             except Exception as exc:  # a bug: the request fails, the worker keeps serving
@@ -160,6 +160,7 @@ class Worker:
                 "load_failed",
                 f"Could not load {os.path.basename(path)}: {reason}. The file may be damaged or of an "
                 "architecture this llama.cpp does not support; try another model.",
+                reason,
             )
         self.model = model
         self.vocab = L.llama_model_get_vocab(model)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import subprocess
 import threading
 import time
@@ -86,6 +85,7 @@ def probe_llama(timeout: float = 120.0) -> LlamaBackends:
     devices): it is asked again without the GPU backends, as the engine then runs, and ``crashed`` says so.
     """
     from core.engine.backends import gpu_disabled
+    from core.engine.crash import signal_name
 
     try:
         done = subprocess.run(
@@ -94,7 +94,7 @@ def probe_llama(timeout: float = 120.0) -> LlamaBackends:
         )
         crashed = ""
         if done.returncode < 0 and not gpu_disabled():
-            crashed = _signal_name(-done.returncode)
+            crashed = signal_name(-done.returncode)
             done = subprocess.run(
                 module_command("core.hardware.llama_probe"), capture_output=True, text=True, timeout=timeout,
                 check=False, env={**os.environ, "HEARTH_GPU": "off"},
@@ -109,13 +109,6 @@ def probe_llama(timeout: float = 120.0) -> LlamaBackends:
             available=False, error=f"llama.cpp's probe failed (exit {done.returncode}): {tail}"
         )
     return replace(_parse_probe(data), gpu_crash=crashed)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def _ram() -> tuple[int, int]:

@@ -10,9 +10,10 @@ import llama_cpp as L
 class RequestError(Exception):
     """A request the worker refuses or cannot do; ``kind`` tells the client which error to raise."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.kind = kind
+        self.reason = reason  # the cause in llama.cpp's words, where the message wraps it in advice
 
 
 def fill_batch(batch: Any, tokens: list[int], n_past: int) -> None:
