@@ -35,7 +35,8 @@ HANDBOOK = ROOT / "tests" / "fixtures" / "handbook"
 
 def estimate(base: str) -> float:
     from core.finetune.cost import estimate_cost
-    from core.finetune.launch import scan_documents, spec_from_inputs
+    from core.finetune.data.scan import scan_documents
+    from core.finetune.launch import spec_from_inputs
 
     scan = scan_documents([str(HANDBOOK)])
     spec = spec_from_inputs(base=base, docs=[str(HANDBOOK)], name="estimate-only")

@@ -1,7 +1,7 @@
 """The Fine-tune page's one door into the core's fine-tune API.
 
-Every call the page makes about documents, estimates and runs goes through here
-(``core.finetune.launch``, ``core.finetune.cost``, ``core.finetune.runs``), so a renamed core call is
+Every call the page makes about documents, estimates and runs goes through here (``core.finetune.launch``,
+``core.finetune.data.scan``, ``core.finetune.cost``, ``core.finetune.runs``), so a renamed core call is
 fixed in one place. Nothing here imports Qt; torch is only ever imported by the job's own process.
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 
 from core.finetune import adapters
 from core.finetune.cost import CostEstimate
-from core.finetune.launch import DocumentScan, scan_documents, spec_from_inputs, suggest_name
+from core.finetune.data.scan import DocumentScan, scan_documents
+from core.finetune.launch import spec_from_inputs, suggest_name
 from core.finetune.runs import RunInfo, cancel_run, has_checkpoint, list_runs
 from core.finetune.spec import FinetuneSpec
 

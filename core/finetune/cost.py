@@ -14,14 +14,12 @@ import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.finetune import planner
+from core.finetune.data.scan import DocumentScan, scan_documents
 from core.finetune.resources import GB, estimate_bytes
 from core.finetune.spec import FinetuneSpec
-
-if TYPE_CHECKING:
-    from core.finetune.launch import DocumentScan
 
 METHOD_OF_ESTIMATE = "calibrated formula"
 # Time outside the training steps, whatever the data: starting the process and loading the model and
@@ -138,8 +136,6 @@ def estimate_cost(spec: FinetuneSpec, scan: DocumentScan | None = None) -> CostE
     documents = bool(spec.docs)
     if documents:
         if scan is None:
-            from core.finetune.launch import scan_documents
-
             scan = scan_documents(spec.docs)
         tokens = scan.total_tokens
         if not scan.usable:

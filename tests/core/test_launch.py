@@ -11,8 +11,9 @@ import pytest
 
 from core.errors import AlreadyExistsError, TrainingError
 from core.finetune import cost as cost_module
-from core.finetune.cost import TrainingDevice
-from core.finetune.launch import estimate_cost, scan_documents, spec_from_inputs, suggest_name
+from core.finetune.cost import TrainingDevice, estimate_cost
+from core.finetune.data.scan import scan_documents
+from core.finetune.launch import spec_from_inputs, suggest_name
 from core.finetune.spec import GROUPS, FinetuneSpec, spec_options
 from tests.fixtures.import_check import assert_not_imported
 from tests.fixtures.tiny_hf import write_tiny_chat_llama
@@ -261,7 +262,7 @@ def test_a_documents_set_without_text_does_not_fit(tiny_gguf: Path, tmp_path: Pa
 
 
 def test_the_page_api_imports_without_torch_or_qt() -> None:
-    assert_not_imported("import core.finetune.launch, core.finetune.runs, core.finetune.cost",
+    assert_not_imported("import core.finetune.launch, core.finetune.runs, core.finetune.cost, core.finetune.data.scan",
                         ("torch", "transformers", "peft", "PySide6"))
 
 
