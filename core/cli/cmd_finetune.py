@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--qa-model", metavar="MODEL", help="with --docs: write Q&A pairs with this GGUF model (sft)")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
+    p.add_argument("--save-minutes", type=float, metavar="M",
+                   help="also checkpoint after M minutes of training (default 2; 0: only every N steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--out", metavar="NAME", help="adapter name (default: from the base and method)")
@@ -94,6 +96,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, seed=args.seed,
         qa_model=args.qa_model, device=args.device,
         **({"nproc": args.nproc} if getattr(args, "nproc", None) is not None else {}),
+        **({"save_minutes": args.save_minutes} if getattr(args, "save_minutes", None) is not None else {}),
     )
     return spec.to_dict()
 

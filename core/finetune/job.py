@@ -136,7 +136,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             batch=resources.batch, grad_accum=resources.grad_accum, seq_len=resources.seq_len,
             gradient_checkpointing=resources.gradient_checkpointing or bool(shard and shard.activation_checkpointing),
             bf16=resources.bf16, seed=spec.seed,
-            save_every=spec.save_every, dpo_beta=spec.dpo_beta,
+            save_every=spec.save_every, save_minutes=spec.save_minutes, dpo_beta=spec.dpo_beta,
             # Documents have no held-out text: evaluating the training text mid-run would only cost time.
             eval_every=spec.eval_every or (NEVER if documents else 0), schedule=sched.lr_schedule,
         )

@@ -74,7 +74,10 @@ class FinetuneSpec:
         "memory, takes about a third longer. Empty: only when needed to fit.", group="advanced")
     save_every: int = _opt(
         50, "Checkpoint every (steps)", "Save progress this often, so an interrupted run can continue. "
-        "0: only when stopped.", group="advanced", min=0, max=1_000_000)
+        "0: only by minutes (below) and when stopped.", group="advanced", min=0, max=1_000_000)
+    save_minutes: float = _opt(
+        2.0, "Checkpoint every (minutes)", "Also save progress after this much training time, so a crash costs "
+        "minutes, not the run. 0: only by steps.", group="advanced", min=0.0, max=10_000.0)
     eval_every: int = _opt(
         0, "Measure every (steps)", "Measure the loss on held-out data this often during training. "
         "0: a few times per run (never for documents).", group="expert", min=0, max=1_000_000)

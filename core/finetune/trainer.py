@@ -46,6 +46,7 @@ class TrainSettings:
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
     save_every: int = 50
+    save_minutes: float = 2.0  # also checkpoint when this much training time passed since the last save; 0: off
     eval_every: int = 0  # 0: a few times per run
     dpo_beta: float = 0.1
     schedule: str = "cosine"  # after warm-up: "cosine" (to a tenth) or "constant"
@@ -111,6 +112,7 @@ class Trainer:
         self.fast = packing and not self.sharded
         self.schedule = self._schedule()
         self.total_steps = len(self.schedule)
+        self._last_save = time.monotonic()  # reset when the loop starts (train) and after each checkpoint
         self.ref_logp: torch.Tensor | None = None
         lean_lora_forward(prepared.model)
 
@@ -246,13 +248,14 @@ class Trainer:
         model.train()
         rate: list[tuple[int, float]] = []
         start_time = time.monotonic()
+        self._last_save = start_time  # the clock of save_minutes: since training (re)started or the last save
         while state.step < self.total_steps:
             t0 = time.monotonic()
             micro_batches = self.schedule[state.step]
             factor = self.lr_factor(state.step)
             for g in optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * factor
-            loss_value, tokens, stop_asked = self._accumulate(micro_batches)
+            loss_value, tokens, stop_asked, due_asked = self._accumulate(micro_batches)
             if self.s.max_grad_norm and self.sharded:
                 from core.finetune.sharding import clip_grad_norm
 
@@ -282,20 +285,29 @@ class Trainer:
                     self.emit({"event": "eval", "step": state.step, **measured})
                 self.dist.barrier()
                 model.train()
-            # Alone, the stop request is read here; among several, rank 0's answer came with the step's sum.
+            # Alone, the stop request and the clock are read here; among several, rank 0's answers came with
+            # the step's sum, so every rank saves (and stops) at the same step.
             stop = self.should_stop() if not self.dist.enabled else stop_asked
-            if stop or (self.s.save_every and state.step % self.s.save_every == 0 and state.step < self.total_steps):
+            due = self._save_due() if not self.dist.enabled else due_asked
+            by_steps = bool(self.s.save_every) and state.step % self.s.save_every == 0
+            if stop or ((by_steps or due) and state.step < self.total_steps):
                 if self.dist.main or self.sharded:  # sharded: every rank gathers, rank 0 writes
                     self.save_checkpoint(optimizer, state)
                 self.dist.barrier()
+                self._last_save = time.monotonic()
             if stop:
                 self.emit({"event": "stopping", "message": f"stopping at step {state.step}: checkpoint saved"})
                 raise Interrupted(f"stopped at step {state.step}")
         model.eval()
         return state
 
-    def _accumulate(self, micro_batches: list[list[int]]) -> tuple[float, int, bool]:
-        """Gradients of one optimizer step's loss; returns the loss, its tokens and (several ranks) a stop request.
+    def _save_due(self) -> bool:
+        """Whether ``save_minutes`` of training passed since the last checkpoint (or since training started)."""
+        return bool(self.s.save_minutes) and time.monotonic() - self._last_save >= self.s.save_minutes * 60
+
+    def _accumulate(self, micro_batches: list[list[int]]) -> tuple[float, int, bool, bool]:
+        """Gradients of one optimizer step's loss; returns the loss, its tokens and (several ranks) rank 0's stop
+        request and whether rank 0's clock says a checkpoint is due (``_save_due``).
 
         Both losses are normalised by the whole step (its trained tokens, its preference pairs), not by
         micro-batch, so the rows can be shared out among ranks (``Dist.share``) and the summed gradients
@@ -342,17 +354,19 @@ class Trainer:
                 total_loss += float(loss.detach())
             self._idle_passes(idle, everything[0])
         if not self.dist.enabled:
-            return total_loss, tokens, False
-        # One collective: the gradients, the step's loss and rank 0's stop request (so all stop together).
+            return total_loss, tokens, False, False
+        # One collective: the gradients, the step's loss and rank 0's stop request and checkpoint clock (so all
+        # stop together and save at the same step: the ranks' clocks differ, a sharded save is a collective).
         # Sharded, FSDP reduced its parameters' gradients in the backward: only the others are summed here.
         asked = 1.0 if self.dist.main and self.should_stop() else 0.0
+        due = 1.0 if self.dist.main and self._save_due() else 0.0
         params = self.p.trainable_parameters()
         if self.sharded:
             from core.finetune.sharding import is_sharded
 
             params = [p for p in params if not is_sharded(p)]
-        total_loss, stop = self.dist.all_reduce_grads(params, [total_loss, asked])
-        return total_loss, tokens, stop > 0
+        total_loss, stop, due = self.dist.all_reduce_grads(params, [total_loss, asked, due])
+        return total_loss, tokens, stop > 0, due > 0
 
     def _idle_passes(self, count: int, rows: torch.Tensor) -> None:
         """``count`` forward and backward passes that change no gradient: a few tokens of a row of the step, loss

@@ -245,7 +245,8 @@ def test_a_killed_job_of_two_processes_resumes_from_its_checkpoint(tiny_pair: tu
 
     _gguf, hf = tiny_pair
     spec = {"base": str(hf), "name": "ddp-resume", "data": str(_chat(tmp_path / "chat.jsonl")), "max_steps": 14,
-            "lr": 5e-3, "seq_len": 64, "batch": 1, "grad_accum": 2, "save_every": 4, "samples": 0, "device": "cpu",
+            "lr": 5e-3, "seq_len": 64, "batch": 1, "grad_accum": 2, "save_every": 4, "save_minutes": 0, "samples": 0,
+            "device": "cpu",
             "nproc": 2}
     job = JobProcess("finetune", spec, log_path=tmp_path / "job.log")
     checkpoints: list[int] = []
@@ -290,6 +291,7 @@ def test_cancel_stops_every_rank_at_one_step_with_a_checkpoint(tiny_pair: tuple[
     _gguf, hf = tiny_pair
     job = JobProcess("finetune", {"base": str(hf), "name": "ddp-stopped", "data": str(_chat(tmp_path / "chat.jsonl")),
                                   "max_steps": 500, "seq_len": 64, "batch": 1, "grad_accum": 2, "save_every": 0,
+                                  "save_minutes": 0,
                                   "samples": 0, "device": "cpu", "nproc": 2}, log_path=tmp_path / "job.log")
     events = []
     for event in job.events():

@@ -281,7 +281,7 @@ def test_job_process_resumes_after_being_killed(tiny_pair: tuple[Path, Path], tm
     _gguf, hf = tiny_pair
     data = _jsonl(tmp_path / "chat.jsonl", _chat_rows(24))
     spec = {"base": str(hf), "name": "resumable", "data": str(data), "max_steps": 40, "lr": 5e-3, "seq_len": 64,
-            "batch": 1, "grad_accum": 1, "save_every": 5, "samples": 0}
+            "batch": 1, "grad_accum": 1, "save_every": 5, "save_minutes": 0, "samples": 0}
     job = JobProcess("finetune", spec, log_path=tmp_path / "job.log")
     checkpoints = []
     for event in job.events():

@@ -159,7 +159,7 @@ def test_the_exported_fsdp_launch_trains_hearths_job_like_one_process(tiny_pair:
     # 2 x 3 rows per step: shares of 3 rows cut into micro-batches of 2 and 1 on each rank; the 25 rows of
     # held-out loss, the sample and the checkpoint at step 3 are all sharded forwards both ranks run.
     spec = spec_from_inputs(str(hf), data=str(data), name="sharded", max_steps=6, seq_len=64, batch=2, grad_accum=3,
-                            samples=1, sample_tokens=6, save_every=3, eval_every=3, lr=2e-3, device="cpu",
+                            samples=1, sample_tokens=6, save_every=3, save_minutes=0, eval_every=3, lr=2e-3, device="cpu",
                             method_options={"dropout": 0.0, "rank": 4, "alpha": 8})
     folder = _export_sharded(spec, tmp_path, data)
     two, one = _launch_and_alone(folder, tmp_path)

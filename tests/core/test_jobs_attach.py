@@ -112,7 +112,8 @@ def test_a_detached_job_outlives_its_launcher_and_is_found_and_followed_again(ti
 
 def test_a_killed_job_is_interrupted_and_resumes_to_finished(tiny_hf: Path, tmp_path: Path) -> None:
     data = _data(tmp_path)
-    spec = spec_from_inputs(str(tiny_hf), data=str(data), name="crash", max_steps=24, save_every=2, **QUICK)
+    spec = spec_from_inputs(str(tiny_hf), data=str(data), name="crash", max_steps=24, save_every=2, save_minutes=0,
+                            **QUICK)
     job = start_finetune(spec, detached=False)  # attached, as the CLI runs it
     checkpoints: list[int] = []
     try:
