@@ -201,6 +201,24 @@ def _spans(doc: int, sent: int, text: str, heading: bool, low_counts: Counter[st
     return kept
 
 
+SALIENT_KINDS = ("name", "number", "year", "date")
+
+
+def salient_spans(text: str) -> list[tuple[str, str]]:
+    """The names, numbers, years and dates of one sentence as ``(kind, text)``, in reading order.
+
+    The probes' span finder on one sentence; a capitalised word inside it (a place, a surname) counts
+    as a name, while rare lowercase terms are left out: a restatement may reword those.
+    """
+    out: list[tuple[str, str]] = []
+    for span in sorted(_spans(0, 0, text, False, Counter()), key=lambda s: s.start):
+        if span.kind == "term" and span.cls == "cap":
+            out.append(("name", span.text))
+        elif span.kind in SALIENT_KINDS:
+            out.append((span.kind, span.text))
+    return out
+
+
 def _blankable(span: _Span, sentence: str) -> bool:
     answer = span.text
     words = len(sentence.split())
