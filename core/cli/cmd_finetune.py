@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--qa-model", metavar="MODEL", help="with --docs: write Q&A pairs with this GGUF model (sft)")
+    p.add_argument("--writer", metavar="MODEL",
+                   help="with --docs: also train on restatements of the facts written by this instruct model "
+                        "(library name or .gguf path); kept only where they keep every name, number and date")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
     p.add_argument("--save-minutes", type=float, metavar="M",
                    help="also checkpoint after M minutes of training (default 2; 0: only every N steps)")
@@ -94,7 +97,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         method_options=method_options, resume=args.resume, objective=args.objective, epochs=args.epochs,
         max_steps=args.max_steps, lr=args.lr, seq_len=args.seq_len, batch=args.batch, grad_accum=args.grad_accum,
         gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, seed=args.seed,
-        qa_model=args.qa_model, device=args.device,
+        qa_model=args.qa_model, writer=getattr(args, "writer", None), device=args.device,
         **({"nproc": args.nproc} if getattr(args, "nproc", None) is not None else {}),
         **({"save_minutes": args.save_minutes} if getattr(args, "save_minutes", None) is not None else {}),
     )

@@ -95,6 +95,11 @@ class FinetuneSpec:
         "Empty: train on the text itself.", group="advanced")
     qa_per_chunk: int = _opt(3, "Questions per chunk", "How many question-answer pairs the question writer "
                              "makes from each piece of a document.", group="expert", min=1, max=20)
+    writer: str | None = _opt(
+        None, "Restatement writer", "With documents: a chat model (from your library, or a .gguf file) that "
+        "rewrites each fact in other words, so the tuned model also knows it asked differently. A rewrite is "
+        "kept only if it keeps every name, number and date. Empty: rules alone restate the facts.",
+        group="advanced")
     dpo_beta: float = _opt(
         0.1, "DPO strength", "For 'dpo': how far the model may move from the base to prefer the chosen "
         "answers. Higher keeps it closer to the base.", group="expert", min=0.001, max=10.0)
@@ -133,6 +138,8 @@ class FinetuneSpec:
                                  ("--max-steps", self.max_steps, 1)):
             if value is not None and value < low:
                 raise TrainingError(f"{name} must be at least {low}, not {value}.")
+        if self.writer and not self.docs:
+            raise TrainingError("--writer rewrites documents: give them with --docs, or leave --writer out.")
         if self.docs and self.objective == "dpo":
             raise TrainingError("DPO needs preference pairs (--data with prompt/chosen/rejected), not documents.")
         self._check_nproc()

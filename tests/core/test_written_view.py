@@ -120,3 +120,32 @@ def test_a_writer_run_through_the_engine_keeps_and_drops_by_the_guard(scripted_w
     assert all(d["text"] == text for d in report.dropped)
     assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert report.to_summary("scripted-writer")["dropped"] == 7
+
+
+def test_a_writer_must_be_a_chat_model_and_is_found_by_path(scripted_writer: Path, starter_model: Path) -> None:
+    from core.errors import InvalidModelError
+    from core.finetune.data.views.written import resolve_writer
+
+    assert resolve_writer(str(scripted_writer)) == (str(scripted_writer), "writer")
+    with pytest.raises(InvalidModelError, match="not a chat \\(instruct\\) model"):
+        resolve_writer(str(starter_model))
+
+
+def test_the_cli_puts_the_writer_in_the_spec_and_refuses_it_without_documents(
+    scripted_writer: Path, tmp_path: Path
+) -> None:
+    import argparse
+
+    from core.cli import cmd_finetune
+    from core.errors import TrainingError
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Ivo Brandt built the boat in 1962 at Corrowick.\n" * 20)
+    parser = argparse.ArgumentParser()
+    cmd_finetune.register(parser.add_subparsers())
+    args = parser.parse_args(["finetune", str(scripted_writer), "--docs", str(notes), "--writer", "my-writer"])
+    assert cmd_finetune.build_spec(args)["writer"] == "my-writer"
+    args = parser.parse_args(["finetune", str(scripted_writer), "--data", str(tmp_path / "d.jsonl"), "--writer", "w"])
+    with pytest.raises(TrainingError, match="--writer rewrites documents"):
+        cmd_finetune.build_spec(args)

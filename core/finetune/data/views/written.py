@@ -157,6 +157,24 @@ def prompts_for(line: str, per_line: int) -> list[str]:
     return out
 
 
+def resolve_writer(name_or_path: str) -> tuple[str, str]:
+    """The GGUF path and the display name of a writer given by library name or path.
+
+    ``InvalidModelError`` when the model has no chat template: a base model continues the request
+    instead of answering it, so nothing it writes would be a restatement.
+    """
+    from core.errors import InvalidModelError
+    from core.library import Library
+
+    entry = Library().get(name_or_path)
+    if not entry.has_chat_template:
+        raise InvalidModelError(
+            f"'{entry.name}' is not a chat (instruct) model, so it cannot rewrite your documents: pick an instruct "
+            "model as the writer (Discover recommends one), or leave the writer out."
+        )
+    return str(entry.path), entry.name
+
+
 def write_restatements(
     lines: list[str],
     model_path: str,
