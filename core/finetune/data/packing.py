@@ -84,25 +84,34 @@ def pack(
     pad_id: int,
     packing: bool = True,
     seed: int = 0,
+    keys: Sequence[frozenset[int]] | None = None,
 ) -> PackedRows:
     """Pack units (one example, or a DPO pair that must share a row) into rows of ``seq_len``.
 
     Best-fit decreasing: the longest units first, each into the fullest row it still fits.
     With ``packing=False`` each unit gets a row of its own (methods that add tokens per sequence).
+    ``keys``: per unit, the facts it states; two units sharing a key never share a row (views of one
+    fact in one window are copied from context rather than stored: Allen-Zhu & Li, arXiv 2309.14316).
     """
     sizes = [sum(len(e) for e in unit) for unit in units]
     order = sorted(range(len(units)), key=lambda i: -sizes[i])
     rows: list[list[int]] = []  # unit indices per row
+    row_keys: list[set[int]] = []
     if packing:
         free: list[tuple[int, int]] = []  # (space left, row index), sorted
         for i in order:
+            mine = keys[i] if keys is not None else frozenset()
             k = bisect.bisect_left(free, (sizes[i], -1))
+            while k < len(free) and mine and not row_keys[free[k][1]].isdisjoint(mine):
+                k += 1  # the fullest row without this unit's facts
             if k < len(free):
                 space, row = free.pop(k)
                 rows[row].append(i)
+                row_keys[row].update(mine)
                 bisect.insort(free, (space - sizes[i], row))
             else:
                 rows.append([i])
+                row_keys.append(set(mine))
                 bisect.insort(free, (seq_len - sizes[i], len(rows) - 1))
     else:
         rows = [[i] for i in order]

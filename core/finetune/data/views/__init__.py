@@ -1,0 +1,127 @@
+"""Knowledge views: the user's documents rewritten by rules so a small model stores their facts.
+
+Plain next-token training ties a fact to the wording around it. What makes a fact extractable and
+answerable from the other side, without a writer model (see ``/work/notes`` of issue 19 for the papers):
+each fact stated with its entity's full name (``facts``), several copies in shuffled order
+(``shuffled``), the relation written from both sides (``reversed``), the line rebuilt from a masked copy
+(``masked``), and question-format items before the text (``questions``). One module per view; each
+returns ``Item`` s tagged with the fact lines they state, so the packer can keep two views of one fact
+out of the same training row (Allen-Zhu & Li: copies of a fact in one window are copied from context,
+not stored).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import DatasetError
+from core.finetune.data.views.facts import Facts, fact_lines
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training text of a view: ``prompt`` (not trained) then ``text`` (trained)."""
+
+    view: str
+    text: str
+    facts: frozenset[int]
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    title: str
+    english_only: bool  # needs English templates or rules
+    build: Callable[[Facts, random.Random, dict[str, Any]], list[Item]]
+    phase: int = 1  # 0: trained before the documents' text in each epoch (question warm-up)
+
+
+@dataclass
+class ViewSet:
+    facts: Facts
+    items: list[Item]
+    held_out: list[Any] = field(default_factory=list)  # Probe: restatements kept out of ``items``
+    note: str = ""
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.items:
+            out[item.view] = out.get(item.view, 0) + 1
+        return out
+
+
+def _registry() -> dict[str, View]:
+    from core.finetune.data.views import both, masked, questions, shuffled
+
+    views = [
+        View("facts", "fact lines (names written out)", False, shuffled.fact_items),
+        View("shuffled", "shuffled copies", False, shuffled.shuffled_items),
+        View("reversed", "both directions", False, both.both_items),
+        View("masked", "masked reconstruction", False, masked.masked_items),
+        View("questions", "question warm-up", True, questions.question_items, phase=0),
+    ]
+    return {v.name: v for v in views}
+
+
+VIEW_NAMES = ("facts", "shuffled", "reversed", "masked", "questions")
+DEFAULT_VIEWS = VIEW_NAMES
+
+
+def parse_views(value: Sequence[str] | None) -> list[str]:
+    """The view names a spec asks for: None → the default set; ["none"] or [] → none (plain text)."""
+    if value is None:
+        return list(DEFAULT_VIEWS)
+    names = [n.strip() for v in value for n in str(v).split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return []
+    unknown = [n for n in names if n not in VIEW_NAMES]
+    if unknown:
+        raise DatasetError(f"Unknown view {', '.join(unknown)}: use {', '.join(VIEW_NAMES)}, or none.")
+    return [n for n in VIEW_NAMES if n in names]
+
+
+def copies_for(tokens: int) -> int:
+    """How many shuffled copies: more for a small set (Physics 3.1: 5 varied copies stored 96.6%), fewer as
+    the text grows so a large library still trains in hours (measured in bench/document_learning.py)."""
+    if tokens < 4_000:
+        return 3
+    if tokens < 40_000:
+        return 2
+    return 1
+
+
+def build_views(
+    documents: Sequence[tuple[str, str]], names: Sequence[str], *, seed: int = 0, row_chars: int = 400,
+    tokens: int = 0, held_out: int = 12,
+) -> ViewSet:
+    """The items of the views ``names`` over ``documents`` (path, text), the same for a seed.
+
+    ``row_chars``: the longest item (about one training row). ``held_out``: how many restated questions
+    to keep aside for the knowledge check (their restatements are left out of every view).
+    """
+    from core.finetune.data.views.both import restated_probes
+
+    facts = fact_lines(documents)
+    registry = _registry()
+    chosen = [registry[n] for n in names]
+    note = ""
+    if facts.language != "en":
+        skipped = [v.title for v in chosen if v.english_only]
+        chosen = [v for v in chosen if not v.english_only]
+        note = ("The documents are not in English: names are not written out in place of pronouns and "
+                "restatements use word order only" + (f"; left out: {', '.join(skipped)}" if skipped else "") + ".")
+    probes = restated_probes(facts, count=held_out, seed=seed) if facts.language == "en" else []
+    options: dict[str, Any] = {"row_chars": row_chars, "copies": copies_for(tokens or len(" ".join(
+        line.text for line in facts.lines)) // 4), "held_out": {p.fact for p in probes}}
+    items: list[Item] = []
+    for view in sorted(chosen, key=lambda v: v.phase):
+        items.extend(view.build(facts, random.Random(f"{seed}:{view.name}"), options))
+    return ViewSet(facts, items, [p.probe for p in probes], note)
+
+
+def phase_of(item: Item) -> int:
+    return 0 if item.view == "questions" else 1
