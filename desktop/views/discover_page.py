@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QModelIndex, Signal
+from PySide6.QtCore import QModelIndex, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -27,6 +28,7 @@ from desktop.views.widgets import Banner, button, muted, page, title
 
 if TYPE_CHECKING:
     from core.hub import HubModel, QuantGroup, RepoQuants
+    from core.hub.pull import PullPlan
     from core.hub.search import SortKey
 
 
@@ -43,6 +45,7 @@ class DiscoverPage(QWidget):
         outer.addWidget(body)
         layout.addWidget(title("Discover"))
         layout.addWidget(muted("Find GGUF models on the Hugging Face Hub. Each file is checked against this machine."))
+        layout.addWidget(self._writer_card())
         bar = QHBoxLayout()
         self.query = QLineEdit()
         self.query.setPlaceholderText("Search models, e.g. qwen, llama, gemma…")
@@ -118,11 +121,54 @@ class DiscoverPage(QWidget):
         layout.addWidget(split, 1)
         self._searched = False
 
+    def _writer_card(self) -> QFrame:
+        """The writer recommended for this machine (``core.hub.writer``), downloaded in one click."""
+        from core.hub.writer import recommend_writer
+
+        self.writer = recommend_writer()
+        card = QFrame()
+        card.setObjectName("card")
+        row = QHBoxLayout(card)
+        row.setContentsMargins(14, 10, 14, 10)
+        row.setSpacing(10)
+        self.writer_badge = QLabel("Writer for teaching documents")
+        self.writer_badge.setObjectName("badge")
+        text = QVBoxLayout()
+        text.setSpacing(2)
+        self.writer_title = QLabel(f"<b>{self.writer.title}</b> · {self.writer.quant} · {human_size(self.writer.size_bytes)}")
+        text.addWidget(self.writer_title)
+        text.addWidget(muted("Fine-tune can use it to rewrite your documents' facts in other words. Picked for this "
+                             "machine's memory."))
+        self.writer_button = button("Download", self.download_writer,
+                                    tip=f"{self.writer.repo_id}: {self.writer.filename}")
+        row.addWidget(self.writer_badge, 0, Qt.AlignmentFlag.AlignVCenter)
+        row.addLayout(text, 1)
+        row.addWidget(self.writer_button, 0)
+        return card
+
+    def download_writer(self) -> None:
+        from core.hub import plan_pull
+
+        name = self.writer.pull_name
+        self.writer_button.setEnabled(False)
+        self.banner.hide()
+
+        def planned(plan: PullPlan) -> None:
+            self.writer_button.setEnabled(True)
+            self.download_requested.emit(plan.repo_id, plan.group)
+
+        def failed(exc: BaseException) -> None:
+            self.writer_button.setEnabled(True)
+            self._failed(exc)
+
+        Op(lambda: plan_pull(name)).on_success(planned).on_failure(failed).run(self.pool)
+
     def set_palette(self, p: Palette) -> None:
         self.quants.fit_colours = {"full_gpu": p.ok, "partial_gpu": p.warn, "cpu": p.accent, "across_machines": p.warn,
                                    "too_large": p.danger}
         self.quants.highlight = p.selection
         self.vision_badge.setStyleSheet(f"color: {p.accent}; border: 1px solid {p.accent};")
+        self.writer_badge.setStyleSheet(f"color: {p.accent}; border: 1px solid {p.accent};")
 
     def _selection_changed(self) -> None:
         self.download_button.setEnabled(bool(self.selected_group()))

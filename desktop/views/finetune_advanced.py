@@ -35,8 +35,9 @@ OBJECTIVES = (
      "A local model you pick writes question-and-answer pairs from the documents; the model learns to answer them."),
     ("jsonl", "Train on my own JSONL file", "Chat, ShareGPT, Alpaca, plain text or preference pairs, one example a line."),
 )
-# Job options the form sets itself (the Goal and the question writer), not through the options form.
-SET_BY_THE_FORM = ("objective", "qa_model")
+# Job options the form sets itself (the Goal, the question writer, the restatement writer beside the
+# documents), not through the options form.
+SET_BY_THE_FORM = ("objective", "qa_model", "writer")
 
 
 def job_options() -> list[Any]:

@@ -37,6 +37,7 @@ from desktop.models.library import LibraryTableModel
 from desktop.ops import Executor, Op, error_text
 from desktop.theme import LIGHT, Palette
 from desktop.views.finetune_advanced import AdvancedPanel
+from desktop.views.finetune_writer import WriterRow
 from desktop.views.trainpack_panel import TrainingPackPanel
 from desktop.views.widgets import Banner, button, muted, title
 
@@ -132,6 +133,9 @@ class TeachForm(QWidget):
         self.scan_label = muted("")
         self.scan_label.hide()
         docs_col.addWidget(self.scan_label)
+        self.writer_row = WriterRow(library, pool)  # restatements by a chat model (MainWindow wires its download)
+        self.writer_row.changed.connect(self._inputs_changed)
+        docs_col.addWidget(self.writer_row)
         col.addWidget(self.documents_box)  # it grows (stretch 4) while it lists files: _show_scan
         self._column = col
         self.file_note = muted("")
@@ -403,7 +407,11 @@ class TeachForm(QWidget):
         """The arguments of ``finetune_runs.spec_from_inputs`` for what the form shows."""
         entry = self.base_entry()
         assert entry is not None
-        return {"base": entry.name, **self.advanced.spec_inputs(self.paths), "name": self.name_edit.text().strip()}
+        inputs = {"base": entry.name, **self.advanced.spec_inputs(self.paths), "name": self.name_edit.text().strip()}
+        writer = self.writer_row.writer()
+        if writer and "docs" in inputs:
+            inputs["writer"] = writer
+        return inputs
 
     def _estimate(self) -> None:
         if self.why_not():

@@ -245,6 +245,7 @@ class MainWindow(QMainWindow):
         from desktop.views.finetune_page import FinetunePage
 
         page = FinetunePage(self.library_model, self.pool, current_model=self._chat_model)
+        page.form.writer_row.download_requested.connect(self.start_download)
         page.chat_requested.connect(self.chat_with_adapter)
         page.compare_requested.connect(self.compare_with_base)
         page.library_changed.connect(self.refresh_library)
