@@ -109,11 +109,13 @@ def describe(manifest: dict[str, Any]) -> list[tuple[str, str]]:
         pairs.append(("Eval loss", f"{before['eval_loss']:.3f} before, {after['eval_loss']:.3f} after"))
     if "perplexity" in before and "perplexity" in after:
         pairs.append(("Perplexity", f"{before['perplexity']:.2f} before, {after['perplexity']:.2f} after"))
-    knowledge = metrics.get("knowledge")
-    if isinstance(knowledge, dict) and knowledge.get("total"):
-        total = knowledge["total"]
-        pairs.append(("Knowledge check", f"answered {knowledge.get('before', 0)} of {total} before, "
-                                         f"{knowledge.get('after', 0)} of {total} after"))
+    from core.finetune.indexing import knowledge_halves
+
+    halves = knowledge_halves(metrics.get("knowledge"))
+    if halves:
+        pairs.append(("Knowledge check", halves))
+    if manifest.get("collection"):
+        pairs.append(("Documents", f"collection '{manifest['collection']}' (chats with this adapter look it up)"))
     if manifest.get("created_at"):
         pairs.append(("Created", _created(manifest)))
     return pairs
@@ -127,8 +129,15 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json({**entry.to_dict(), "size_bytes": size})
         return 0
+    from core.finetune.indexing import comparison_rows, saved_comparison
+
     print_kv([("Name", entry.name), *describe(entry.manifest), ("Size on disk", human_size(size)),
               ("Folder", str(entry.path))])
+    comparison = saved_comparison(entry)
+    if comparison is not None:
+        print(f"\nTuning and retrieval compared on {comparison.collection}:")
+        print_table(comparison_rows(comparison), ["SET-UP", "RIGHT", "SHARE"])
+        print(comparison.recommendation)
     return 0
 
 

@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = p.add_argument_group("documents (retrieval)")
     g.add_argument("--docs", metavar="COLLECTION",
                    help="answer from a document collection: the best passages go into the prompt, cited as [n]")
+    g.add_argument("--no-docs", action="store_true",
+                   help="do not look up the collection an adapter given with --lora was taught with")
     g.add_argument("--docs-k", type=int, default=5, metavar="N", help="passages to retrieve (default 5)")
     g.add_argument("--docs-budget", type=int, default=1024, metavar="TOKENS",
                    help="most tokens of passages in the prompt (default 1024; less when the context is smaller)")
@@ -112,6 +114,39 @@ def resolve_lora(spec: str) -> tuple[str, float]:
     return str(candidates[0]), scale
 
 
+def _lora_name(spec: str) -> str:
+    """``ADAPTER[:SCALE]`` without its scale (as ``resolve_lora`` reads it)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            float(tail)
+            return head
+        except ValueError:
+            pass
+    return spec
+
+
+def adapter_docs(lora_specs: list[str], *, quiet: bool = False) -> str | None:
+    """The collection a ``--lora`` adapter was taught with (tune + index), said in one line; None if none."""
+    from core.finetune.adapters import get_adapter
+    from core.finetune.indexing import adapter_collection
+
+    for spec in lora_specs:
+        name = _lora_name(spec)
+        if Path(name).expanduser().is_file():
+            continue
+        try:
+            collection = adapter_collection(get_adapter(name))
+        except HearthError:
+            continue
+        if collection is not None:
+            if not quiet:
+                print(f"[documents: looking up the collection '{collection}' that {name} was taught with; "
+                      "--no-docs turns it off]", file=sys.stderr)
+            return collection
+    return None
+
+
 def _sampling(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
@@ -148,6 +183,8 @@ def chat(args: argparse.Namespace) -> int:
               f"one with --mmproj FILE or pair one with 'hearth import MODEL --mmproj FILE'.", file=sys.stderr)
         return 2  # a usage error, like argparse's: nothing was loaded or saved
     collection = None
+    if not args.docs and not getattr(args, "no_docs", False):
+        args.docs = adapter_docs(args.lora, quiet=args.json)
     if args.docs:
         from core.cli.cmd_docs import open_refreshed
 

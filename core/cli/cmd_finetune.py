@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from core.cli.output import print_json
+from core.cli.output import print_json, print_table, status_line
 from core.errors import HearthError, TrainingError
 from core.units import human_count
 
@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--writer", metavar="MODEL",
                    help="with --docs: also train on restatements of the facts written by this instruct model "
                         "(library name or .gguf path); kept only where they keep every name, number and date")
+    p.add_argument("--no-index", dest="index", action="store_false",
+                   help="with --docs: do not also index the documents into a Knowledge collection named after the "
+                        "adapter, nor compare tuning with retrieval at the end")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
     p.add_argument("--save-minutes", type=float, metavar="M",
                    help="also checkpoint after M minutes of training (default 2; 0: only every N steps)")
@@ -97,7 +100,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         method_options=method_options, resume=args.resume, objective=args.objective, epochs=args.epochs,
         max_steps=args.max_steps, lr=args.lr, seq_len=args.seq_len, batch=args.batch, grad_accum=args.grad_accum,
         gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, seed=args.seed,
-        qa_model=args.qa_model, writer=getattr(args, "writer", None), device=args.device,
+        qa_model=args.qa_model, writer=getattr(args, "writer", None), device=args.device, index=getattr(args, "index", True),
         **({"nproc": args.nproc} if getattr(args, "nproc", None) is not None else {}),
         **({"save_minutes": args.save_minutes} if getattr(args, "save_minutes", None) is not None else {}),
     )
@@ -162,6 +165,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     if kind == "done":
         if not args.json:
             _print_result(outcome)
+        _compare_after(outcome, spec["base"], json_mode=args.json)
         return 0
     if kind == "cancelled":  # the progress printer has said where it stopped and how to continue
         return 130
@@ -245,6 +249,8 @@ def _run_as_rank(spec: dict[str, Any], *, json_mode: bool) -> int:
         os.unlink(path)
     if outcome.get("event") == "done" and not json_mode:
         _print_result(outcome)
+    if outcome.get("event") == "done":
+        _compare_after(outcome, spec["base"], json_mode=json_mode)
     if outcome.get("event") == "error":
         raise TrainingError(str(outcome.get("message")))
     return code
@@ -269,6 +275,62 @@ def _print_result(event: dict[str, Any]) -> None:
         print(f"\n> {sample['prompt'][:200]}\n  before: {sample['before'][:200]}\n  after:  {sample['after'][:200]}")
 
 
+def _compare_after(event: dict[str, Any], base: str, *, json_mode: bool) -> None:
+    """Tune + index: the four-way comparison on the job's held-out questions, when the job made a collection.
+
+    Printed as a table and one sentence (``--json``: one ``comparison`` event); a comparison that cannot
+    run is a note, never a failed command: the adapter is saved.
+    """
+    from core.finetune.adapters import get_adapter
+    from core.finetune.indexing import adapter_collection, adapter_comparison
+
+    try:
+        entry = get_adapter(str(event.get("name")))
+    except HearthError:
+        return
+    collection = adapter_collection(entry)
+    if collection is None:
+        return
+    shown = not json_mode and sys.stderr.isatty()
+    if not json_mode:
+        print(f"\nIndexed your documents into the collection '{collection}'. Comparing tuning with retrieval on "
+              "the job's held-out questions…", file=sys.stderr)
+
+    def progress(message: str, fraction: float) -> None:
+        if shown:
+            status_line(f"Comparing: {message} ({fraction:.0%})"[:100])
+
+    try:
+        comparison = adapter_comparison(entry.name, progress=progress)
+    except HearthError as exc:
+        if shown:
+            status_line()
+        if json_mode:
+            print(json.dumps({"event": "warning", "message": f"No comparison: {exc}"}), flush=True)
+        else:
+            print(f"note: no comparison: {exc}", file=sys.stderr)
+        return
+    if shown:
+        status_line()
+    if json_mode:
+        print(json.dumps({"event": "comparison", "collection": collection, "setups": [s.to_dict() for s in comparison.setups],
+                          "recommendation": comparison.recommendation, "notes": comparison.notes}), flush=True)
+        return
+    print_comparison(comparison)
+    print(f"Chat with both: hearth chat {base} --lora {entry.name}  (the collection '{collection}' comes with it)")
+
+
+def print_comparison(comparison: Any) -> None:
+    """The four-way comparison as a table, its notes and the one-sentence recommendation."""
+    from core.finetune.indexing import comparison_rows
+
+    print()
+    print_table(comparison_rows(comparison), ["SET-UP", "RIGHT", "SHARE"])
+    for note in comparison.notes:
+        print(f"({note})")
+    print(comparison.recommendation)
+
+
 class ProgressPrinter:
     """Draws the job's events: a one-line bar on a terminal, a line per tenth of the run otherwise."""
 
@@ -288,6 +350,9 @@ class ProgressPrinter:
             self._step(event)
         elif kind == "eval":
             self.eval_loss = event.get("eval_loss")
+        elif kind == "indexed":
+            self._line(f"indexed {event.get('documents')} documents ({event.get('chunks')} passages) into the "
+                       f"collection '{event.get('collection')}' for retrieval")
         elif kind in ("stage", "warning", "resumed", "cancelled", "stopping"):
             self._line({"warning": "warning: "}.get(str(kind), "") + str(event.get("message") or
                        f"resumed at step {event.get('step')} of {event.get('total_steps')}"))

@@ -101,6 +101,19 @@ class Comparison:
                 "setups": [s.to_dict() for s in self.setups], "items": [i.to_dict() for i in self.items],
                 "recommendation": self.recommendation, "notes": list(self.notes)}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        """A comparison ``to_dict`` wrote (e.g. kept beside an adapter's manifest)."""
+        setups = [SetupScore(str(s["label"]), str(s["key"]), int(s["right"]), int(s["total"])) for s in data["setups"]]
+        items = [ProbeItem(stem=str(i["stem"]), choices=list(i["choices"]), answer=str(i["answer"]),
+                           source=str(i.get("source") or ""), right=list(i.get("right") or []),
+                           picked=dict(i.get("picked") or {}),
+                           passages=[UsedPassage(str(p["file"]), str(p["location"]), str(p["text"]), float(p["score"]))
+                                     for p in i.get("passages") or []])
+                 for i in data.get("items") or []]
+        return cls(str(data["collection"]), str(data["base"]), data.get("adapter"), setups, items,
+                   str(data["recommendation"]), [str(n) for n in data.get("notes") or []])
+
 
 # -- the recommendation --------------------------------------------------------------------------------
 
@@ -220,6 +233,7 @@ def compare_collection(
     engine: Engine | None = None,
     embedder: Embedder | None = None,
     budget_tokens: int = BUDGET_TOKENS,
+    probes: Sequence[Probe] | None = None,
 ) -> Comparison:
     """Score base, base + retrieval and, with ``adapter``, tuned and tuned + retrieval on collection ``name``.
 
@@ -231,6 +245,9 @@ def compare_collection(
     ``progress(message, fraction)`` reports the stage; ``cancel`` set stops it with ``CancelledError``.
     With ``engine`` the comparison uses it (loading ``base`` if another model is loaded, and taking the
     adapter off again at the end); otherwise it starts and closes its own.
+
+    ``probes``: ask these instead of probes built from the collection's documents (a fine-tune job's
+    held-out questions, ``core.finetune.indexing.job_probes``); retrieval still searches the collection.
     """
     from core.docs.store import DocsLibrary
     from core.engine import Engine
@@ -257,7 +274,7 @@ def compare_collection(
                               f"with the model it was trained on (--model {trained_on}).")
     with DocsLibrary().open(name) as collection:
         collection.refresh(cancel=cancel)
-        probes = build_collection_probes(collection)
+        probes = list(probes) if probes is not None else build_collection_probes(collection)
         if not probes:
             raise HearthError(f"No fill-in-the-blank questions could be made from '{name}': its documents need "
                               "more sentences with names, numbers, dates or terms.")

@@ -250,6 +250,12 @@ class Collection:
     def _set_meta(self, key: str, value: object) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
 
+    def set_note(self, key: str, value: str) -> None:
+        """Record a note of the collection's own (e.g. ``made_by``: the adapter whose job built it); ``meta`` reads it."""
+        if key in ("schema", "name", "generation", "embed_model", "embed_dim", "created_at", "updated_at"):
+            raise ValueError(f"'{key}' is kept by the collection itself")
+        self._set_meta(key, value)
+
     @property
     def generation(self) -> int:
         """Counts committed changes to the chunks; derived files (the vector matrix) are named by it."""

@@ -215,6 +215,11 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         emit({"event": "stage", "stage": "hash", "message": "computing the base model's checksum"})
         manifest = _manifest(spec, base, method.name, method_config, settings, data, resources, trainer, state,
                              before, after, started, n_trainable, method.output, processes=dist.world)
+        if spec.docs and spec.index:  # tune + index: the documents also go into a Knowledge collection
+            from core.finetune.indexing import index_for_job
+
+            if (collection := index_for_job(spec.name, spec.docs, emit)) is not None:
+                manifest["collection"] = collection
         (result / adapters.MANIFEST).write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
         adapters.ensure_free(spec.name)
         os.replace(result, final)

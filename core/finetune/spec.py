@@ -116,6 +116,9 @@ class FinetuneSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+    index: bool = _opt(True, "Also index for retrieval", "With documents: also put them in a Knowledge collection "
+                       "named after the adapter, so a chat with it can look them up as well (tune + retrieval).",
+                       group="advanced")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneSpec:

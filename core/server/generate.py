@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from core.engine import Completion, Engine, SamplingParams, TextChunk
+from core.server.docs import with_adapter_docs
 from core.server.errors import ApiError, bad_request, no_vision
 from core.server.host import ModelHost, ServedModel
 from core.server.runner import END, Failure, Job
@@ -91,7 +92,9 @@ def start(host: ModelHost, request: Request, gen: Generation) -> Job:
             if gen.prompt is not None:
                 stream = engine.stream_complete(gen.prompt, gen.params)
             else:
-                stream = engine.stream_chat(gen.messages or [], gen.params, tools=gen.tools)
+                # BASE+ADAPTER of a documents fine-tune: its collection's passages go with the question.
+                messages = with_adapter_docs(gen.model, gen.messages or [], engine, gen.params.max_tokens)
+                stream = engine.stream_chat(messages, gen.params, tools=gen.tools)
             if gen.watch_stop:
                 stream = _watched(gen, engine, stream)
             for item in job.stream(engine, stream):

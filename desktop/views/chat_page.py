@@ -566,6 +566,7 @@ class ChatPage(QWidget):
                                  params=self.params.form.values().to_dict(), adapter=adapter_name,
                                  adapter_scale=self.current_adapter()[1])
         self.conversations.current_id = conv.id
+        self._use_adapter_docs(adapter_name)
         self.conversations.refresh()
         self.controller.load(entry, self.params.form.values())
 
@@ -651,6 +652,25 @@ class ChatPage(QWidget):
         self.docs_toggle.set_collections(names)
         if self.current_id is not None and not self.docs_toggle.collection():
             self.docs_toggle.set_collection(self.store.get(self.current_id).docs)
+
+    def _use_adapter_docs(self, adapter_name: str) -> None:
+        """Tune + index: turn on the collection the adapter was taught with (its manifest names it), listed
+        first if the job made it after the picker was filled."""
+        from core.docs.names import collection_names
+        from core.errors import HearthError
+        from core.finetune.adapters import get_adapter
+        from core.finetune.indexing import adapter_collection
+
+        try:
+            docs = adapter_collection(get_adapter(adapter_name))
+        except HearthError:  # an adapter removed meanwhile: the chat goes on with what it has
+            return
+        if docs is None:
+            return
+        if self.docs_toggle.picker.findText(docs) < 0:
+            self.docs_toggle.set_collections(collection_names())
+        self.docs_toggle.set_collection(docs)
+        self._save_docs()
 
     def _save_docs(self) -> None:
         if self.current_id is not None:

@@ -266,7 +266,7 @@ class FinetunePage(QWidget):
         self.run_view.cancel_requested.connect(self.cancel)
         self.run_view.resume_requested.connect(self.resume)
         self.run_view.back_requested.connect(self.show_form)
-        self.result_view = ResultView()
+        self.result_view = ResultView(pool)  # its four-way comparison runs on the pool
         self.result_view.chat_requested.connect(self._chat)
         self.result_view.compare_requested.connect(lambda: self.compare_requested.emit(*self._adapter()))
         self.result_view.standalone_requested.connect(lambda: self.export(ollama=False))
@@ -568,6 +568,7 @@ class FinetunePage(QWidget):
         self._unsubscribe()
         self._cancel_export()
 
+        self.result_view.comparison.shutdown()
 
 def _free_name(name: str) -> str:
     n, stem = 2, name

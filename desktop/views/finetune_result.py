@@ -1,4 +1,5 @@
-"""What a finished fine-tune shows: the knowledge check, the improvement, samples before vs after, next steps.
+"""What a finished fine-tune shows: the knowledge check, the improvement, samples before vs after, next steps;
+for documents (tune + index), tuning and retrieval compared four ways on the job's held-out questions.
 
 Also the error panel of a run that failed or whose process died: one sentence, what to do, details
 (the core's detail and the log path) behind "Show details"; never a traceback on the page itself.
@@ -6,6 +7,8 @@ Also the error panel of a run that failed or whose process died: one sentence, w
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -13,19 +16,30 @@ from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
+    QTableWidget,
+    QTableWidgetItem,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from core.finetune.run_state import RunState
+from desktop.ops import Executor, Op, error_text
 from desktop.views.widgets import button, muted, title
 
 
 def knowledge_sentence(state: RunState) -> str:
+    """The knowledge check: both halves ("From your sentences: … · Asked in other words: …") when the job
+    measured the restated half too, else the documents' own sentences before and after."""
+    from core.finetune.indexing import knowledge_halves
+
+    knowledge = (state.result.get("metrics") or {}).get("knowledge")
+    if isinstance(knowledge, dict) and (knowledge.get("restated") or {}).get("total"):
+        return knowledge_halves(knowledge) + "."
     before, after, total = state.knowledge_before, state.knowledge_after, state.knowledge_total
     if total and before is not None and after is not None:
         return (f"Answered {before} of {total} questions about your documents before, "
@@ -84,6 +98,152 @@ def qa_sentence(qa: dict[str, Any]) -> str:
     return f"{head} from your documents."
 
 
+class ComparisonPanel(QWidget):
+    """Base, base + retrieval, tuned, tuned + retrieval on the job's held-out questions, and the advice.
+
+    Runs ``core.finetune.indexing.adapter_comparison`` off the GUI thread (read back from the adapter's
+    folder when it was made before); hidden for an adapter without a collection.
+    """
+
+    def __init__(self, pool: Executor | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.pool = pool
+        self.adapter = ""
+        self.result: Any = None
+        self._cancel: threading.Event | None = None
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 4, 0, 0)
+        col.setSpacing(6)
+        col.addWidget(title("Tuning and retrieval, compared", "sectionTitle"))
+        self.intro = muted("The job's held-out questions asked four ways: the model alone, with passages looked up "
+                           "in your documents, the tuned adapter, and the adapter with the passages.")
+        col.addWidget(self.intro)
+        progress = QHBoxLayout()
+        self.bar = QProgressBar()
+        self.bar.setFixedWidth(180)
+        self.progress_label = muted("")
+        self.cancel_button = button("Cancel", self.cancel)
+        progress.addWidget(self.bar)
+        progress.addWidget(self.progress_label, 1)
+        progress.addWidget(self.cancel_button)
+        col.addLayout(progress)
+        self.recommendation = QLabel("")
+        self.recommendation.setObjectName("sectionTitle")
+        self.recommendation.setWordWrap(True)
+        col.addWidget(self.recommendation)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Set-up", "Right", "Share"])
+        self.table.verticalHeader().hide()
+        self.table.setShowGrid(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setMaximumWidth(460)
+        col.addWidget(self.table)
+        self.notes = muted("")
+        col.addWidget(self.notes)
+        self.hide()
+
+    def show_for(self, adapter: str) -> None:
+        """The comparison of ``adapter``: read back, or run now in the background (nothing for one without a
+        collection)."""
+        if adapter == self.adapter and (self.result is not None or self._cancel is not None):
+            return
+        self.cancel()
+        self.adapter, self.result = adapter, None
+        self.hide()
+        if self.pool is None or not adapter:
+            return
+        cancel = threading.Event()
+        self._cancel = cancel
+
+        def work(report: Callable[[Any], None]) -> Any:
+            from core.finetune.adapters import get_adapter
+            from core.finetune.indexing import adapter_collection, adapter_comparison
+
+            if adapter_collection(get_adapter(adapter)) is None:
+                return None
+            report(("reading the job's questions", 0.0))
+            return adapter_comparison(adapter, cancel=cancel,
+                                      progress=lambda message, fraction: report((str(message), float(fraction))))
+
+        Op(work).on_progress(lambda p: self._progress(adapter, p)).on_success(
+            lambda r: self._done(adapter, r)).on_failure(lambda exc: self._failed(adapter, exc)).run(self.pool)
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+            self._cancel = None
+
+    def _progress(self, adapter: str, p: Any) -> None:
+        if adapter != self.adapter or not isinstance(p, tuple):
+            return
+        message, fraction = p
+        self.show()
+        self._busy(True)
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(round(fraction * 1000))
+        self.progress_label.setText(f"Comparing: {message} ({fraction:.0%})")
+
+    def _busy(self, busy: bool) -> None:
+        for busy_part in (self.bar, self.cancel_button, self.progress_label):
+            busy_part.setVisible(busy)
+        for result_part in (self.recommendation, self.table, self.notes):
+            result_part.setVisible(not busy)
+
+    def _done(self, adapter: str, result: Any) -> None:
+        if adapter != self.adapter:
+            return
+        self._cancel = None
+        if result is None:
+            self.hide()
+            return
+        self.show_result(result)
+
+    def _failed(self, adapter: str, exc: BaseException) -> None:
+        if adapter != self.adapter:
+            return
+        cancelled = self._cancel is None  # cancel() let go of it
+        self._cancel = None
+        self.show()
+        self._busy(False)
+        self.table.hide()
+        self.notes.hide()
+        self.recommendation.setText("The comparison was stopped." if cancelled else
+                                    f"No comparison: {error_text(exc)}")
+
+    def show_result(self, result: Any) -> None:
+        """The four rows, the one-sentence recommendation and the notes (which questions, trimmed passages)."""
+        from core.finetune.indexing import comparison_rows
+
+        self.result = result
+        rows = comparison_rows(result)
+        self.table.setRowCount(len(rows))
+        best = max((s.right for s in result.setups), default=0)
+        for i, (row, setup) in enumerate(zip(rows, result.setups, strict=True)):
+            for j, text in enumerate(row):
+                item = QTableWidgetItem(text)
+                if j:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if setup.right == best and best > 0:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                self.table.setItem(i, j, item)
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        height = self.table.horizontalHeader().height() + sum(self.table.rowHeight(i) for i in range(len(rows))) + 4
+        self.table.setFixedHeight(height)
+        self.recommendation.setText(str(result.recommendation))
+        self.notes.setText(" · ".join(n[:1].upper() + n[1:] for n in result.notes))
+        self.show()
+        self._busy(False)
+        self.notes.setVisible(bool(result.notes))
+
+    def shutdown(self) -> None:
+        self.cancel()
+
+
 class ResultView(QWidget):
     """The finished run; its buttons emit what the page should do next."""
 
@@ -94,7 +254,7 @@ class ResultView(QWidget):
     another_requested = Signal()
     export_cancel_requested = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, pool: Executor | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
@@ -117,6 +277,8 @@ class ResultView(QWidget):
         for w in (self.knowledge_label, self.improvement_label, self.numbers_label):
             inner.addWidget(w)
         col.addWidget(card)
+        self.comparison = ComparisonPanel(pool)
+        col.addWidget(self.comparison)
         self.qa_title = title("Questions it practised", "sectionTitle")
         col.addWidget(self.qa_title)
         self.qa_label = muted("")
@@ -135,7 +297,8 @@ class ResultView(QWidget):
         col.addSpacing(6)
         row = QHBoxLayout()
         self.chat_button = button("Chat with it", self.chat_requested.emit, kind="primary",
-                                  tip="Open a new chat with the base model and this adapter")
+                                  tip="Open a new chat with the base model and this adapter (and, for documents, "
+                                      "their collection looked up as well)")
         self.compare_button = button("Compare with the base model", self.compare_requested.emit,
                                      tip="One prompt, two answers side by side: the base model alone and with this "
                                          "adapter")
@@ -175,6 +338,7 @@ class ResultView(QWidget):
                 f"perplexity {_figure(float(before['perplexity']))} → {_figure(float(after['perplexity']))}.")
         self._show_qa(state.data.get("synthetic_qa") or {})
         self._show_samples(list(metrics.get("samples") or []))
+        self.comparison.show_for(name if not from_file(state) else "")
 
     def _show_qa(self, qa: dict[str, Any]) -> None:
         """The pairs the question model wrote: how many, and the first few to read."""

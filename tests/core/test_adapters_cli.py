@@ -65,7 +65,7 @@ def test_show_says_the_manifest_in_plain_words() -> None:
     assert "40 training examples, 12,345 tokens" in out
     assert "60 (3 epochs planned)" in out
     assert "4.568 before, 2.125 after" in out and "96.34 before, 8.37 after" in out
-    assert "answered 3 of 10 before, 8 of 10 after" in out
+    assert "From your sentences: 8 of 10 (3 before)" in out and "Asked in other words" not in out
     assert "2025-03-14 09:26" in out
     assert human_size(_size(folder)) in out and str(folder) in out
 

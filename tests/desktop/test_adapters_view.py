@@ -253,6 +253,6 @@ def test_a_knowledge_check_is_the_score_shown_first(qapp: object, tmp_path: Path
         "⚠ missing: gemma-3-270m-q4_k_m", "lora", "notes.jsonl", "2023-11-14", "2.0 KB", "3 → 9 of 12"]
     row = model.row(0)
     html = details_html(row)
-    assert html.index(">Knowledge check<") < html.index(">Base<") and "answered 3 of 12 before, 9 of 12 after" in html
+    assert html.index(">Knowledge check<") < html.index(">Base<") and "From your sentences: 9 of 12 (3 before)" in html
     assert "Base model missing: gemma-3-270m-q4_k_m — import it again or locate the file." in html
     assert StandaloneDialog(row).quant() == "Q4_K_M"  # the default when the base's type is not known
