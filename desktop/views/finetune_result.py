@@ -16,12 +16,9 @@ from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
-    QTableWidget,
-    QTableWidgetItem,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -128,18 +125,20 @@ class ComparisonPanel(QWidget):
         progress.addWidget(self.cancel_button)
         col.addLayout(progress)
         self.recommendation = QLabel("")
-        self.recommendation.setObjectName("sectionTitle")
         self.recommendation.setWordWrap(True)
-        col.addWidget(self.recommendation)
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["Set-up", "Right", "Share"])
-        self.table.verticalHeader().hide()
-        self.table.setShowGrid(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.recommendation.setStyleSheet("font-weight: 600;")
+        # A grid of labels rather than a QTableWidget: four rows that size themselves, no scroll bars.
+        self.table = QFrame()
+        self.table.setObjectName("card")
         self.table.setMaximumWidth(460)
+        self.grid = QGridLayout(self.table)
+        self.grid.setContentsMargins(14, 10, 14, 10)
+        self.grid.setHorizontalSpacing(18)
+        self.grid.setVerticalSpacing(6)
+        self.grid.setColumnStretch(0, 1)
+        self.cells: list[list[QLabel]] = []
         col.addWidget(self.table)
+        col.addWidget(self.recommendation)
         self.notes = muted("")
         col.addWidget(self.notes)
         self.hide()
@@ -212,28 +211,31 @@ class ComparisonPanel(QWidget):
         self.recommendation.setText("The comparison was stopped." if cancelled else
                                     f"No comparison: {error_text(exc)}")
 
+    def rows(self) -> list[list[str]]:
+        """The set-up rows as shown (without the header), for reading back."""
+        return [[cell.text() for cell in row] for row in self.cells]
+
     def show_result(self, result: Any) -> None:
         """The four rows, the one-sentence recommendation and the notes (which questions, trimmed passages)."""
         from core.finetune.indexing import comparison_rows
 
         self.result = result
         rows = comparison_rows(result)
-        self.table.setRowCount(len(rows))
+        _clear(self.grid)
         best = max((s.right for s in result.setups), default=0)
-        for i, (row, setup) in enumerate(zip(rows, result.setups, strict=True)):
+        for j, head in enumerate(("Set-up", "Right", "Share")):
+            label = muted(head)
+            label.setStyleSheet("font-weight: 600;")
+            self.grid.addWidget(label, 0, j, Qt.AlignmentFlag.AlignRight if j else Qt.AlignmentFlag.AlignLeft)
+        self.cells = []
+        for i, (row, setup) in enumerate(zip(rows, result.setups, strict=True), start=1):
+            self.cells.append([])
             for j, text in enumerate(row):
-                item = QTableWidgetItem(text)
-                if j:
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                cell = QLabel(text)
                 if setup.right == best and best > 0:
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                self.table.setItem(i, j, item)
-        self.table.resizeColumnsToContents()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        height = self.table.horizontalHeader().height() + sum(self.table.rowHeight(i) for i in range(len(rows))) + 4
-        self.table.setFixedHeight(height)
+                    cell.setStyleSheet("font-weight: 600;")
+                self.grid.addWidget(cell, i, j, Qt.AlignmentFlag.AlignRight if j else Qt.AlignmentFlag.AlignLeft)
+                self.cells[-1].append(cell)
         self.recommendation.setText(str(result.recommendation))
         self.notes.setText(" · ".join(n[:1].upper() + n[1:] for n in result.notes))
         self.show()
