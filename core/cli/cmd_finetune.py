@@ -264,7 +264,7 @@ def _print_result(event: dict[str, Any]) -> None:
     if known:
         from core.finetune.knowledge import summary_line
 
-        print(summary_line(known["before"], known["after"], known["total"]))
+        print(summary_line(known["before"], known["after"], known["total"], known.get("restated")))
     if before and after:
         what = "Loss on your documents' text" if known else "Held-out loss"
         ratio = before["perplexity"] / max(1e-9, after["perplexity"])
@@ -356,9 +356,15 @@ class ProgressPrinter:
         elif kind in ("stage", "warning", "resumed", "cancelled", "stopping"):
             self._line({"warning": "warning: "}.get(str(kind), "") + str(event.get("message") or
                        f"resumed at step {event.get('step')} of {event.get('total_steps')}"))
+        elif kind == "held_out_check":
+            self._line(f"step {event['step']}: asked in other words, {event['correct']} of {event['total']} right")
+        elif kind == "early_stop":
+            self._line(str(event["message"]))
         elif kind == "knowledge" and event.get("phase") == "before":
+            other = event.get("restated")
             self._line(f"knowledge check: the base model answers {event['correct']} of {event['total']} "
-                       "fill-in-the-blank questions from your documents")
+                       "fill-in-the-blank questions from your documents"
+                       + (f", and {other['correct']} of {other['total']} asked in other words" if other else ""))
         elif kind == "settings":
             for reason in event.get("reasons") or []:
                 self._line(f"plan: {reason}")
@@ -387,6 +393,18 @@ class ProgressPrinter:
             for item in skipped[:10]:
                 if isinstance(item, dict):
                     self._line(f"  skipped {item.get('path')}: {item.get('reason')}")
+            views = event.get("views") or {}
+            if views:
+                self._line(f"views: {event.get('fact_lines')} fact lines rewritten as "
+                           + ", ".join(f"{name} {v['items']}" for name, v in views.items())
+                           + f"; {event.get('restated_probes', 0)} questions in other words kept out for the check")
+            if event.get("views_note"):
+                self._line(f"note: {event['views_note']}")
+            written = event.get("written")
+            if isinstance(written, dict):
+                self._line(f"writer {written.get('model')}: kept {written.get('kept')} of {written.get('generated')} "
+                           f"restatements of {written.get('lines')} lines (dropped {written.get('dropped')} that lost "
+                           "or added a name, number or date, or copied the line)")
 
     def _step(self, e: dict[str, Any]) -> None:
         done, total = int(e["step"]), int(e["total_steps"])

@@ -11,6 +11,7 @@ from core.finetune.data.documents import Document, Skipped, chunk_documents, loa
 from core.finetune.data.formatting import Encoded, ExampleEncoder
 from core.finetune.data.jsonl import Conversation, Dataset, Example, Preference, Text, read_jsonl
 from core.finetune.data.packing import PackedRows, concat, pack, split_held_out, truncate
+from core.finetune.data.views import Item, ViewSet, build_views, parse_views, phase_of
 from core.finetune.spec import FinetuneSpec
 
 
@@ -31,6 +32,7 @@ class PreparedData:
     samples: list[dict[str, Any]]
     summary: dict[str, Any]
     probes: list[Any] = field(default_factory=list)  # core.finetune.data.probes.Probe: the knowledge check
+    restated: list[Any] = field(default_factory=list)  # Probe: asked in other words, kept out of training
 
 
 def read_sources(spec: FinetuneSpec) -> Sources:
@@ -122,6 +124,18 @@ def _build_documents(
     if not text_units:
         raise DatasetError("The documents give no text to learn after tokenization: add documents with more text.")
     parts = [pack(text_units, seq_len, pad_id=pad_id, packing=packing, seed=spec.seed)]
+    held_out: list[Any] = []
+    names = parse_views([spec.views] if spec.views is not None else None)
+    if names or spec.writer:
+        progress("rewriting the documents into knowledge views")
+        views = build_views([(d.path, d.text) for d in sources.documents], names, seed=spec.seed,
+                            row_chars=max(120, (seq_len - 8) * 3), tokens=sum(len(u[0]) for u in text_units))
+        if spec.writer:
+            views.items.extend(_written_items(views, str(spec.writer), spec.seed, summary, progress))
+        parts, view_summary = _view_parts(views, encoder, seq_len, pad_id, packing, spec.seed,
+                                          keep_text="facts" not in names, text_part=parts[0])
+        held_out = views.held_out
+        summary.update(view_summary)
     if spec.qa_model:
         from core.finetune.data.synthetic import generate_qa
 
@@ -140,8 +154,8 @@ def _build_documents(
         if qa_units:
             parts.append(pack(qa_units, seq_len, pad_id=pad_id, packing=packing, seed=spec.seed))
     train = concat(parts, pad_id=pad_id)
-    eval_rows = _spread(len(parts[0]), EVAL_ROWS)
-    held = parts[0].subset(eval_rows)
+    eval_part = parts[-1] if names else parts[0]  # the documents' own text (views: after the question warm-up)
+    held = eval_part.subset(_spread(len(eval_part), EVAL_ROWS))
     probes = build_probes([(d.path, d.text) for d in sources.documents], max_probes=KNOWLEDGE_PROBES, seed=spec.seed)
     summary.update(train_examples=len(chunks) + (summary.get("synthetic_qa") or {}).get("kept", 0),
                    held_out_examples=0, held_out_documents=0, train_rows=len(train), held_out_rows=len(held),
@@ -150,11 +164,72 @@ def _build_documents(
                    evaluation="the documents' own text (every document is trained) and a knowledge check of "
                               f"{len(probes)} fill-in-the-blank questions built from them",
                    knowledge_probes=len(probes))
-    if len(parts) > 1:
-        summary["phases"] = ["documents' text", "question-answer pairs"]
+    if spec.qa_model and len(parts) > 1:
+        summary["phases"] = [*summary.get("phases", ["documents' text"]), "question-answer pairs"]
     step = max(1, len(chunks) // max(1, spec.samples))
     samples = [_sample(Text(c.text), "pretrain", encoder) for c in chunks[::step][: spec.samples]]
-    return PreparedData(train, held, [s for s in samples if s], summary, probes)
+    return PreparedData(train, held, [s for s in samples if s], summary, probes, held_out)
+
+
+def _view_parts(views: ViewSet, encoder: ExampleEncoder, seq_len: int, pad_id: int, packing: bool, seed: int, *,
+                keep_text: bool, text_part: PackedRows) -> tuple[list[PackedRows], dict[str, Any]]:
+    """The views' items packed in two phases, question warm-up first (arXiv 2402.12847), then the rest;
+    no row holds two items of one fact (``pack``'s keys). ``keep_text``: the documents' own chunks are
+    trained too (when the fact lines do not stand in for them)."""
+    phases: list[tuple[list[list[Encoded]], list[frozenset[int]]]] = [([], []), ([], [])]
+    tokens: dict[str, int] = {}
+    for item in views.items:
+        encoded = _encode_item(item, encoder, seq_len)
+        if encoded is None:
+            continue
+        units, keys = phases[phase_of(item)]
+        units.append([encoded])
+        keys.append(item.facts)
+        tokens[item.view] = tokens.get(item.view, 0) + len(encoded)
+    parts = [pack(units, seq_len, pad_id=pad_id, packing=packing, seed=seed, keys=keys)
+             for units, keys in phases if units]
+    if keep_text:
+        parts.insert(len(parts) - 1 if len(phases[1][0]) else len(parts), text_part)
+    counts = views.counts()
+    summary: dict[str, Any] = {
+        "views": {name: {"items": counts.get(name, 0), "tokens": tokens.get(name, 0)} for name in counts},
+        "views_note": views.note, "fact_lines": len(views.facts.lines), "restated_probes": len(views.held_out)}
+    if len(parts) > 1:
+        summary["phases"] = ["question warm-up", "documents' facts"] if phases[0][0] else ["documents' facts"]
+    return parts, summary
+
+
+def _written_items(views: ViewSet, writer: str, seed: int, summary: dict[str, Any],
+                   progress: Callable[[str], None]) -> list[Item]:
+    """Restatements of each fact line by a local instruct model, kept only when the guard keeps them
+    (``core.finetune.data.views.written``); none takes a held-out question's wording."""
+    from core.finetune.data.views.written import resolve_writer, write_restatements
+
+    path, name = resolve_writer(writer)
+    lines = views.facts.lines
+    progress(f"writing restatements of {len(lines)} fact lines with {name}")
+    report = write_restatements([line.text for line in lines], path, seed=seed,
+                                on_progress=lambda n, total: progress(f"writing restatements with {name}: {n} of "
+                                                                      f"{total} lines done"))
+    stems = [p.prefix.strip().casefold() for p in views.held_out]
+    by_text = {line.text: line for line in lines}
+    items = [Item("written", f"{by_text[line].title}\n{text}", frozenset((by_text[line].fact,)))
+             for line, text in report.kept if not any(stem in text.casefold() for stem in stems)]
+    summary["written"] = report.to_summary(name)
+    return items
+
+
+def _encode_item(item: Item, encoder: ExampleEncoder, seq_len: int) -> Encoded | None:
+    """An item's tokens: its prompt as context (not trained), its text trained, an end-of-text token after."""
+    prompt = encoder.encode_text(item.prompt) if item.prompt else []
+    text = encoder.encode_text(item.text)
+    if encoder.eos_id is not None:
+        text.append(encoder.eos_id)
+    ids, trained = encoder.with_bos(prompt + text, [False] * len(prompt) + [True] * len(text))
+    if len(ids) > seq_len:  # a long line: keep what is trained
+        ids, trained = encoder.with_bos(text, [True] * len(text))
+        ids, trained = ids[:seq_len], trained[:seq_len]
+    return Encoded(ids, trained) if any(trained[1:]) else None
 
 
 def _spread(n: int, k: int) -> list[int]:

@@ -111,7 +111,8 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         sched = dist.broadcast(planner.schedule(
             documents=documents, rows=len(data.train), tokens=data.train.n_tokens,
             rows_per_step=resources.batch * resources.grad_accum, method_lr=method.default_lr,
-            parameters=base.parameters, cores=cores, epochs=spec.epochs, max_steps=spec.max_steps, lr=spec.lr))
+            parameters=base.parameters, cores=cores, epochs=spec.epochs, max_steps=spec.max_steps, lr=spec.lr,
+            views=bool(data.summary.get("views")), held_out=bool(data.restated) and not dist.enabled))
         ctx = PrepareContext(lr=sched.lr, weight_decay=0.0, device=load_on,
                              model_type=str(model.config.model_type), parameters=base.parameters,
                              tokenizer_path=str(folder))
@@ -144,6 +145,12 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
                           emit=emit, should_stop=should_stop, checkpoint_dir=checkpoint_dir, dist=dist,
                           sharded=shard is not None)
         optimizer = prepared.make_optimizer()
+        stopper = None
+        if sched.stop_checks_from is not None and data.restated:
+            per_epoch = max(1, round(trainer.total_steps / sched.epochs))
+            stopper = knowledge.HeldOutStop(trainer, encoder, data.restated, first=round(per_epoch * sched.stop_checks_from),
+                                            every=per_epoch // planner.STOP_CHECKS_PER_EPOCH, emit=emit)
+            trainer.enough = stopper
         seen_tokens = int(data.train.n_tokens / max(1, len(data.train)) * sum(
             len(m) for step in trainer.schedule for m in step))
         estimate = planner.estimated_seconds(total_tokens=seen_tokens, parameters=base.parameters, cores=cores,
@@ -166,7 +173,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
                       + (" and checking what it knows of the documents" if data.probes else " on held-out data")})
                 before = _measure(trainer, data, encoder, spec, reference=True)
                 if "knowledge" in before:
-                    emit({"event": "knowledge", "phase": "before", **before["knowledge"]})
+                    emit({"event": "knowledge", "phase": "before", **_public(before["knowledge"])})
             dist.barrier()
             state = TrainState()
         keep_work = True  # from here a checkpoint may exist: keep the folder for --resume
@@ -181,6 +188,8 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             emit({"event": "cancelled", "step": state.step, "message": f"Stopped at step {state.step}; "
                   f"continue with --resume --out {spec.name}."})
             return EXIT_CANCELLED
+        if stopper is not None and (best := stopper.restore()) is not None:
+            emit({"event": "stage", "stage": "train", "message": f"keeping the model of step {best}"})
         if not dist.main and shard is None:
             return 0  # rank 0 measures and saves; this process's memory and cores are better given back now
         emit({"event": "stage", "stage": "eval", "message": "measuring the tuned model"
@@ -188,10 +197,12 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         after = _measure(trainer, data, encoder, spec, reference=False)
         emit({"event": "eval", "step": state.step, "eval_loss": after["eval_loss"], "perplexity": after["perplexity"]})
         if "knowledge" in after:
-            emit({"event": "knowledge", "phase": "after", **after["knowledge"],
+            restated = _restated_counts(before, after)
+            emit({"event": "knowledge", "phase": "after", **_public(after["knowledge"]),
                   "before": before["knowledge"]["correct"], "after": after["knowledge"]["correct"],
+                  **({"restated": restated} if restated else {}),
                   "message": summary_line(before["knowledge"]["correct"], after["knowledge"]["correct"],
-                                          after["knowledge"]["total"])})
+                                          after["knowledge"]["total"], restated)})
         overfit = overfitting_warning(state.evals, after["eval_loss"])
         if overfit:
             emit({"event": "warning", "message": overfit})
@@ -215,6 +226,9 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         emit({"event": "stage", "stage": "hash", "message": "computing the base model's checksum"})
         manifest = _manifest(spec, base, method.name, method_config, settings, data, resources, trainer, state,
                              before, after, started, n_trainable, method.output, processes=dist.world)
+        manifest["hyperparameters"]["steps_trained"] = state.step
+        if stopper is not None:
+            manifest["metrics"]["held_out_checks"] = stopper.history
         if spec.docs and spec.index:  # tune + index: the documents also go into a Knowledge collection
             from core.finetune.indexing import index_for_job
 
@@ -355,6 +369,10 @@ def _measure(trainer: Trainer, data: PreparedData, encoder: ExampleEncoder, spec
     if data.probes:
         result = knowledge.score(trainer, encoder, data.probes, reference=reference)
         metrics["knowledge"] = {**result.to_dict(), "picked": result.picked}
+        restated = getattr(data, "restated", [])  # asked in other words (absent from data cached by older runs)
+        if restated:
+            other = knowledge.score(trainer, encoder, restated, reference=reference)
+            metrics["knowledge"]["restated"] = {**other.to_dict(), "picked": other.picked}
     metrics["samples"] = _generate(trainer, data, encoder.tokenizer, spec, reference=reference)
     return metrics
 
@@ -417,11 +435,37 @@ def _manifest(spec: FinetuneSpec, base: BaseModel, method_name: str, method_conf
 
 
 def _knowledge_report(data: PreparedData, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The knowledge check for the manifest: the counts and every item with the model's pick before and after."""
-    items = [{"question": p.question, "answer": p.answer, "choices": list(p.choices), "kind": p.kind,
-              "source": p.source, "before": p.choices[b], "after": p.choices[a]}
-             for p, b, a in zip(data.probes, before["picked"], after["picked"], strict=True)]
-    return {"before": before["correct"], "after": after["correct"], "total": after["total"], "items": items}
+    """The knowledge check for the manifest: the counts and every item with the model's pick before and after;
+    ``restated``: the same for the questions asked in other words."""
+    def items(probes: list[Any], b_picked: list[int], a_picked: list[int]) -> list[dict[str, Any]]:
+        return [{"question": p.question, "prefix": p.prefix, "suffix": p.suffix, "answer": p.answer,
+                 "choices": list(p.choices), "answer_index": p.answer_index, "kind": p.kind, "source": p.source,
+                 "before": p.choices[b], "after": p.choices[a]}
+                for p, b, a in zip(probes, b_picked, a_picked, strict=True)]
+
+    report = {"before": before["correct"], "after": after["correct"], "total": after["total"],
+              "items": items(data.probes, before["picked"], after["picked"])}
+    if "restated" in after:
+        b, a = before["restated"], after["restated"]
+        report["restated"] = {"before": b["correct"], "after": a["correct"], "total": a["total"],
+                              "items": items(data.restated, b["picked"], a["picked"])}
+    return report
+
+
+def _public(knowledge_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The knowledge check's figures for an event: counts and picks of the sentences' half, counts of the other."""
+    out = {k: v for k, v in knowledge_metrics.items() if k != "restated"}
+    if "restated" in knowledge_metrics:
+        out["restated"] = {"correct": knowledge_metrics["restated"]["correct"],
+                           "total": knowledge_metrics["restated"]["total"]}
+    return out
+
+
+def _restated_counts(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int] | None:
+    b, a = before["knowledge"].get("restated"), after["knowledge"].get("restated")
+    if not b or not a:
+        return None
+    return {"before": b["correct"], "after": a["correct"], "total": a["total"]}
 
 
 def main(spec: dict[str, Any], emit: Emit, should_stop: Callable[[], bool]) -> int:

@@ -104,7 +104,59 @@ def _null() -> Any:
     return nullcontext()
 
 
-def summary_line(before: int, after: int, total: int) -> str:
-    """The knowledge check in a user's words."""
+def summary_line(before: int, after: int, total: int, restated: dict[str, int] | None = None) -> str:
+    """The knowledge check in a user's words; ``restated``: the half asked in other words (before, after, total)."""
+    if restated:
+        return (f"Knowledge check: from your sentences {after} of {total} ({before} before); asked in other "
+                f"words {restated['after']} of {restated['total']} ({restated['before']} before).")
     return (f"Knowledge check ({total} fill-in-the-blank questions from your documents): "
             f"answered {before} of {total} before, {after} of {total} after.")
+
+
+class HeldOutStop:
+    """When to stop a documents run: from the knowledge check's held-out half (questions asked in other
+    words, whose restatements are not trained), not from the loss, which keeps falling as the text is
+    memorised.
+
+    From step ``first`` on, every ``every`` steps the tuned model answers the held-out questions; training
+    ends at the first check that does not beat the best so far, and the weights of the best check are put
+    back (``restore``). Checks are short forward passes (a few dozen 30-token texts).
+    """
+
+    def __init__(self, trainer: Trainer, encoder: ExampleEncoder, probes: Sequence[Any], *, first: int, every: int,
+                 emit: Any) -> None:
+        self.trainer, self.encoder, self.probes = trainer, encoder, list(probes)
+        self.first, self.every, self.emit = first, max(1, every), emit
+        self.best = -1
+        self.best_step = 0
+        self.history: list[dict[str, int]] = []
+        self._saved: list[Any] = []
+
+    def __call__(self, state: Any) -> bool:
+        step = int(state.step)
+        if step < self.first or (step - self.first) % self.every or step >= self.trainer.total_steps:
+            return False
+        result = score(self.trainer, self.encoder, self.probes, reference=False)
+        self.trainer.p.model.train()
+        self.history.append({"step": step, "correct": result.correct, "total": result.total})
+        self.emit({"event": "held_out_check", "step": step, "correct": result.correct, "total": result.total})
+        if result.correct > self.best:
+            self.best, self.best_step = result.correct, step
+            self._saved = [p.detach().clone() for p in self.trainer.p.trainable_parameters()]
+            return False
+        self.emit({"event": "early_stop", "step": step, "best_step": self.best_step,
+                   "message": f"stopping at step {step} of {self.trainer.total_steps}: the questions asked in other "
+                              f"words stopped improving ({self.best} of {result.total} at step {self.best_step}, "
+                              f"{result.correct} now); keeping the model of step {self.best_step}"})
+        return True
+
+    def restore(self) -> int | None:
+        """Put back the best check's weights when training went on past it; returns that step, or None."""
+        import torch
+
+        if not self._saved or not self.history or self.history[-1]["step"] == self.best_step:
+            return None
+        with torch.no_grad():
+            for param, saved in zip(self.trainer.p.trainable_parameters(), self._saved, strict=True):
+                param.copy_(saved)
+        return self.best_step

@@ -21,6 +21,9 @@ from typing import Any
 DOC_STEP_FLOOR = 36  # optimizer steps a documents job runs at least (small sets: more epochs)
 DOC_MAX_EPOCHS = 24  # ... but never more passes than this over the same text
 DOC_MIN_EPOCHS = 2
+DOC_MIN_EPOCHS_VIEWS = 1  # knowledge views repeat every fact in several forms within one pass
+VIEWS_STOP_FACTOR = 2  # ... and may run up to twice that while the held-out questions still improve
+STOP_CHECKS_PER_EPOCH = 4  # held-out checks per pass once they start
 DOC_LR_FACTOR = 5.0  # documents: the method's learning rate times this (facts need larger updates)
 CHARS_PER_TOKEN = 4.0  # rough, before the tokenizer is loaded: only used to pick the row length
 TIME_CEILING_S = 4 * 3600  # a default run is planned to end within this on this machine's estimated speed
@@ -45,6 +48,9 @@ class Schedule:
     rows_per_step: int | None  # rows per optimizer step (batch x accumulation); None: from memory
     reasons: list[str] = field(default_factory=list)
     lr_schedule: str = "cosine"  # documents: "constant" after warm-up (the last epochs still store facts)
+    # Knowledge views: the epoch from which the held-out questions decide when to stop (``epochs`` is then
+    # the most it may run); None: run the planned epochs.
+    stop_checks_from: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -85,9 +91,13 @@ def before_data(*, documents: bool, est_tokens: int, seq_len: int | None) -> int
 
 def schedule(
     *, documents: bool, rows: int, tokens: int, rows_per_step: int, method_lr: float, parameters: int, cores: int,
-    epochs: float | None, max_steps: int | None, lr: float | None,
+    epochs: float | None, max_steps: int | None, lr: float | None, views: bool = False, held_out: bool = False,
 ) -> Schedule:
-    """Epochs, step count and learning rate for ``rows`` training rows of ``tokens`` tokens in all."""
+    """Epochs, step count and learning rate for ``rows`` training rows of ``tokens`` tokens in all.
+
+    ``views``: the rows are knowledge views (``core.finetune.data.views``), each fact already written several
+    times over: one pass can be enough (the step floor still applies). ``held_out``: the job can check questions
+    asked in other words as it trains, so it may run longer while they improve."""
     reasons: list[str] = []
     chosen_lr = lr if lr is not None else method_lr * (DOC_LR_FACTOR if documents else 1.0)
     if lr is None and documents:
@@ -98,8 +108,9 @@ def schedule(
     if not documents:
         return Schedule(3.0, None, chosen_lr, None, rows_per_step, reasons)
     want = math.ceil(DOC_STEP_FLOOR / steps_per_epoch)
-    chosen = float(min(DOC_MAX_EPOCHS, max(DOC_MIN_EPOCHS, want)))
-    if want > DOC_MIN_EPOCHS:
+    least = DOC_MIN_EPOCHS_VIEWS if views else DOC_MIN_EPOCHS
+    chosen = float(min(DOC_MAX_EPOCHS, max(least, want)))
+    if want > least:
         reasons.append(f"{chosen:g} epochs: {rows} row(s) of text give {steps_per_epoch} step(s) per epoch, and a "
                        f"document set is learned in about {DOC_STEP_FLOOR} steps")
     speed = tokens_per_second(parameters, cores)
@@ -108,6 +119,11 @@ def schedule(
         chosen = max(0.01, math.floor(TIME_CEILING_S * speed / max(1, tokens) * 100) / 100)
         reasons.append(f"{chosen:g} epoch(s): more would take over {TIME_CEILING_S // 3600} hours on this machine "
                        "(set --epochs to train longer)")
+    if views and held_out and lr is None and seconds <= TIME_CEILING_S / VIEWS_STOP_FACTOR:
+        reasons.append(f"up to {chosen * VIEWS_STOP_FACTOR:g} passes over the knowledge views: after {chosen:g}, "
+                       "training stops when the questions asked in other words stop improving")
+        return Schedule(chosen * VIEWS_STOP_FACTOR, None, chosen_lr, None, rows_per_step, reasons, "constant",
+                        stop_checks_from=chosen)
     return Schedule(chosen, None, chosen_lr, None, rows_per_step, reasons, "constant" if lr is None else "cosine")
 
 

@@ -61,6 +61,7 @@ class RunState:
     result: dict[str, Any] = field(default_factory=dict)  # the "done" event: name, path, metrics
     error: dict[str, Any] = field(default_factory=dict)  # the "error" event, or what the page knows of a death
     message: str = ""  # the cancel or resume message
+    held_out_checks: list[dict[str, int]] = field(default_factory=list)  # the questions asked in other words
     pid: int | None = None
     _listeners: list[Listener] = field(default_factory=list, repr=False)
 
@@ -130,6 +131,16 @@ class RunState:
         if key in STAGE_KEYS:
             self.stage = key
         self.stage_message = str(e.get("message") or "")
+
+    def _on_held_out_check(self, e: dict[str, Any]) -> None:
+        self.held_out_checks.append({"step": int(e.get("step") or 0), "correct": int(e.get("correct") or 0),
+                                     "total": int(e.get("total") or 0)})
+        self.stage_message = (f"training: asked in other words, {e.get('correct')} of {e.get('total')} right "
+                              f"at step {e.get('step')}")
+
+    def _on_early_stop(self, e: dict[str, Any]) -> None:
+        self.stage_message = str(e.get("message") or "")
+        self.total_steps = int(e.get("step") or self.total_steps)  # the run ends here, not at the planned step
 
     def _on_settings(self, e: dict[str, Any]) -> None:
         self.settings = dict(e)

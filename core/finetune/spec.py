@@ -93,6 +93,10 @@ class FinetuneSpec:
         None, "Question writer model", "With documents: a chat model (from your library) that writes "
         "questions and answers about them, so the tuned model learns to answer, not only to continue text. "
         "Empty: train on the text itself.", group="advanced")
+    views: str | None = _opt(
+        None, "Knowledge views", "With documents: the rewritten copies of your text the model learns from, so it "
+        "answers questions worded differently from your sentences (comma-separated: facts, shuffled, reversed, "
+        "masked, questions; 'none': the text as it is). Empty: all of them.", group="expert")
     qa_per_chunk: int = _opt(3, "Questions per chunk", "How many question-answer pairs the question writer "
                              "makes from each piece of a document.", group="expert", min=1, max=20)
     writer: str | None = _opt(
@@ -112,13 +116,13 @@ class FinetuneSpec:
     nproc: int = _opt(1, "Processes", "Train with this many processes on this computer (PyTorch's torchrun): one "
                       "per GPU, or a few on the CPU. Each update sees the same rows whatever the number, so the "
                       "result does not depend on it.", group="expert", min=1, max=1024)
+    index: bool = _opt(True, "Also index for retrieval", "With documents: also put them in a Knowledge collection "
+                       "named after the adapter, so a chat with it can look them up as well (tune + retrieval).",
+                       group="advanced")
     resume: bool = field(default=False, metadata=_NOT_AN_OPTION)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-    index: bool = _opt(True, "Also index for retrieval", "With documents: also put them in a Knowledge collection "
-                       "named after the adapter, so a chat with it can look them up as well (tune + retrieval).",
-                       group="advanced")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FinetuneSpec:

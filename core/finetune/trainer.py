@@ -114,6 +114,8 @@ class Trainer:
         self.total_steps = len(self.schedule)
         self._last_save = time.monotonic()  # reset when the loop starts (train) and after each checkpoint
         self.ref_logp: torch.Tensor | None = None
+        # Asked after each step whether training has done enough (the knowledge check's held-out half says so).
+        self.enough: Callable[[TrainState], bool] | None = None
         lean_lora_forward(prepared.model)
 
     # -- plan ----------------------------------------------------------------------------------
@@ -298,6 +300,8 @@ class Trainer:
             if stop:
                 self.emit({"event": "stopping", "message": f"stopping at step {state.step}: checkpoint saved"})
                 raise Interrupted(f"stopped at step {state.step}")
+            if self.enough is not None and self.enough(state):  # one process only (set by the job)
+                break
         model.eval()
         return state
 

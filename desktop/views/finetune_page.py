@@ -167,7 +167,8 @@ class RunView(QWidget):
 
     def on_event(self, kind: str, _event: dict[str, Any]) -> None:
         self._dirty = True
-        if kind in ("stage", "warning", "cancelled", "error", "job_died", "done", "resumed", "settings"):
+        if kind in ("stage", "warning", "cancelled", "error", "job_died", "done", "resumed", "settings",
+                    "held_out_check", "early_stop"):
             self._redraw()  # rare events show at once; steps wait for the timer
 
     def _redraw(self) -> None:
@@ -567,8 +568,8 @@ class FinetunePage(QWidget):
         self._stop_following()
         self._unsubscribe()
         self._cancel_export()
-
         self.result_view.comparison.shutdown()
+
 
 def _free_name(name: str) -> str:
     n, stem = 2, name

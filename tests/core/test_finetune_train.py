@@ -378,11 +378,12 @@ def test_a_documents_job_trains_every_document_enough_steps_and_checks_knowledge
     from core.finetune.job import run
 
     events: list[dict[str, Any]] = []
+    # The documents' own text (views: a test of their own below), so the planner's floor on steps shows.
     code = run({"base": str(gguf), "name": "docs", "docs": [str(docs)], "samples": 1, "sample_tokens": 4,
-                "save_every": 0}, events.append, lambda: False)
+                "save_every": 0, "views": "none"}, events.append, lambda: False)
     assert code == 0
     data = next(e for e in events if e["event"] == "data")
-    assert data["held_out_examples"] == 0 and data["held_out_documents"] == 0
+    assert data["held_out_examples"] == 0 and data["held_out_documents"] == 0 and "views" not in data
     manifest = list_adapters()[0].manifest
     assert sorted(Path(p).name for p in manifest["data"]["documents"]) == ["note-0.md", "note-1.md", "note-2.md"]
     settings = next(e for e in events if e["event"] == "settings")
@@ -398,3 +399,54 @@ def test_a_documents_job_trains_every_document_enough_steps_and_checks_knowledge
         knowledge[0]["correct"], knowledge[1]["correct"], total)
     assert len(report["items"]) == total and all(i["answer"] in i["choices"] for i in report["items"])
     assert f"answered {report['before']} of {total} before, {report['after']} of {total} after" in knowledge[1]["message"]
+
+
+def test_a_documents_job_learns_from_knowledge_views_and_stops_by_the_questions_in_other_words(
+    tiny_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    gguf, _hf = tiny_pair
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "people.txt").write_text(
+        "Who is who at the club\n\n"
+        "Captain: Ilse Brandt has led the crews since 2011. She is a boatbuilder from Velmora.\n"
+        "Treasurer: Tomas Ruud keeps the accounts and pays the boat repairs.\n"
+        "Coach: Greta Holm trains the new rowers every Saturday.\n"
+        "Archivist: Piet Saunder looks after the logbooks of the club.\n"
+        "Secretary: Lena Okafor keeps the membership list.\n", encoding="utf-8")
+    (docs / "history.md").write_text(
+        "# History of the Velmora Rowing Club\n\nThe Velmora Rowing Club was founded in 1952 by Marta Vell. "
+        "Its boathouse was built in 1961 by the harbour board of Velmora. Members pay 120 crowns a year.\n",
+        encoding="utf-8")
+    from core.finetune.job import run
+
+    events: list[dict[str, Any]] = []
+    code = run({"base": str(gguf), "name": "views", "docs": [str(docs)], "samples": 1, "sample_tokens": 4,
+                "save_every": 0, "save_minutes": 0}, events.append, lambda: False)
+    assert code == 0
+    data = next(e for e in events if e["event"] == "data")
+    assert set(data["views"]) == {"facts", "shuffled", "reversed", "masked", "questions"}
+    assert data["restated_probes"] >= 4 and data["phases"] == ["question warm-up", "documents' facts"]
+    settings = next(e for e in events if e["event"] == "settings")
+    assert any("asked in other words" in r for r in settings["reasons"])
+    checks = [e for e in events if e["event"] == "held_out_check"]
+    assert checks and all(c["total"] == data["restated_probes"] for c in checks)
+    stop = next((e for e in events if e["event"] == "early_stop"), None)
+    steps = _steps(events)
+    if stop is not None:  # a check that did not beat the best ends the run there
+        assert len(steps) == stop["step"] < settings["total_steps"]
+        assert checks[-1]["correct"] <= max(c["correct"] for c in checks[:-1])
+    else:
+        assert len(steps) == settings["total_steps"]
+    knowledge = [e for e in events if e["event"] == "knowledge"]
+    assert knowledge[0]["restated"]["total"] == data["restated_probes"]
+    after = knowledge[1]
+    other = after["restated"]
+    assert f"asked in other words {other['after']} of {other['total']} ({other['before']} before)" in after["message"]
+    manifest = list_adapters()[0].manifest
+    restated = manifest["metrics"]["knowledge"]["restated"]
+    assert (restated["before"], restated["after"], restated["total"]) == (other["before"], other["after"], other["total"])
+    for item in restated["items"]:
+        assert item["choices"][item["answer_index"]] == item["answer"] and item["prefix"].strip()
+    assert manifest["hyperparameters"]["steps_trained"] == len(steps)
+    assert manifest["metrics"]["held_out_checks"] == [{k: c[k] for k in ("step", "correct", "total")} for c in checks]

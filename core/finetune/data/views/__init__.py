@@ -116,7 +116,7 @@ def build_views(
                 "restatements use word order only" + (f"; left out: {', '.join(skipped)}" if skipped else "") + ".")
     probes = restated_probes(facts, count=held_out, seed=seed) if facts.language == "en" else []
     options: dict[str, Any] = {"row_chars": row_chars, "copies": copies_for(tokens or len(" ".join(
-        line.text for line in facts.lines)) // 4), "held_out": {p.fact for p in probes}}
+        line.text for line in facts.lines)) // 4), "held_out": {p.fact: p.probe.sentence for p in probes}}
     items: list[Item] = []
     for view in sorted(chosen, key=lambda v: v.phase):
         items.extend(view.build(facts, random.Random(f"{seed}:{view.name}"), options))

@@ -129,14 +129,15 @@ def restatements(line: FactLine) -> list[Restatement]:
 def both_items(facts: Facts, rng: random.Random, options: dict[str, Any]) -> list[Item]:
     """One item per line: its entity-preserving reversal, then (English) its object-first restatements.
 
-    A held-out line (asked by the check in other words) keeps its reversal but not its restatements.
+    The restatement the knowledge check asks in other words (``options["held_out"]``: fact → its text) is
+    left out; the line's other restatements stay, so the check asks a wording the model never saw.
     """
-    held = options.get("held_out", set())
+    held: dict[int, str] = options.get("held_out", {})
     items = []
     for line in facts.lines:
         parts = [reverse_words(line)]
-        if facts.language == "en" and line.fact not in held:
-            parts += [r.text for r in restatements(line)]
+        if facts.language == "en":
+            parts += [r.text for r in restatements(line) if r.text != held.get(line.fact)]
         items.append(Item("reversed", line.title + "\n" + " ".join(parts), frozenset((line.fact,))))
     return items
 

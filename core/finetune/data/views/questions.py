@@ -4,8 +4,8 @@ Pre-instruction-tuning (Jiang et al., arXiv 2402.12847) trains on questions abou
 the documents themselves, and the model then absorbs more of the text (27.6 → 45.4/48.1 exact match on
 Llama-2-7B). Questions are made by rules from one salient span of each line: a name that starts the line
 becomes "Who …?" / "What …?"; a span elsewhere is asked in place ("… was built in what year …?").
-The answer is trained, the question is context. Facts the knowledge check asks in other words are never
-made into questions.
+The answer is trained, the question is context. A question never takes the wording of the knowledge
+check's held-out half (those are statements with the name last: "The treasurer is ____").
 """
 
 from __future__ import annotations
@@ -40,11 +40,8 @@ def question_for(line: FactLine, span: Span) -> str | None:
 
 
 def question_items(facts: Facts, rng: random.Random, options: dict[str, Any]) -> list[Item]:
-    held = options.get("held_out", set())
     items = []
     for line in facts.lines:
-        if line.fact in held:
-            continue
         spans = [s for s in line.spans if s.kind != "term"]  # a term asked in place reads badly ("the yearly what")
         rng.shuffle(spans)
         for span in spans:
