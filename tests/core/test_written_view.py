@@ -55,6 +55,15 @@ def test_the_guard_keeps_a_restatement_with_every_fact_of_its_line(line: str, te
          "added 'Ivo Brandt'"),
         (LINE, "Today the cooperative has about 240 members and is run by a board of seven people chosen every April.",
          "a copy of the line"),
+        ("Marta Vell died in 2009 at the age of 88.", "Marta Vell died on 2009-09-20, aged 88.",
+         "added '2009-09-20'"),
+        # the names kept, what is said of them lost (SmolLM2-135M wrote these for the handbook)
+        ("Members should write to Lena Okafor about anything to do with keys.",
+         "Lena Okafor, a dedicated and dedicated member.", "left out most of the line"),
+        ("Head guide: Greta Holm trains the new guides.", "Head: Greta Holm", "left out most of the line"),
+        ("Marta Vell died in 2009 at the age of 88.",
+         "Rewrite this sentence in other words: Marta Vell died in 2009 at the age of 88 years.",
+         "an echo of the request"),
         (LINE, "Yes.", "empty"),
         (LINE, "Every April, " + "a board of seven people and about 240 members, " * 8, "too long"),
     ],
@@ -69,6 +78,7 @@ def test_a_reply_is_cleaned_of_labels_preambles_and_quotes() -> None:
     )
     assert clean_reply("Rewritten sentence: The board meets in April.\nI hope this helps!") == "The board meets in April."
     assert clean_reply("**The board meets in April.**") == "The board meets in April."
+    assert clean_reply('The sentence is: "The board meets in April."') == "The board meets in April."
     assert clean_reply("   \n") == ""
 
 
