@@ -71,12 +71,14 @@ KNOWLEDGE_PROBES = 24  # fill-in-the-blank items of the knowledge check
 
 def build(
     sources: Sources, spec: FinetuneSpec, encoder: ExampleEncoder, *, seq_len: int, pad_id: int, packing: bool,
-    progress: Callable[[str], None] = lambda _m: None,
+    progress: Callable[[str], None] = lambda _m: None, replay: Callable[[], list[str]] | None = None,
 ) -> PreparedData:
-    """Tokenize, split off the held-out part (datasets only: documents are all trained), and pack."""
+    """Tokenize, split off the held-out part (datasets only: documents are all trained), and pack.
+
+    ``replay``: writes the base model's own texts for the documents' ``replay`` view (called only if used)."""
     if sources.dataset is None:
         return _build_documents(sources, spec, encoder, seq_len=seq_len, pad_id=pad_id, packing=packing,
-                                progress=progress)
+                                progress=progress, replay=replay)
     summary: dict[str, Any] = {"objective": sources.objective}
     examples: list[Example] = list(sources.dataset.examples)
     summary.update(data=spec.data, kinds=sources.dataset.kinds, skipped=sources.dataset.skipped)
@@ -102,7 +104,7 @@ def build(
 
 def _build_documents(
     sources: Sources, spec: FinetuneSpec, encoder: ExampleEncoder, *, seq_len: int, pad_id: int, packing: bool,
-    progress: Callable[[str], None],
+    progress: Callable[[str], None], replay: Callable[[], list[str]] | None = None,
 ) -> PreparedData:
     """Documents: every chunk is trained (a withheld document's facts could never be learned).
 
@@ -128,8 +130,13 @@ def _build_documents(
     names = parse_views([spec.views] if spec.views is not None else None)
     if names or spec.writer:
         progress("rewriting the documents into knowledge views")
+        own: list[str] = []
+        if "replay" in names and replay is not None:
+            progress("writing a little of the base model's own text to train beside the documents")
+            own = replay()
         views = build_views([(d.path, d.text) for d in sources.documents], names, seed=spec.seed,
-                            row_chars=max(120, (seq_len - 8) * 3), tokens=sum(len(u[0]) for u in text_units))
+                            row_chars=max(120, (seq_len - 8) * 3), tokens=sum(len(u[0]) for u in text_units),
+                            replay=own)
         if spec.writer:
             views.items.extend(_written_items(views, str(spec.writer), spec.seed, summary, progress))
         parts, view_summary = _view_parts(views, encoder, seq_len, pad_id, packing, spec.seed,

@@ -102,7 +102,12 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         model, tokenizer, folder = load_for_training(base, dtype=weight_dtype, device=load_on, four_bit=four_bit)
         encoder = ExampleEncoder(tokenizer, _chat_format(base, tokenizer))
         emit({"event": "stage", "stage": "data", "message": "preparing the training data"})
-        data = dist.broadcast(_data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit)
+        def replay() -> list[str]:
+            from core.finetune.data.views.replay import write_replay
+
+            return write_replay(model, tokenizer, load_on, seed=spec.seed)
+
+        data = dist.broadcast(_data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit, replay)
                               if dist.main else None)
         emit({"event": "data", **{k: v for k, v in data.summary.items() if k != "documents"}})
 
@@ -334,7 +339,7 @@ def _chat_format(base: BaseModel, tokenizer: Any) -> Any:
 
 
 def _data(work: Path, sources: Any, spec: FinetuneSpec, encoder: ExampleEncoder, resources: Plan, tokenizer: Any,
-          packing: bool, emit: Emit) -> PreparedData:
+          packing: bool, emit: Emit, replay: Callable[[], list[str]] | None = None) -> PreparedData:
     import torch
 
     cached = work / "data.pt"
@@ -342,7 +347,8 @@ def _data(work: Path, sources: Any, spec: FinetuneSpec, encoder: ExampleEncoder,
         data: PreparedData = torch.load(cached, weights_only=False)
         return data
     data = build(sources, spec, encoder, seq_len=resources.seq_len, pad_id=int(tokenizer.pad_token_id),
-                 packing=packing, progress=lambda m: emit({"event": "stage", "stage": "data", "message": m}))
+                 packing=packing, progress=lambda m: emit({"event": "stage", "stage": "data", "message": m}),
+                 replay=replay)
     torch.save(data, cached)
     return data
 

@@ -107,7 +107,7 @@ def test_views_are_the_same_for_a_seed_and_differ_across_seeds() -> None:
 def test_every_view_is_made_and_questions_come_first() -> None:
     views = build_views(handbook(), DEFAULT_VIEWS, seed=0)
     counts = views.counts()
-    assert set(counts) == set(DEFAULT_VIEWS)
+    assert set(counts) == set(DEFAULT_VIEWS) - {"replay"}  # replay: the base model's texts, written in the job
     assert counts["shuffled"] >= 2 * counts["facts"]  # several shuffled copies of a small set
     assert views.items[0].view == "questions"
     masked = next(i for i in views.items if i.view == "masked")
@@ -153,3 +153,9 @@ def test_view_names_are_parsed_and_unknown_ones_refused() -> None:
     assert parse_views(["masked,facts"]) == ["facts", "masked"]
     with pytest.raises(DatasetError, match="Unknown view paraphrase"):
         parse_views(["facts,paraphrase"])
+
+
+def test_replay_texts_join_the_views_without_facts() -> None:
+    views = build_views(handbook(), DEFAULT_VIEWS, seed=0, replay=["The river flows through the valley and on."])
+    replay = [i for i in views.items if i.view == "replay"]
+    assert [i.text for i in replay] == ["The river flows through the valley and on."] and replay[0].facts == frozenset()

@@ -1,10 +1,11 @@
 """Knowledge views: the user's documents rewritten by rules so a small model stores their facts.
 
 Plain next-token training ties a fact to the wording around it. What makes a fact extractable and
-answerable from the other side, without a writer model (see ``/work/notes`` of issue 19 for the papers):
+answerable from the other side, without a writer model (each view's module cites its paper):
 each fact stated with its entity's full name (``facts``), several copies in shuffled order
 (``shuffled``), the relation written from both sides (``reversed``), the line rebuilt from a masked copy
-(``masked``), and question-format items before the text (``questions``). One module per view; each
+(``masked``), question-format items before the text (``questions``), and a little of the base model's
+own text against forgetting (``replay``). One module per view; each
 returns ``Item`` s tagged with the fact lines they state, so the packer can keep two views of one fact
 out of the same training row (Allen-Zhu & Li: copies of a fact in one window are copied from context,
 not stored).
@@ -55,7 +56,7 @@ class ViewSet:
 
 
 def _registry() -> dict[str, View]:
-    from core.finetune.data.views import both, masked, questions, shuffled
+    from core.finetune.data.views import both, masked, questions, replay, shuffled
 
     views = [
         View("facts", "fact lines (names written out)", False, shuffled.fact_items),
@@ -63,11 +64,12 @@ def _registry() -> dict[str, View]:
         View("reversed", "both directions", False, both.both_items),
         View("masked", "masked reconstruction", False, masked.masked_items),
         View("questions", "question warm-up", True, questions.question_items, phase=0),
+        View("replay", "the base model's own text", False, replay.replay_items),
     ]
     return {v.name: v for v in views}
 
 
-VIEW_NAMES = ("facts", "shuffled", "reversed", "masked", "questions")
+VIEW_NAMES = ("facts", "shuffled", "reversed", "masked", "questions", "replay")
 DEFAULT_VIEWS = VIEW_NAMES
 
 
@@ -96,12 +98,13 @@ def copies_for(tokens: int) -> int:
 
 def build_views(
     documents: Sequence[tuple[str, str]], names: Sequence[str], *, seed: int = 0, row_chars: int = 400,
-    tokens: int = 0, held_out: int = 12,
+    tokens: int = 0, held_out: int = 12, replay: Sequence[str] = (),
 ) -> ViewSet:
     """The items of the views ``names`` over ``documents`` (path, text), the same for a seed.
 
     ``row_chars``: the longest item (about one training row). ``held_out``: how many restated questions
-    to keep aside for the knowledge check (their restatements are left out of every view).
+    to keep aside for the knowledge check (their restatements are left out of every view). ``replay``: the
+    base model's own texts for the ``replay`` view (``core.finetune.data.views.replay``).
     """
     from core.finetune.data.views.both import restated_probes
 
@@ -116,7 +119,8 @@ def build_views(
                 "restatements use word order only" + (f"; left out: {', '.join(skipped)}" if skipped else "") + ".")
     probes = restated_probes(facts, count=held_out, seed=seed) if facts.language == "en" else []
     options: dict[str, Any] = {"row_chars": row_chars, "copies": copies_for(tokens or len(" ".join(
-        line.text for line in facts.lines)) // 4), "held_out": {p.fact: p.probe.sentence for p in probes}}
+        line.text for line in facts.lines)) // 4), "held_out": {p.fact: p.probe.sentence for p in probes},
+        "replay": list(replay)}
     items: list[Item] = []
     for view in sorted(chosen, key=lambda v: v.phase):
         items.extend(view.build(facts, random.Random(f"{seed}:{view.name}"), options))
