@@ -159,3 +159,18 @@ def test_replay_texts_join_the_views_without_facts() -> None:
     views = build_views(handbook(), DEFAULT_VIEWS, seed=0, replay=["The river flows through the valley and on."])
     replay = [i for i in views.items if i.view == "replay"]
     assert [i.text for i in replay] == ["The river flows through the valley and on."] and replay[0].facts == frozenset()
+
+
+def test_reading_items_ask_after_a_passage_that_holds_the_answer() -> None:
+    views = build_views(handbook(), DEFAULT_VIEWS, seed=0)
+    reading = [i for i in views.items if i.view == "reading"]
+    assert len(reading) >= 10
+    for item in reading:
+        header, rest = item.prompt.split("\n", 1)
+        assert header.startswith("[1] ") and header[4:] in {Path(p).name for p, _ in handbook()}
+        answer = item.text.strip().rstrip(".")
+        passage, question = rest.rsplit("\n\n", 1)
+        assert answer in passage  # the passage answers it: the model learns to read, not to recall
+        assert answer not in question
+    held = {p.sentence for p in views.held_out}
+    assert not any(i.prompt.rsplit("\n\n", 1)[1] + i.text.rstrip(".") + "." in held for i in reading)

@@ -4,8 +4,9 @@ Plain next-token training ties a fact to the wording around it. What makes a fac
 answerable from the other side, without a writer model (each view's module cites its paper):
 each fact stated with its entity's full name (``facts``), several copies in shuffled order
 (``shuffled``), the relation written from both sides (``reversed``), the line rebuilt from a masked copy
-(``masked``), question-format items before the text (``questions``), and a little of the base model's
-own text against forgetting (``replay``). One module per view; each
+(``masked``), question-format items before the text (``questions``), questions asked after a passage as
+retrieval shows it, so the tuned model still reads (``reading``), and a little of the base model's own
+text against forgetting (``replay``). One module per view; each
 returns ``Item`` s tagged with the fact lines they state, so the packer can keep two views of one fact
 out of the same training row (Allen-Zhu & Li: copies of a fact in one window are copied from context,
 not stored).
@@ -56,7 +57,7 @@ class ViewSet:
 
 
 def _registry() -> dict[str, View]:
-    from core.finetune.data.views import both, masked, questions, replay, shuffled
+    from core.finetune.data.views import both, masked, questions, reading, replay, shuffled
 
     views = [
         View("facts", "fact lines (names written out)", False, shuffled.fact_items),
@@ -64,12 +65,13 @@ def _registry() -> dict[str, View]:
         View("reversed", "both directions", False, both.both_items),
         View("masked", "masked reconstruction", False, masked.masked_items),
         View("questions", "question warm-up", True, questions.question_items, phase=0),
+        View("reading", "reading retrieved passages", True, reading.reading_items),
         View("replay", "the base model's own text", False, replay.replay_items),
     ]
     return {v.name: v for v in views}
 
 
-VIEW_NAMES = ("facts", "shuffled", "reversed", "masked", "questions", "replay")
+VIEW_NAMES = ("facts", "shuffled", "reversed", "masked", "questions", "reading", "replay")
 DEFAULT_VIEWS = VIEW_NAMES
 
 
@@ -120,7 +122,7 @@ def build_views(
     probes = restated_probes(facts, count=held_out, seed=seed) if facts.language == "en" else []
     options: dict[str, Any] = {"row_chars": row_chars, "copies": copies_for(tokens or len(" ".join(
         line.text for line in facts.lines)) // 4), "held_out": {p.fact: p.probe.sentence for p in probes},
-        "replay": list(replay)}
+        "replay": list(replay), "paths": [path for path, _ in documents]}
     items: list[Item] = []
     for view in sorted(chosen, key=lambda v: v.phase):
         items.extend(view.build(facts, random.Random(f"{seed}:{view.name}"), options))

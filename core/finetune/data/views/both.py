@@ -23,7 +23,7 @@ from typing import Any
 
 from core.finetune.data.probes import Probe, _distractors, _Span
 from core.finetune.data.views import Item
-from core.finetune.data.views.facts import FactLine, Facts, Span, _is_person
+from core.finetune.data.views.facts import FactLine, Facts, Span, _is_person, people
 
 _COPULA = re.compile(r"\s(is|was|are|were)\s")
 _CUT = re.compile(r",|;|\s(?:and|but|who|which|where|while|because|so)\s")
@@ -153,8 +153,8 @@ def restated_probes(facts: Facts, *, count: int, seed: int = 0, n_choices: int =
     the end, the distractors other names of the same documents. At most one per fact and per answer."""
     rng = random.Random(f"{seed}:restated")
     pool_names = {s.text for line in facts.lines for s in line.spans if s.kind == "name"}
-    people = sorted(n for n in pool_names if _is_person(n))
-    others = sorted(pool_names - set(people))
+    persons = sorted(people(facts))
+    others = sorted(pool_names - set(persons))
     candidates: list[tuple[FactLine, Restatement]] = []
     for line in facts.lines:
         for r in restatements(line):
@@ -170,7 +170,7 @@ def restated_probes(facts: Facts, *, count: int, seed: int = 0, n_choices: int =
             continue
         prefix = r.text[: len(r.text) - len(r.answer) - 1]
         pool = [_Span(0, 0, 0, 0, n, "name", "", (str(len(n.split())),))
-                for n in (people if _is_person(r.answer) else others + people)]
+                for n in (persons if r.answer in persons else others + persons)]
         span = _Span(0, 0, len(prefix), len(prefix) + len(r.answer), r.answer, "name", "",
                      (str(len(r.answer.split())),))
         distractors = _distractors(span, line.text + " " + r.text, pool, n_choices - 1, rng)

@@ -123,9 +123,17 @@ def fact_lines(documents: Sequence[tuple[str, str]]) -> Facts:
 
 
 def _is_person(name: str) -> bool:
+    """Whether a multi-word name looks like a person's: no place or organisation word in it."""
     words = name.split()
-    return (2 <= len(words) <= 4 and words[0].casefold() not in _PLACE_WORDS and "&" not in name and "'" not in name and "’" not in name
-            and not any(w.casefold() in _ORG_WORDS for w in words))
+    return (2 <= len(words) <= 4 and "&" not in name and "'" not in name and "’" not in name
+            and not any(w.casefold() in _ORG_WORDS or w.casefold() in _PLACE_WORDS for w in words))
+
+
+def people(facts: Facts) -> set[str]:
+    """The names of persons in the documents: person-like names never written after "the" ("the Long Watch")."""
+    names = {s.text for line in facts.lines for s in line.spans if s.kind == "name" and _is_person(s.text)}
+    text = " ".join(line.text for line in facts.lines)
+    return {n for n in names if not re.search(rf"\b[Tt]he {re.escape(n)}\b", text)}
 
 
 _ORG_WORDS = frozenset(

@@ -23,14 +23,16 @@ def question_for(line: FactLine, span: Span) -> str | None:
     text = line.text.rstrip(".!?")
     if span.end > len(text):
         return None
+    # "the Long Watch" is an event, "Greta Holm" a person: a name written after "the" is asked with "what".
+    person = _is_person(span.text) and not text[: span.start].endswith(("the ", "The "))
     if span.start == 0:
         rest = text[span.end:]
         if not re.match(r"\s[a-z]", rest):
             return None
-        return ("Who" if _is_person(span.text) else "What") + rest + "?"
+        return ("Who" if person else "What") + rest + "?"
     words = {"year": "what year", "date": "what date", "term": "what"}.get(span.kind)
     if span.kind == "name":
-        words = "who" if _is_person(span.text) else "what"
+        words = "who" if person else "what"
     elif span.kind == "number":
         words = "what amount" if span.text[:1] in "£€$" else "what percentage" if span.text.endswith("%") \
             else "how many"
