@@ -26,7 +26,7 @@ from core.finetune.data.views import Item
 from core.finetune.data.views.facts import FactLine, Facts, Span, _is_person, people
 
 _COPULA = re.compile(r"\s(is|was|are|were)\s")
-_CUT = re.compile(r",|;|\s(?:and|but|who|which|where|while|because|so)\s")
+_CUT = re.compile(r",(?!\d)|;|\s(?:and|but|who|which|where|while|because|so)\s")
 _LABEL = re.compile(r"^(?P<label>[A-Z][\w' -]{1,30}):\s+(?P<rest>.+)$")
 # Past participles that are not verb+ed, with their simple past and present (3rd person) forms.
 _IRREGULAR = {
@@ -97,7 +97,7 @@ def restatements(line: FactLine) -> list[Restatement]:
     m = _COPULA.search(text)
     if subject and m and m.start() == len(subject.text):
         np = _clause(text[m.end():])
-        if re.match(r"(?:a|an|the|one|our|its|their)\s", np) and 2 <= len(np.split()) <= 12:
+        if re.match(r"(?:a|an|the|one|our|its|their)\s", np) and 3 <= len(np.split()) <= 12:
             out.append(Restatement(f"{_cap(np)} {m[1]} {subject.text}.", subject.text))
     elif m and not subject:
         after = text[m.end():]
@@ -110,7 +110,8 @@ def restatements(line: FactLine) -> list[Restatement]:
         if 2 <= len(rest.split()) <= 14 and re.match(r"[a-z]", rest):
             out.append(Restatement(f"The person who {rest} is {subject.text}.", subject.text))
     p = _PASSIVE.match(text)
-    if p and len(p["s"].split()) <= 8 and " and " not in p["s"]:
+    # Past tense only: "was built by" → "built" needs no agreement with the agent ("eight people carry").
+    if p and p["aux"] in ("was", "were") and len(p["s"].split()) <= 8 and " and " not in p["s"]:
         past, present = _IRREGULAR.get(p["v"], (p["v"], p["v"][:-1] + "s" if p["v"].endswith("ed") else p["v"]))
         verb = past if p["aux"] in ("was", "were") else present
         mid = (" " + p["mid"].strip()) if p["mid"].strip() else ""

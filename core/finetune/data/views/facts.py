@@ -102,6 +102,7 @@ def fact_lines(documents: Sequence[tuple[str, str]]) -> Facts:
     low_counts = Counter(w for _, text in documents for w in re.findall(r"[^\W\d_]+", text))
     titles = [document_title(path, text) for path, text in documents]
     short = _short_references(documents) if language == "en" else {}
+    persons = _persons(documents)
     lines: list[FactLine] = []
     for d, doc in enumerate(sentences):
         person = ""
@@ -115,9 +116,10 @@ def fact_lines(documents: Sequence[tuple[str, str]]) -> Facts:
             spans = [Span(sp.start, sp.end, sp.text, sp.kind) for sp in _spans(d, s, text, False, low_counts)]
             spans.sort(key=lambda sp: sp.start)
             lines.append(FactLine(len(lines), d, titles[d], sentence, text, spans))
-            named = [sp.text for sp in spans if sp.kind == "name" and _is_person(sp.text)]
+            # The sentence's first person is most often its subject, whom the next "he" or "she" means.
+            named = [sp.text for sp in spans if sp.kind == "name" and sp.text in persons]
             if named:
-                person = named[0] if text.startswith(named[0]) else named[-1]
+                person = named[0]
             previous = text
     return Facts(lines, titles, language)
 
@@ -129,11 +131,21 @@ def _is_person(name: str) -> bool:
             and not any(w.casefold() in _ORG_WORDS or w.casefold() in _PLACE_WORDS for w in words))
 
 
+# A name written after one of these is a place or a thing ("the Long Watch", "from Lisk Mawr"), not a person.
+_NOT_BEFORE_PERSONS = ("the", "from", "in", "at", "near", "across", "on", "into", "onto")
+
+
+def _persons(documents: Sequence[tuple[str, str]]) -> set[str]:
+    """The names of persons in ``documents``: person-like names never written after "the", "from", "in"…"""
+    text = " ".join(t for _, t in documents)
+    names = {m[0] for m in re.finditer(r"\b[A-Z][a-z]+(?:\s(?:[A-Z][a-z]+|van|von|de|der))*\s[A-Z][a-z]+\b", text)}
+    after = "|".join(_NOT_BEFORE_PERSONS)
+    return {n for n in names if _is_person(n) and not re.search(rf"\b(?i:{after})\s+{re.escape(n)}\b", text)}
+
+
 def people(facts: Facts) -> set[str]:
-    """The names of persons in the documents: person-like names never written after "the" ("the Long Watch")."""
-    names = {s.text for line in facts.lines for s in line.spans if s.kind == "name" and _is_person(s.text)}
-    text = " ".join(line.text for line in facts.lines)
-    return {n for n in names if not re.search(rf"\b[Tt]he {re.escape(n)}\b", text)}
+    """The persons named in the fact lines (see ``_persons``)."""
+    return _persons([("", line.text) for line in facts.lines])
 
 
 _ORG_WORDS = frozenset(
