@@ -23,6 +23,19 @@ if TYPE_CHECKING:
 WindowFactory = Callable[[], MainWindow]
 
 
+SHOTS = Path("/work/notes/shots")  # screenshots of the window's states, for people to look at
+
+
+def save_shots(window: MainWindow, qtbot: object, name: str) -> None:
+    """Light and dark screenshots of the window as it is now (``SHOTS/name-light.png``, ``-dark.png``)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for theme in ("light", "dark"):
+        window.set_theme(theme)
+        qtbot.wait(150)  # type: ignore[attr-defined]
+        assert window.grab().save(str(SHOTS / f"{name}-{theme}.png"))
+    window.set_theme("system")
+
+
 def wait_until(qtbot: object, predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
     """Process events until ``predicate()`` holds (the GUI keeps running meanwhile)."""
     deadline = time.monotonic() + timeout

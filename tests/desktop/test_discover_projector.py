@@ -11,12 +11,11 @@ from PySide6.QtWidgets import QFileDialog
 
 from core.library import Library
 from desktop.views.main_window import MainWindow
-from tests.desktop.conftest import WindowFactory, wait_until
+from tests.desktop.conftest import WindowFactory, save_shots, wait_until
 from tests.fixtures.fakehub import FakeHub, make_gguf_repo, make_vision_repo
 
 VISION = "acme/Tiny-Vision-GGUF"
 TEXT = "acme/Tiny-Llama-GGUF"
-SHOTS = Path("/work/notes/shots")
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def test_my_models_shows_chooses_and_clears_a_projector(
     assert models.clear_projector_button.isVisible() and models.projector_button.isEnabled()
     wait_until(qtbot, lambda: "Vision projector" in models.details.toPlainText(), 10, "model details")
     assert str(tiny_vision.mmproj) in models.details.toPlainText()
-    _shots(window, qtbot, "models-projector")
+    save_shots(window, qtbot, "models-projector")
 
     models.clear_projector_button.click()
     wait_until(qtbot, lambda: models.projector_label.text() == "Text only: no vision projector", 10, "cleared")
@@ -116,14 +115,5 @@ def test_my_models_shows_chooses_and_clears_a_projector(
     assert Library().get("tiny-vision-llama").mmproj == str(tiny_vision.mmproj.resolve())
 
     open_repo(window, qtbot, VISION)
-    _shots(window, qtbot, "discover-projector")
+    save_shots(window, qtbot, "discover-projector")
 
-
-def _shots(window: MainWindow, qtbot: object, name: str) -> None:
-    """Light and dark screenshots of the current page, for people to look at (/work/notes/shots)."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for theme in ("light", "dark"):
-        window.set_theme(theme)
-        qtbot.wait(150)  # type: ignore[attr-defined]
-        assert window.grab().save(str(SHOTS / f"{name}-{theme}.png"))
-    window.set_theme("system")

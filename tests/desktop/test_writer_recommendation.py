@@ -14,11 +14,10 @@ from core.hub.writer import WriterChoice, recommend_writer
 from core.library import Library
 from core.units import human_size
 from desktop.views.main_window import MainWindow
-from tests.desktop.conftest import WindowFactory, wait_until
+from tests.desktop.conftest import WindowFactory, save_shots, wait_until
 from tests.fixtures.fakehub import FakeHub
 from tests.fixtures.tool_model import write_scripted_turn_llama
 
-SHOTS = Path("/work/notes/shots")
 RESTATED = ["In", " 1962", " Ivo", " Brandt", " built", " his", " boat", "."]
 
 
@@ -34,14 +33,6 @@ def writer_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
                         gguf={"total": 1_000_000, "architecture": "llama", "context_length": 2048})
         yield server
 
-
-def _shots(window: MainWindow, qtbot: object, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for theme in ("light", "dark"):
-        window.set_theme(theme)
-        qtbot.wait(150)  # type: ignore[attr-defined]
-        assert window.grab().save(str(SHOTS / f"{name}-{theme}.png"))
-    window.set_theme("system")
 
 
 def _downloaded(window: MainWindow, choice: WriterChoice) -> str | None:
@@ -67,7 +58,7 @@ def test_discover_recommends_a_writer_and_downloads_it_in_one_click(
     assert page.writer_badge.text() == "Writer for teaching documents"
     assert choice.title in page.writer_title.text() and human_size(choice.size_bytes) in page.writer_title.text()
     wait_until(qtbot, lambda: page.results.rowCount() == 1, 20, "the search")
-    _shots(window, qtbot, "discover-writer")
+    save_shots(window, qtbot, "discover-writer")
     page.writer_button.click()
     wait_until(qtbot, lambda: _downloaded(window, choice) is not None, 60, "the writer in the library")
     assert Library().get(str(_downloaded(window, choice))).has_chat_template
@@ -91,7 +82,7 @@ def test_the_finetune_page_gets_the_writer_in_one_click_and_offers_it_ticked(
     assert row.writers() == [] and row.get_button.isVisible() and not row.check.isVisible()
     assert row.get_button.text() == f"Get a writer: {choice.label}"
     assert row.writer() is None
-    _shots(window, qtbot, "finetune-writer-get")
+    save_shots(window, qtbot, "finetune-writer-get")
 
     row.get_button.click()
     wait_until(qtbot, lambda: _downloaded(window, choice) is not None, 60, "the writer in the library")
@@ -102,7 +93,7 @@ def test_the_finetune_page_gets_the_writer_in_one_click_and_offers_it_ticked(
     form.select_base(str(name))
     assert form.spec_inputs()["writer"] == name
     QApplication.processEvents()
-    _shots(window, qtbot, "finetune-writer-ticked")
+    save_shots(window, qtbot, "finetune-writer-ticked")
 
     row.check.setChecked(False)  # one click off: the rules alone
     assert row.writer() is None and "writer" not in form.spec_inputs()
