@@ -370,7 +370,8 @@ class ProgressPrinter:
                 self._line(f"plan: {reason}")
             if event.get("estimated_train_s"):
                 eta = int(event["estimated_train_s"])
-                self._line(f"plan: training should take about {max(1, round(eta / 60))} min on this machine "
+                self._line(f"plan: training should take {'at most ' if event.get('stops_early') else ''}about "
+                           f"{max(1, round(eta / 60))} min on this machine "
                            f"({human_count(event.get('tokens_to_train', 0))} tokens)")
             self._line(f"{event['method']} / {event['objective']}: {event['total_steps']} steps, "
                        f"{human_count(event['trainable_parameters'])} trained parameters, seq {event['seq_len']} x "

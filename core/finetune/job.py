@@ -165,7 +165,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
               "batch": settings.batch, "grad_accum": settings.grad_accum, "seq_len": settings.seq_len,
               "gradient_checkpointing": settings.gradient_checkpointing, "bf16": settings.bf16, "device": device,
               "tokens_to_train": seen_tokens, "estimated_train_s": round(estimate, 1), "reasons": sched.reasons,
-              "processes": dist.world, "sharded": shard is not None})
+              "processes": dist.world, "sharded": shard is not None, "stops_early": stopper is not None})
 
         if resuming:
             state, saved_state = trainer.load_checkpoint(optimizer)

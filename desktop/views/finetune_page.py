@@ -221,7 +221,8 @@ def numbers_text(state: RunState) -> str:
     if state.outcome == "running" and state.eta_s is not None and state.step:
         parts.append(f"about {_clock(state.eta_s)} left")
     elif state.outcome == "running" and state.estimated_train_s and not state.step:
-        parts.append(f"about {_clock(state.estimated_train_s)} expected")
+        early = bool(state.settings.get("stops_early"))
+        parts.append(f"{'at most ' if early else ''}about {_clock(state.estimated_train_s)} expected")
     if state.loss is not None:
         parts.append(f"loss {state.loss:.3f}")
     return " · ".join(parts)
