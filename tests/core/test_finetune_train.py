@@ -425,7 +425,9 @@ def test_a_documents_job_learns_from_knowledge_views_and_stops_by_the_questions_
                 "save_every": 0, "save_minutes": 0}, events.append, lambda: False)
     assert code == 0
     data = next(e for e in events if e["event"] == "data")
-    assert set(data["views"]) == {"facts", "shuffled", "reversed", "masked", "questions", "replay"}
+    from core.finetune.data.views import DEFAULT_VIEWS
+
+    assert set(data["views"]) == set(DEFAULT_VIEWS)
     assert data["views"]["replay"]["items"] >= 1  # the base model's own text, written before training
     assert data["restated_probes"] >= 4 and data["phases"] == ["question warm-up", "documents' facts"]
     settings = next(e for e in events if e["event"] == "settings")

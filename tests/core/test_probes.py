@@ -177,7 +177,7 @@ def test_the_handbook_questions_are_paraphrased_facts_spread_over_every_file() -
     assert Counter(q["source"] for q in questions) == dict.fromkeys(files, 4)
     assert Counter(q["answer"] for q in questions) == dict.fromkeys(range(4), 6)
     for q in questions:
-        assert set(q) == {"source", "stem", "choices", "answer"}
+        assert set(q) == {"source", "direction", "stem", "choices", "answer"} and q["direction"] in ("forward", "reverse")
         choices = q["choices"]
         assert len(choices) == 4 and len({c.casefold() for c in choices}) == 4
         source = _text_of(str(HANDBOOK / q["source"]))
