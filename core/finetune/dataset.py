@@ -226,17 +226,12 @@ def _written_items(views: ViewSet, writer: str, seed: int, summary: dict[str, An
     return items
 
 
-ANSWER_VIEWS = ("questions", "reading")  # views whose items are a question's answer
-
-
 def _encode_item(item: Item, encoder: ExampleEncoder, seq_len: int) -> Encoded | None:
-    """An item's tokens: its prompt as context (not trained), its text trained (an answer: then end-of-text)."""
+    """An item's tokens: its prompt as context (not trained), then its text, trained."""
     prompt = encoder.encode_text(item.prompt) if item.prompt else []
+    # No end-of-text token: after every item (a few sentences, or a short answer) it taught the tuned model to
+    # stop writing after a sentence; its sample continuations came back empty.
     text = encoder.encode_text(item.text)
-    # An answer ends its item; a piece of the documents does not: an end-of-text after every few sentences would
-    # teach the tuned model to stop writing after each one (its sample continuations came back empty).
-    if encoder.eos_id is not None and item.view in ANSWER_VIEWS:
-        text.append(encoder.eos_id)
     ids, trained = encoder.with_bos(prompt + text, [False] * len(prompt) + [True] * len(text))
     if len(ids) > seq_len:  # a long line: keep what is trained
         ids, trained = encoder.with_bos(text, [True] * len(text))

@@ -90,7 +90,9 @@ def test_questions_written_by_a_local_model_are_trained_and_shown(
     wait_until(qtbot, lambda: page.view() == "result", 30, "the result view")
     qa = state.data["synthetic_qa"]
     assert qa["model"] == qa_writer and qa["kept"] == 3 and qa["generated"] > 3
-    assert state.data["objective"] == "sft" and state.data["phases"] == ["documents' text", "question-answer pairs"]
+    # The documents' knowledge views (question warm-up first), then the writer's pairs.
+    assert state.data["objective"] == "sft" and state.data["phases"] == [
+        "question warm-up", "documents' facts", "question-answer pairs"]
     result = page.result_view
     assert result.qa_label.text() == qa_sentence(qa)
     assert result.qa_label.text().startswith(f"{qa_writer} wrote 3 question–answer pairs from your documents (")
