@@ -14,6 +14,7 @@ not stored).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class ViewSet:
         return out
 
 
+@functools.cache
 def _registry() -> dict[str, View]:
     from core.finetune.data.views import both, masked, questions, reading, replay, shuffled
 
@@ -130,4 +132,6 @@ def build_views(
 
 
 def phase_of(item: Item) -> int:
-    return 0 if item.view == "questions" else 1
+    """The training phase of an item: its view's (a writer's restatements train with the documents)."""
+    view = _registry().get(item.view)
+    return view.phase if view is not None else 1

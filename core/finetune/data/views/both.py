@@ -23,7 +23,7 @@ from typing import Any
 
 from core.finetune.data.probes import Probe, _distractors, _Span
 from core.finetune.data.views import Item
-from core.finetune.data.views.facts import FactLine, Facts, Span, _is_person, people
+from core.finetune.data.views.facts import FactLine, Facts, _is_person, people
 
 _COPULA = re.compile(r"\s(is|was|are|were)\s")
 _CUT = re.compile(r",(?!\d)|;|\s(?:and|but|who|which|where|while|because|so)\s")
@@ -185,6 +185,3 @@ def restated_probes(facts: Facts, *, count: int, seed: int = 0, n_choices: int =
         out.append(HeldOut(line.fact, probe))
     return out
 
-
-def spans_of(line: FactLine) -> list[Span]:
-    return line.spans
