@@ -141,6 +141,7 @@ class RunState:
     def _on_early_stop(self, e: dict[str, Any]) -> None:
         self.stage_message = str(e.get("message") or "")
         self.total_steps = int(e.get("step") or self.total_steps)  # the run ends here, not at the planned step
+        self.eta_s = None  # no training left: the last step's estimate counted the planned steps
 
     def _on_settings(self, e: dict[str, Any]) -> None:
         self.settings = dict(e)

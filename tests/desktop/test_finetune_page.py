@@ -465,3 +465,52 @@ def test_the_starter_model_learns_the_documents_in_the_window(qtbot: Any, starte
             if run.state == "running" and run.pid:
                 os.kill(run.pid, signal.SIGKILL)
         pool.shutdown(wait=False)
+
+
+def test_held_out_checks_and_the_early_stop_show_on_the_run_view(qtbot: Any,
+                                                                   make_page: Callable[[], FinetunePage]) -> None:
+    """A views run: each check of the questions asked in other words shows on the stage line, and the stop
+    by them ends the progress at the step it stopped (not the planned one), in words."""
+    from core.finetune.run_state import RunState
+    from desktop import finetune_runs as runs
+
+    page = make_page()
+    state = RunState(name="handbook")
+    page.state, page.run_info = state, runs.RunInfo("handbook", "running", 1, None, Path("x"),
+                                                    spec={"base": "tiny-chat"})
+    state.subscribe(page._state_changed)
+    page.run_view.watch(state)
+    page.run_view.resume_button.hide()  # as a started run has it
+    page.stack.setCurrentIndex(1)
+    for event in [
+        {"event": "job_did_start", "pid": 1},
+        {"event": "knowledge", "phase": "before", "correct": 9, "total": 24,
+         "restated": {"correct": 0, "total": 6}},
+        {"event": "settings", "method": "lora", "objective": "pretrain", "total_steps": 248,
+         "estimated_train_s": 640, "stops_early": True},
+        {"event": "stage", "stage": "train", "message": "training at most 248 steps"},
+        *({"event": "step", "step": s, "total_steps": 248, "loss": 4.0 - s * 0.012, "lr": 1e-3,
+           "tokens_per_s": 48.0, "eta_s": 2 * (248 - s), "elapsed_s": 2 * s} for s in range(1, 156)),
+        {"event": "held_out_check", "step": 124, "correct": 2, "total": 6, "margin": 0.41},
+        {"event": "held_out_check", "step": 155, "correct": 3, "total": 6, "margin": 0.52},
+    ]:
+        state.apply(event)
+    page.run_view._redraw()
+    assert "asked in other words, 3 of 6 right at step 155" in page_text(page)
+    assert page.run_view.numbers.text().startswith("Step 155 of 248")
+    shot(page, "held-out-check")
+    for s in range(156, 187):
+        state.apply({"event": "step", "step": s, "total_steps": 248, "loss": 2.1, "lr": 1e-3, "tokens_per_s": 48.0,
+                     "eta_s": 2 * (248 - s), "elapsed_s": 2 * s})
+    state.apply({"event": "held_out_check", "step": 186, "correct": 3, "total": 6, "margin": 0.47})
+    state.apply({"event": "early_stop", "step": 186, "best_step": 155,
+                 "message": "stopping at step 186 of 248: the questions asked in other words stopped improving "
+                            "(best 3 of 6 at step 155; 3 now, and no surer); keeping the model of step 155"})
+    page.run_view._redraw()
+    text = page_text(page)
+    assert "stopped improving" in text and "keeping the model of step 155" in text
+    assert page.run_view.numbers.text().startswith("Step 186 of 186")
+    assert "left" not in page.run_view.numbers.text()  # nothing of the planned steps remains
+    assert page.run_view.progress.value() == 1000
+    assert [c["step"] for c in state.held_out_checks] == [124, 155, 186]
+    shot(page, "early-stop")
