@@ -103,8 +103,10 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         encoder = ExampleEncoder(tokenizer, _chat_format(base, tokenizer))
         emit({"event": "stage", "stage": "data", "message": "preparing the training data"})
         def replay() -> list[str]:
-            from core.finetune.data.views.replay import write_replay
+            from core.finetune.data.views.replay import write_replay, write_replay_gguf
 
+            if base.kind == "gguf":
+                return write_replay_gguf(str(base.path), seed=spec.seed)
             return write_replay(model, tokenizer, load_on, seed=spec.seed)
 
         data = dist.broadcast(_data(work, sources, spec, encoder, resources, tokenizer, method.packing, emit, replay)

@@ -180,3 +180,14 @@ def test_a_pronoun_means_the_sentences_first_person_not_a_place_named_after_them
     lines = lines_of("Dr. Hanne Corvell, the only doctor in the village of Lisk Mawr, called a meeting. She asked "
                      "for volunteers. A forester from Lisk Mawr joined.")
     assert "Hanne Corvell asked for volunteers." in lines
+
+
+def test_the_base_gguf_writes_its_replay_text_in_llama_cpp_the_same_for_a_seed(starter_model: Path) -> None:
+    from core.finetune.data.views.replay import OPENINGS, write_replay_gguf
+
+    first = write_replay_gguf(str(starter_model), seed=3)
+    assert first == write_replay_gguf(str(starter_model), seed=3)
+    assert first != write_replay_gguf(str(starter_model), seed=4)
+    assert len(first) >= len(OPENINGS) // 2
+    # Each sample is its opening carried on in the model's own words.
+    assert all(any(t.startswith(o) and len(t) > len(o) + 20 for o in OPENINGS) for t in first)

@@ -4,7 +4,9 @@ Training only on new facts pulls a small model away from everything else it coul
 little text of its own (as rehearsal / replay against catastrophic forgetting: Robins, 1995; Scialom et al.,
 "Fine-tuned language models are continual learners", 2022, keep ~1% of earlier data) holds it near its
 old behaviour at almost no cost. The samples are written by the base model before training, from general
-openings that have nothing to do with the documents, sampled with the job's seed.
+openings that have nothing to do with the documents, sampled with the job's seed: by llama.cpp when the base
+is a GGUF (the same weights the trainer dequantizes; a few seconds, where transformers' ``generate`` took
+50-130 s on 2 cores for Gemma 3 270M), by the training model itself otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,26 @@ OPENINGS = (
     "In mathematics, a prime number", "Most birds build their nests", "The recipe calls for",
 )
 NEW_TOKENS = 48
+
+
+def _kept(opening: str, text: str) -> bool:
+    """A sample worth training: it goes on past its opening by a clause at least."""
+    return len(text) > len(opening) + 20
+
+
+def write_replay_gguf(path: str, *, seed: int) -> list[str]:
+    """The continuations of ``OPENINGS`` by the GGUF at ``path`` in the chat engine (sampled, the same for a seed)."""
+    from core.engine import Engine, LoadOptions, SamplingParams
+
+    texts = []
+    with Engine() as engine:
+        engine.load(path, LoadOptions(n_ctx=256))
+        for n, opening in enumerate(OPENINGS):
+            params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.8, top_p=0.95, seed=seed * 1_009 + n)
+            text = (opening + engine.complete(opening, params).text).strip()
+            if _kept(opening, text):
+                texts.append(text)
+    return texts
 
 
 def write_replay(model: Any, tokenizer: Any, device: Any, *, seed: int) -> list[str]:
@@ -39,7 +61,7 @@ def write_replay(model: Any, tokenizer: Any, device: Any, *, seed: int) -> list[
                                      do_sample=True, temperature=0.8, top_p=0.95, use_cache=True,
                                      pad_token_id=tokenizer.pad_token_id)
                 text = tokenizer.decode(out[0].tolist(), skip_special_tokens=True).strip()
-                if len(text) > len(opening) + 20:
+                if _kept(opening, text):
                     texts.append(text)
     finally:
         model.train(was_training)
