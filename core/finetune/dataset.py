@@ -226,6 +226,9 @@ def _written_items(views: ViewSet, writer: str, seed: int, summary: dict[str, An
     return items
 
 
+MIN_CONTEXT_TOKENS = 24  # an item's context cut to fit its row keeps at least this much, or is left out
+
+
 def _encode_item(item: Item, encoder: ExampleEncoder, seq_len: int) -> Encoded | None:
     """An item's tokens: its prompt as context (not trained), then its text, trained."""
     prompt = encoder.encode_text(item.prompt) if item.prompt else []
@@ -233,9 +236,13 @@ def _encode_item(item: Item, encoder: ExampleEncoder, seq_len: int) -> Encoded |
     # stop writing after a sentence; its sample continuations came back empty.
     text = encoder.encode_text(item.text)
     ids, trained = encoder.with_bos(prompt + text, [False] * len(prompt) + [True] * len(text))
-    if len(ids) > seq_len:  # a long line: keep what is trained
-        ids, trained = encoder.with_bos(text, [True] * len(text))
-        ids, trained = ids[:seq_len], trained[:seq_len]
+    if len(ids) > seq_len:
+        room = seq_len - len(text) - 1  # the row less the trained text and the BOS
+        if prompt and room >= MIN_CONTEXT_TOKENS:  # the context's end: the question, and the passage's tail
+            ids, trained = encoder.with_bos(prompt[-room:] + text, [False] * room + [True] * len(text))
+        else:  # a long line: keep what is trained
+            ids, trained = encoder.with_bos(text, [True] * len(text))
+            ids, trained = ids[:seq_len], trained[:seq_len]
     return Encoded(ids, trained) if any(trained[1:]) else None
 
 

@@ -155,6 +155,7 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
         stopper = None
         if sched.stop_checks_from is not None and data.restated:
             per_epoch = max(1, round(trainer.total_steps / sched.epochs))
+            trainer.average_over(max(10, per_epoch // 4))  # the checks and the result read the averaged weights
             stopper = knowledge.HeldOutStop(trainer, encoder, data.restated, first=round(per_epoch * sched.stop_checks_from),
                                             every=per_epoch // planner.STOP_CHECKS_PER_EPOCH, emit=emit)
             trainer.enough = stopper

@@ -144,15 +144,18 @@ class HeldOutStop:
         step = int(state.step)
         if step < self.first or (step - self.first) % self.every or step >= self.trainer.total_steps:
             return False
-        result = score(self.trainer, self.encoder, self.probes, reference=False)
+        with self.trainer.averaged():  # the weights the run would end with if it stopped here
+            result = score(self.trainer, self.encoder, self.probes, reference=False)
+            better = (result.correct, result.margin) > (self.best, self.best_margin)
+            if better:
+                self._saved = [p.detach().clone() for p in self.trainer.p.trainable_parameters()]
         self.trainer.p.model.train()
         self.history.append({"step": step, "correct": result.correct, "total": result.total})
         self.emit({"event": "held_out_check", "step": step, "correct": result.correct, "total": result.total,
                    "margin": round(result.margin, 3)})
         # Better: more right, or as many right and surer of them (the margin breaks ties of a short list).
-        if (result.correct, result.margin) > (self.best, self.best_margin):
+        if better:
             self.best, self.best_margin, self.best_step = result.correct, result.margin, step
-            self._saved = [p.detach().clone() for p in self.trainer.p.trainable_parameters()]
             return False
         self.emit({"event": "early_stop", "step": step, "best_step": self.best_step,
                    "message": f"stopping at step {step} of {self.trainer.total_steps}: the questions asked in other "

@@ -9,8 +9,8 @@ import math
 import os
 import time
 import types
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +116,47 @@ class Trainer:
         self.ref_logp: torch.Tensor | None = None
         # Asked after each step whether training has done enough (the knowledge check's held-out half says so).
         self.enough: Callable[[TrainState], bool] | None = None
+        # A running average of the trained weights (``average_over``), None: off.
+        self.average_decay = 0.0
+        self._average: list[torch.Tensor] | None = None
         lean_lora_forward(prepared.model)
+
+    def average_over(self, steps: int) -> None:
+        """Keep an exponential moving average of the trained weights over about ``steps`` steps and end with it.
+
+        With a constant learning rate and one short row per step, the weights after any one step lean towards
+        the last few rows; their average over the last quarter pass answers the documents' questions more
+        steadily (Polyak averaging; Izmailov et al., "Averaging Weights Leads to Wider Optima", arXiv
+        1803.05407). Measured in bench/document_learning.py: about 2 more of 24 paraphrased questions right over
+        the second pass. Not with FSDP sharding (each rank holds a slice)."""
+        if not self.sharded and steps > 1:
+            self.average_decay = 1.0 - 1.0 / steps
+
+    def _update_average(self, params: Sequence[torch.Tensor]) -> None:
+        with torch.no_grad():
+            if self._average is None:
+                self._average = [p.detach().clone() for p in params]
+                return
+            for avg, p in zip(self._average, params, strict=True):
+                avg.lerp_(p.detach(), 1.0 - self.average_decay)
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """The averaged weights in the model for the duration (nothing changes when no average is kept)."""
+        if self._average is None:
+            yield
+            return
+        params = self.p.trainable_parameters()
+        with torch.no_grad():
+            current = [p.detach().clone() for p in params]
+            for p, avg in zip(params, self._average, strict=True):
+                p.copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, kept in zip(params, current, strict=True):
+                    p.copy_(kept)
 
     # -- plan ----------------------------------------------------------------------------------
     def _schedule(self) -> list[list[list[int]]]:
@@ -268,6 +308,8 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             self.p.after_step()
             state.step += 1
+            if self.average_decay:
+                self._update_average(params)
             elapsed = time.monotonic() - t0
             rate = [*rate[-9:], (tokens, elapsed)]
             tps = sum(t for t, _ in rate) / max(1e-9, sum(e for _, e in rate))
@@ -303,6 +345,10 @@ class Trainer:
             if self.enough is not None and self.enough(state):  # one process only (set by the job)
                 break
         model.eval()
+        if self._average is not None:  # the run ends with the averaged weights
+            with torch.no_grad():
+                for p, avg in zip(params, self._average, strict=True):
+                    p.copy_(avg)
         return state
 
     def _save_due(self) -> bool:
@@ -420,7 +466,7 @@ class Trainer:
         torch.save({
             "step": state.step, "history": state.history, "evals": state.evals, "trainable": trainable,
             "optimizer": optim, "method": self.p.extra_state(), "rng": torch.get_rng_state(),
-            "sharded": self.sharded, **(extra or {}),
+            "sharded": self.sharded, "average": self._average, **(extra or {}),
         }, tmp)
         os.replace(tmp, path)
         self.emit({"event": "checkpoint", "step": state.step})
@@ -447,6 +493,8 @@ class Trainer:
             self.p.load_trainable_state(data["trainable"])
             optimizer.load_state_dict(data["optimizer"])
         self.p.load_extra_state(data["method"])
+        if data.get("average") is not None:
+            self._average = [a.to(self.device) for a in data["average"]]
         torch.set_rng_state(data["rng"])
         state = TrainState(step=int(data["step"]), history=list(data["history"]), evals=list(data.get("evals", [])))
         return state, data

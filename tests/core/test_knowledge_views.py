@@ -191,3 +191,36 @@ def test_the_base_gguf_writes_its_replay_text_in_llama_cpp_the_same_for_a_seed(s
     assert len(first) >= len(OPENINGS) // 2
     # Each sample is its opening carried on in the model's own words.
     assert all(any(t.startswith(o) and len(t) > len(o) + 20 for o in OPENINGS) for t in first)
+
+
+class _WordTokenizer:
+    """One token per word (ids by first appearance), a BOS of id 1: enough to count what an item keeps."""
+
+    bos_token, eos_token, bos_token_id, eos_token_id, add_bos_token = "<bos>", "<eos>", 1, 2, True
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [self.vocab.setdefault(w, 3 + len(self.vocab)) for w in text.split()]}
+
+
+def test_an_item_too_long_for_its_row_keeps_the_end_of_its_context() -> None:
+    """A reading item whose passage does not fit keeps the question and the passage's tail, not the bare answer."""
+    from core.finetune.data.formatting import ExampleEncoder
+    from core.finetune.data.views import Item
+    from core.finetune.dataset import MIN_CONTEXT_TOKENS, _encode_item
+
+    tokenizer = _WordTokenizer()
+    encoder = ExampleEncoder(tokenizer, None)  # type: ignore[arg-type]  # plain text only: no chat format
+    passage = " ".join(f"p{i}" for i in range(60))
+    item = Item("reading", " Marta Vell.", frozenset({0}), prompt=f"[1] history.md {passage} The retired teacher was")
+    encoded = _encode_item(item, encoder, 40)
+    assert encoded is not None and len(encoded.ids) == 40 and encoded.ids[0] == 1
+    words = {v: k for k, v in tokenizer.vocab.items()}
+    kept = [words[i] for i in encoded.ids[1:]]
+    assert kept[-2:] == ["Marta", "Vell."] and kept[-6:-2] == ["The", "retired", "teacher", "was"]
+    assert [words[i] for i, t in zip(encoded.ids, encoded.trained, strict=True) if t] == ["Marta", "Vell."]
+    # With no room for a useful context, the item trains its own text alone (as a long fact line does).
+    short = _encode_item(item, encoder, MIN_CONTEXT_TOKENS + 2)
+    assert short is not None and [words[i] for i in short.ids[1:]] == ["Marta", "Vell."]
