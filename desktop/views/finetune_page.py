@@ -417,15 +417,17 @@ class FinetunePage(QWidget):
         self.stack.setCurrentIndex(1)
         follower = RunFollower(info.name)
         follower.event.connect(state.apply)
-        follower.ended.connect(self._follow_ended)
+        follower.ended.connect(lambda f=follower: self._follow_ended(f))
         self.follower = follower
         follower.start()
 
     def _state_changed(self, kind: str, event: dict[str, Any]) -> None:
         self.run_view.on_event(kind, event)
 
-    def _follow_ended(self) -> None:
+    def _follow_ended(self, follower: RunFollower) -> None:
         """The run is over: its log is read to the end (a resumed run's log holds its earlier stops too)."""
+        if follower is not self.follower:  # replaced (the run followed again) while its end was on its way
+            return
         state = self.state
         self._stop_following()
         if state is None:
