@@ -165,11 +165,9 @@ class HeldOutStop:
 
     def restore(self) -> int | None:
         """Put back the best check's weights when training went on past it; returns that step, or None."""
-        import torch
+        from core.finetune.trainer import copy_weights
 
         if not self._saved or not self.history or self.history[-1]["step"] == self.best_step:
             return None
-        with torch.no_grad():
-            for param, saved in zip(self.trainer.p.trainable_parameters(), self._saved, strict=True):
-                param.copy_(saved)
+        copy_weights(self.trainer.p.trainable_parameters(), self._saved)
         return self.best_step

@@ -147,16 +147,12 @@ class Trainer:
             yield
             return
         params = self.p.trainable_parameters()
-        with torch.no_grad():
-            current = [p.detach().clone() for p in params]
-            for p, avg in zip(params, self._average, strict=True):
-                p.copy_(avg)
+        current = [p.detach().clone() for p in params]
+        copy_weights(params, self._average)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for p, kept in zip(params, current, strict=True):
-                    p.copy_(kept)
+            copy_weights(params, current)
 
     # -- plan ----------------------------------------------------------------------------------
     def _schedule(self) -> list[list[list[int]]]:
@@ -346,9 +342,7 @@ class Trainer:
                 break
         model.eval()
         if self._average is not None:  # the run ends with the averaged weights
-            with torch.no_grad():
-                for p, avg in zip(params, self._average, strict=True):
-                    p.copy_(avg)
+            copy_weights(params, self._average)
         return state
 
     def _save_due(self) -> bool:
@@ -498,6 +492,13 @@ class Trainer:
         torch.set_rng_state(data["rng"])
         state = TrainState(step=int(data["step"]), history=list(data["history"]), evals=list(data.get("evals", [])))
         return state, data
+
+
+def copy_weights(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+    """Put ``values`` into the trained weights ``params`` in place (the same order and shapes)."""
+    with torch.no_grad():
+        for param, value in zip(params, values, strict=True):
+            param.copy_(value)
 
 
 def lean_lora_forward(model: torch.nn.Module) -> int:
