@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--writer", metavar="MODEL",
                    help="with --docs: also train on restatements of the facts written by this instruct model "
                         "(library name or .gguf path); kept only where they keep every name, number and date")
+    p.add_argument("--views", metavar="NAMES",
+                   help="with --docs: the knowledge views to train on, comma-separated (facts, shuffled, reversed, "
+                        "masked, questions, reading, replay), or 'none' for the text as it is (default: all)")
     p.add_argument("--no-index", dest="index", action="store_false",
                    help="with --docs: do not also index the documents into a Knowledge collection named after the "
                         "adapter, nor compare tuning with retrieval at the end")
@@ -100,7 +103,8 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
         method_options=method_options, resume=args.resume, objective=args.objective, epochs=args.epochs,
         max_steps=args.max_steps, lr=args.lr, seq_len=args.seq_len, batch=args.batch, grad_accum=args.grad_accum,
         gradient_checkpointing=args.gradient_checkpointing, save_every=args.save_every, seed=args.seed,
-        qa_model=args.qa_model, writer=getattr(args, "writer", None), device=args.device, index=getattr(args, "index", True),
+        qa_model=args.qa_model, writer=getattr(args, "writer", None), views=getattr(args, "views", None),
+        device=args.device, index=getattr(args, "index", True),
         **({"nproc": args.nproc} if getattr(args, "nproc", None) is not None else {}),
         **({"save_minutes": args.save_minutes} if getattr(args, "save_minutes", None) is not None else {}),
     )

@@ -96,7 +96,7 @@ class FinetuneSpec:
     views: str | None = _opt(
         None, "Knowledge views", "With documents: the rewritten copies of your text the model learns from, so it "
         "answers questions worded differently from your sentences (comma-separated: facts, shuffled, reversed, "
-        "masked, questions; 'none': the text as it is). Empty: all of them.", group="expert")
+        "masked, questions, reading, replay; 'none': the text as it is). Empty: all of them.", group="expert")
     qa_per_chunk: int = _opt(3, "Questions per chunk", "How many question-answer pairs the question writer "
                              "makes from each piece of a document.", group="expert", min=1, max=20)
     writer: str | None = _opt(
@@ -147,9 +147,22 @@ class FinetuneSpec:
                 raise TrainingError(f"{name} must be at least {low}, not {value}.")
         if self.writer and not self.docs:
             raise TrainingError("--writer rewrites documents: give them with --docs, or leave --writer out.")
+        if self.views is not None:
+            self._check_views()
         if self.docs and self.objective == "dpo":
             raise TrainingError("DPO needs preference pairs (--data with prompt/chosen/rejected), not documents.")
         self._check_nproc()
+
+    def _check_views(self) -> None:
+        from core.errors import DatasetError
+        from core.finetune.data.views import parse_views
+
+        if not self.docs:
+            raise TrainingError("--views rewrites documents: give them with --docs, or leave --views out.")
+        try:
+            parse_views([self.views])
+        except DatasetError as e:
+            raise TrainingError(str(e).replace("Unknown view", "Unknown --views name")) from None
 
     def _check_nproc(self) -> None:
         if not isinstance(self.nproc, int) or isinstance(self.nproc, bool) or self.nproc < 1:

@@ -159,3 +159,29 @@ def test_the_cli_puts_the_writer_in_the_spec_and_refuses_it_without_documents(
     args = parser.parse_args(["finetune", str(scripted_writer), "--data", str(tmp_path / "d.jsonl"), "--writer", "w"])
     with pytest.raises(TrainingError, match="--writer rewrites documents"):
         cmd_finetune.build_spec(args)
+
+
+def test_the_cli_chooses_the_views_and_refuses_unknown_ones_or_views_without_documents(
+    scripted_writer: Path, tmp_path: Path
+) -> None:
+    import argparse
+
+    from core.cli import cmd_finetune
+    from core.errors import TrainingError
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.md").write_text("Ivo Brandt built the boat in 1962 at Corrowick.\n" * 20)
+    parser = argparse.ArgumentParser()
+    cmd_finetune.register(parser.add_subparsers())
+
+    def spec(*flags: str) -> dict:
+        return cmd_finetune.build_spec(parser.parse_args(["finetune", str(scripted_writer), *flags]))
+
+    assert spec("--docs", str(notes))["views"] is None  # the default set
+    assert spec("--docs", str(notes), "--views", "facts,masked", "--out", "a")["views"] == "facts,masked"
+    assert spec("--docs", str(notes), "--views", "none", "--out", "b")["views"] == "none"
+    with pytest.raises(TrainingError, match="Unknown --views name paraphrase: use facts, shuffled"):
+        spec("--docs", str(notes), "--views", "facts,paraphrase", "--out", "c")
+    with pytest.raises(TrainingError, match="--views rewrites documents"):
+        spec("--data", str(tmp_path / "d.jsonl"), "--views", "facts", "--out", "d")
