@@ -314,7 +314,9 @@ class Bench:
         check = knowledge(result)
         common = {"wall_s": result["wall_s"], "job_s": result["job_s"], "train_s": result["train_s"],
                   "steps": result["steps"],
-                  "planned_steps": result["planned_steps"], "peak_mb": result["peak_mb"], "knowledge": check}
+                  "planned_steps": result["planned_steps"], "peak_mb": result["peak_mb"], "knowledge": check,
+                  # the planner's guess against the measured training time (core.finetune.planner)
+                  **{k: result["settings"].get(k) for k in ("tokens_to_train", "trained_tokens", "estimated_train_s")}}
         self.rows.append({"arm": label, **(alone or {"accuracy": float("nan")}), **common})
         if both is not None:
             self.rows.append({"arm": f"{label} + retrieval", **both, **common,
@@ -440,7 +442,8 @@ def run_fixture(fixture: Fixture, starter: Path, args: argparse.Namespace, heart
                                   ["--views", ",".join(chosen) if chosen else "none"])
             out["ablation"].append({"left_out": left_out or "all", "views": chosen, **({
                 "accuracy": result["accuracy"], "steps": result["steps"], "train_s": result["train_s"],
-                "job_s": result["job_s"], "wall_s": result["wall_s"]}
+                "job_s": result["job_s"], "wall_s": result["wall_s"], "planned_steps": result["planned_steps"],
+                **{k: result["settings"].get(k) for k in ("tokens_to_train", "trained_tokens", "estimated_train_s")}}
                 if result else {"error": bench.rows[-1].get("error")})})
     if args.writer:
         result = bench.hearth(f"hearth --writer {Path(args.writer).name}", "docs-writer", ["--writer", args.writer],

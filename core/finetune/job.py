@@ -159,15 +159,16 @@ def run(spec_data: dict[str, Any], emit: Emit, should_stop: Callable[[], bool], 
             stopper = knowledge.HeldOutStop(trainer, encoder, data.restated, first=round(per_epoch * sched.stop_checks_from),
                                             every=per_epoch // planner.STOP_CHECKS_PER_EPOCH, emit=emit)
             trainer.enough = stopper
-        seen_tokens = int(data.train.n_tokens / max(1, len(data.train)) * sum(
-            len(m) for step in trainer.schedule for m in step))
+        seen_rows = sum(len(m) for step in trainer.schedule for m in step)
+        seen_tokens = int(data.train.n_tokens / max(1, len(data.train)) * seen_rows)
+        seen_trained = int(data.train.n_trained / max(1, len(data.train)) * seen_rows)
         estimate = planner.estimated_seconds(total_tokens=seen_tokens, parameters=base.parameters, cores=cores,
                                              documents=documents)
         emit({"event": "settings", "method": method.name, "objective": settings.objective, "lr": settings.lr,
               "epochs": settings.epochs, "total_steps": trainer.total_steps, "trainable_parameters": n_trainable,
               "batch": settings.batch, "grad_accum": settings.grad_accum, "seq_len": settings.seq_len,
               "gradient_checkpointing": settings.gradient_checkpointing, "bf16": settings.bf16, "device": device,
-              "tokens_to_train": seen_tokens, "estimated_train_s": round(estimate, 1), "reasons": sched.reasons,
+              "tokens_to_train": seen_tokens, "trained_tokens": seen_trained, "estimated_train_s": round(estimate, 1), "reasons": sched.reasons,
               "processes": dist.world, "sharded": shard is not None, "stops_early": stopper is not None})
 
         if resuming:
