@@ -435,7 +435,11 @@ def run_fixture(fixture: Fixture, starter: Path, args: argparse.Namespace, heart
     if args.ablate:
         views = default_views()
         out["ablation"] = []
-        for left_out in [*views, None]:
+        runs: list[str | None] = [*views, None]
+        if args.ablate != "all":
+            wanted = [v.strip() for v in args.ablate.split(",") if v.strip()]
+            runs = [None if v == "none" else v for v in wanted]
+        for left_out in runs:
             chosen = [v for v in views if v != left_out] if left_out else []
             label = f"views without {left_out}" if left_out else "views none"
             result = bench.hearth(label, f"docs-no-{left_out or 'views'}",
@@ -547,7 +551,9 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--fixture", choices=[*FIXTURE_NAMES, "both"], default="both")
-    parser.add_argument("--ablate", action="store_true", help="Hearth with each default view left out, and none")
+    parser.add_argument("--ablate", nargs="?", const="all", metavar="VIEWS",
+                        help="Hearth with each default view left out, and none (or only the comma-separated VIEWS "
+                             "left out, one at a time; 'none' for the run with none)")
     parser.add_argument("--seeds", type=int, default=1, help="repeat the no-settings run with seeds 0..N-1")
     parser.add_argument("--writer", metavar="GGUF", help="also run Hearth with --writer GGUF")
     parser.add_argument("--methods", action="store_true", help="also run each other method")

@@ -148,19 +148,19 @@ class FinetuneSpec:
         if self.writer and not self.docs:
             raise TrainingError("--writer rewrites documents: give them with --docs, or leave --writer out.")
         if self.views is not None:
-            self._check_views()
+            self._check_views(self.views)
         if self.docs and self.objective == "dpo":
             raise TrainingError("DPO needs preference pairs (--data with prompt/chosen/rejected), not documents.")
         self._check_nproc()
 
-    def _check_views(self) -> None:
+    def _check_views(self, views: str) -> None:
         from core.errors import DatasetError
         from core.finetune.data.views import parse_views
 
         if not self.docs:
             raise TrainingError("--views rewrites documents: give them with --docs, or leave --views out.")
         try:
-            parse_views([self.views])
+            parse_views([views])
         except DatasetError as e:
             raise TrainingError(str(e).replace("Unknown view", "Unknown --views name")) from None
 
