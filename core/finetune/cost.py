@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import DatasetError
 from core.finetune import planner
 from core.finetune.data.scan import DocumentScan, scan_documents
+from core.finetune.data.views import parse_views, view_size
 from core.finetune.resources import GB, estimate_bytes
 from core.finetune.spec import FinetuneSpec
 
@@ -73,6 +75,9 @@ class CostEstimate:
     device_note: str = ""  # TrainingDevice.remark: why this machine's GPU does not train
     reasons: list[str] = field(default_factory=list)  # why the planner chose its defaults
     method_of_estimate: str = METHOD_OF_ESTIMATE
+    # Knowledge views: training may stop before the planned steps (the questions asked in other words decide),
+    # so the time is the most it takes.
+    stops_early: bool = False
 
     @property
     def total_seconds(self) -> float:
@@ -161,10 +166,17 @@ def estimate_cost(spec: FinetuneSpec, scan: DocumentScan | None = None) -> CostE
                         "free: close other programs or pick a smaller model"
                         + (" (or a shorter row length)" if spec.seq_len else "") + ".")
 
-    rows, row_tokens = _rows(spec, method.packing, tokens, seq, documents)
+    views = _views(spec)
+    if views:
+        # The job trains on the documents rewritten into knowledge views, packed into rows of ``seq`` tokens.
+        row_tokens = view_size(views, tokens)
+        rows = max(1, math.ceil(row_tokens / seq))
+    else:
+        rows, row_tokens = _rows(spec, method.packing, tokens, seq, documents)
     sched = planner.schedule(documents=documents, rows=rows, tokens=row_tokens, rows_per_step=batch * accum,
                              method_lr=method.default_lr, parameters=base.parameters,
-                             cores=_cores(target.device), epochs=spec.epochs, max_steps=spec.max_steps, lr=spec.lr)
+                             cores=_cores(target.device), epochs=spec.epochs, max_steps=spec.max_steps, lr=spec.lr,
+                             views=bool(views), held_out=bool(views) and spec.nproc == 1)
     steps, rows_seen = _steps(rows, sched.epochs, sched.max_steps, batch, accum)
     tokens_seen = int(row_tokens / max(1, rows) * rows_seen)
     train_s = planner.estimated_seconds(total_tokens=tokens_seen, parameters=base.parameters,
@@ -190,10 +202,20 @@ def estimate_cost(spec: FinetuneSpec, scan: DocumentScan | None = None) -> CostE
         grad_accum=accum, gradient_checkpointing=ckpt, epochs=sched.epochs, total_steps=steps, rows=rows,
         tokens=tokens, tokens_to_train=tokens_seen, parameters=base.parameters, trainable_parameters=trainable,
         adapter_bytes=adapter_bytes, conversion_bytes=conversion_bytes, fits=not problems, problems=problems,
-        device_note=target.remark,
+        device_note=target.remark, stops_early=sched.stop_checks_from is not None,
         reasons=sched.reasons + ([] if not (documents and spec.qa_model) else
                                  ["the question-answer pairs the question writer adds are not counted"]),
     )
+
+
+def _views(spec: FinetuneSpec) -> list[str]:
+    """The knowledge views a documents job will train on (none for a dataset, or with --views none)."""
+    if not spec.docs:
+        return []
+    try:
+        return parse_views([spec.views] if spec.views is not None else None)
+    except DatasetError:
+        return []  # the spec's own check says what is wrong with the names
 
 
 def _dataset_tokens(data: str | None) -> int:

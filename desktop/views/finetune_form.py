@@ -458,7 +458,9 @@ def estimate_text(est: runs.CostEstimate | None) -> str:
     seconds = est.total_seconds
     if seconds:
         minutes = seconds / 60
-        parts.append("about " + (f"{max(1, round(minutes))} min" if minutes >= 1 else "a minute")
+        # Knowledge views stop when the questions asked in other words stop improving: often sooner.
+        parts.append(("at most about " if est.stops_early else "about ")
+                     + (f"{max(1, round(minutes))} min" if minutes >= 1 else "a minute")
                      + " on this machine (estimated)")
     if est.disk_needed:
         free = f" ({human_size(est.disk_free)} free)" if est.disk_free else ""

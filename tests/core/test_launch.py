@@ -282,3 +282,22 @@ def test_the_training_device_is_judged_from_the_hardware_without_torch(monkeypat
     monkeypatch.setattr(hardware, "detect_hardware", lambda **_: machine([], ["AVX2", "AMX_BF16"]))
     on_cpu = cost_module.training_device("cuda")
     assert on_cpu.device == "cpu" and on_cpu.bf16 and on_cpu.note and "No NVIDIA GPU" in on_cpu.note
+
+
+def test_a_documents_estimate_counts_the_knowledge_views_and_says_training_may_stop_sooner(
+    tiny_gguf: Path, tmp_path: Path,
+) -> None:
+    from core.finetune import planner
+    from core.finetune.data.views import DEFAULT_VIEWS, build_views
+
+    handbook = Path(__file__).resolve().parent.parent / "fixtures" / "handbook"
+    views = estimate_cost(spec_from_inputs(str(tiny_gguf), docs=[str(handbook)], name="views"))
+    plain = estimate_cost(spec_from_inputs(str(tiny_gguf), docs=[str(handbook)], name="plain", views="none"))
+    assert views.stops_early and not plain.stops_early
+    # The rows are what the views really make of these documents (the job's replay: six short samples).
+    documents = [(str(p), p.read_text(encoding="utf-8")) for p in sorted(handbook.iterdir()) if p.is_file()]
+    made = build_views(documents, DEFAULT_VIEWS, tokens=views.tokens, replay=["A short sample of the base model."
+                                                                              * 8] * 6)
+    made_tokens = sum(len(i.prompt) + len(i.text) for i in made.items) / planner.CHARS_PER_TOKEN
+    assert 0.75 < views.rows * views.seq_len / made_tokens < 1.35
+    assert views.total_steps > 4 * plain.total_steps and views.train_seconds > 4 * plain.train_seconds

@@ -53,3 +53,4 @@ def test_rows_get_shorter_and_steps_smaller_for_little_text() -> None:
     assert planner.documents_row_length(1_000_000) == 1024
     assert planner.documents_rows_per_step(7) == 1
     assert planner.documents_rows_per_step(10_000) == 8
+

@@ -4,6 +4,7 @@ runs; the GPU layers editor starts on Auto; the Fine-tune page's estimate says w
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from pathlib import Path
@@ -98,3 +99,6 @@ def test_the_finetune_estimate_says_why_a_vulkan_gpu_does_not_train() -> None:
                        adapter_bytes=4 << 20, conversion_bytes=0, fits=True, device_note=note)
     text = estimate_text(est)
     assert text.startswith("This run needs about 3.2 GB of memory") and text.endswith(note)
+    assert "about 11 min on this machine (estimated)" in text and "at most" not in text
+    # Knowledge views: training stops when the questions asked in other words stop improving, often sooner.
+    assert "at most about 11 min on this machine" in estimate_text(dataclasses.replace(est, stops_early=True))

@@ -41,6 +41,9 @@ class View:
     english_only: bool  # needs English templates or rules
     build: Callable[[Facts, random.Random, dict[str, Any]], list[Item]]
     phase: int = 1  # 0: trained before the documents' text in each epoch (question warm-up)
+    # For estimates before the text is read: characters of items per character of the documents (per copy for
+    # ``shuffled``), measured on tests/fixtures/handbook and rescue; prose with fewer facts per line makes less.
+    size: float = 1.0
 
 
 @dataclass
@@ -62,13 +65,13 @@ def _registry() -> dict[str, View]:
     from core.finetune.data.views import both, masked, questions, reading, replay, shuffled
 
     views = [
-        View("facts", "fact lines (names written out)", False, shuffled.fact_items),
-        View("shuffled", "shuffled copies", False, shuffled.shuffled_items),
-        View("reversed", "both directions", False, both.both_items),
-        View("masked", "masked reconstruction", False, masked.masked_items),
-        View("questions", "question warm-up", True, questions.question_items, phase=0),
-        View("reading", "reading retrieved passages", True, reading.reading_items),
-        View("replay", "the base model's own text", False, replay.replay_items),
+        View("facts", "fact lines (names written out)", False, shuffled.fact_items, size=1.15),
+        View("shuffled", "shuffled copies", False, shuffled.shuffled_items, size=1.15),
+        View("reversed", "both directions", False, both.both_items, size=1.45),
+        View("masked", "masked reconstruction", False, masked.masked_items, size=2.1),
+        View("questions", "question warm-up", True, questions.question_items, phase=0, size=1.2),
+        View("reading", "reading retrieved passages", True, reading.reading_items, size=1.8),
+        View("replay", "the base model's own text", False, replay.replay_items, size=0.3),
     ]
     return {v.name: v for v in views}
 
@@ -98,6 +101,13 @@ def copies_for(tokens: int) -> int:
     if tokens < 40_000:
         return 2
     return 1
+
+
+def view_size(names: Sequence[str], tokens: int) -> int:
+    """About how many tokens the views ``names`` make of ``tokens`` tokens of documents: for a plan made before
+    the documents are read and rewritten (``core.finetune.cost``)."""
+    registry = _registry()
+    return int(sum(tokens * registry[n].size * (copies_for(tokens) if n == "shuffled" else 1) for n in names))
 
 
 def build_views(
