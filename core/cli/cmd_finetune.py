@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "(library name or .gguf path); kept only where they keep every name, number and date")
     p.add_argument("--views", metavar="NAMES",
                    help="with --docs: the knowledge views to train on, comma-separated (facts, shuffled, reversed, "
-                        "masked, questions, reading, replay), or 'none' for the text as it is (default: all)")
+                        "masked, questions, reading, replay), or 'none' for the text as it is (default: all but reading)")
     p.add_argument("--no-index", dest="index", action="store_false",
                    help="with --docs: do not also index the documents into a Knowledge collection named after the "
                         "adapter, nor compare tuning with retrieval at the end")

@@ -96,7 +96,7 @@ class FinetuneSpec:
     views: str | None = _opt(
         None, "Knowledge views", "With documents: the rewritten copies of your text the model learns from, so it "
         "answers questions worded differently from your sentences (comma-separated: facts, shuffled, reversed, "
-        "masked, questions, reading, replay; 'none': the text as it is). Empty: all of them.", group="expert")
+        "masked, questions, reading, replay; 'none': the text as it is). Empty: all but reading.", group="expert")
     qa_per_chunk: int = _opt(3, "Questions per chunk", "How many question-answer pairs the question writer "
                              "makes from each piece of a document.", group="expert", min=1, max=20)
     writer: str | None = _opt(
