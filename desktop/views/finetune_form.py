@@ -303,6 +303,26 @@ class TeachForm(QWidget):
             return  # a newer scan is under way
         self.scan = scan
         self.clear_button.setVisible(bool(self.paths))
+        self._fill_files(scan)
+        self.scan_label.setVisible(scan is not None)
+        if scan is None:
+            self.scan_label.setText("")
+        else:
+            used = [f for f in scan.files if not f.skipped]
+            skipped = len(scan.files) - len(used)
+            self.scan_label.setText(
+                (f"{len(used)} document{'s' if len(used) != 1 else ''}, about {human_count(scan.total_tokens)} tokens"
+                 if used else "Nothing to learn from yet")
+                + (f" · {skipped} skipped" if skipped else ""))
+        if scan is not None and scan.usable and not self._name_edited:
+            base = self.base_name() or "model"
+            method = self.advanced.method_name()
+            paths = list(self.paths)
+            Op(lambda: runs.suggest_name(base, paths, method)).on_success(self._suggested).run(self.pool)
+        self._inputs_changed()
+
+    def _fill_files(self, scan: runs.DocumentScan | None) -> None:
+        """The scan's files in the list (skipped ones greyed in the palette's muted colour)."""
         self.files.clear()
         self.files.setVisible(bool(scan and scan.files))
         self._column.setStretchFactor(self.documents_box, 4 if scan and scan.files else 0)
@@ -320,22 +340,6 @@ class TeachForm(QWidget):
                 for c in range(5):
                     item.setForeground(c, grey)
             self.files.addTopLevelItem(item)
-        self.scan_label.setVisible(scan is not None)
-        if scan is None:
-            self.scan_label.setText("")
-        else:
-            used = [f for f in scan.files if not f.skipped]
-            skipped = len(scan.files) - len(used)
-            self.scan_label.setText(
-                (f"{len(used)} document{'s' if len(used) != 1 else ''}, about {human_count(scan.total_tokens)} tokens"
-                 if used else "Nothing to learn from yet")
-                + (f" · {skipped} skipped" if skipped else ""))
-        if scan is not None and scan.usable and not self._name_edited:
-            base = self.base_name() or "model"
-            method = self.advanced.method_name()
-            paths = list(self.paths)
-            Op(lambda: runs.suggest_name(base, paths, method)).on_success(self._suggested).run(self.pool)
-        self._inputs_changed()
 
     def _suggested(self, name: str) -> None:
         if not self._name_edited and self.scan is not None:
@@ -439,7 +443,7 @@ class TeachForm(QWidget):
             f"QFrame#dropZone {{ border: 2px dashed {p.border}; border-radius: 10px; background: {p.surface}; }}"
             f"QFrame#dropZone[hover=\"true\"] {{ border-color: {p.accent}; }}")
         if self.scan is not None:
-            self._show_scan(self._scan_serial, self.scan)
+            self._fill_files(self.scan)  # recoloured only: the estimate and the name stay as they are
 
     def set_drop_hover(self, hover: bool) -> None:
         self.drop_zone.setProperty("hover", "true" if hover else "false")

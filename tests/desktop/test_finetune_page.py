@@ -514,3 +514,24 @@ def test_held_out_checks_and_the_early_stop_show_on_the_run_view(qtbot: Any,
     assert page.run_view.progress.value() == 1000
     assert [c["step"] for c in state.held_out_checks] == [124, 155, 186]
     shot(page, "early-stop")
+
+
+def test_the_estimate_counts_the_knowledge_views_and_says_at_most(
+        qtbot: Any, make_page: Callable[[], FinetunePage]) -> None:
+    page = make_page()
+    drop(page, ROOT / "tests" / "fixtures" / "handbook")
+    wait_until(qtbot, lambda: page.form.estimate is not None, 60, "the estimate")
+    views = page.form.estimate
+    assert views is not None and views.stops_early
+    # Training may stop sooner: the questions asked in other words decide (core.finetune.planner).
+    assert "at most about" in page.form.estimate_label.text()
+    shot(page, "documents-estimate")
+    # A change of theme recolours the list and keeps the estimate (it used to clear it and estimate again).
+    assert page.form.estimate is views and page.form.estimate_label.isVisibleTo(page)
+    page.form.advanced_toggle.setChecked(True)
+    page.form.advanced.job_form.set_values({"views": "none"})  # the text as it is: a fixed number of passes
+    wait_until(qtbot, lambda: page.form.estimate is not views and page.form.estimate is not None, 60,
+               "the new estimate")
+    plain = page.form.estimate
+    assert plain is not None and not plain.stops_early and plain.total_steps < views.total_steps / 4
+    assert "at most" not in page.form.estimate_label.text() and "on this machine (estimated)" in page.form.estimate_label.text()
