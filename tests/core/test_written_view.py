@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,47 +143,46 @@ def test_a_writer_must_be_a_chat_model_and_is_found_by_path(scripted_writer: Pat
         resolve_writer(str(starter_model))
 
 
-def test_the_cli_puts_the_writer_in_the_spec_and_refuses_it_without_documents(
-    scripted_writer: Path, tmp_path: Path
-) -> None:
+def _cli_spec(base: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """``hearth finetune BASE FLAGS...`` as the CLI turns it into a spec (a notes folder at ``NOTES``)."""
     import argparse
 
     from core.cli import cmd_finetune
-    from core.errors import TrainingError
 
     notes = tmp_path / "notes"
-    notes.mkdir()
+    notes.mkdir(exist_ok=True)
     (notes / "a.md").write_text("Ivo Brandt built the boat in 1962 at Corrowick.\n" * 20)
     parser = argparse.ArgumentParser()
     cmd_finetune.register(parser.add_subparsers())
-    args = parser.parse_args(["finetune", str(scripted_writer), "--docs", str(notes), "--writer", "my-writer"])
-    assert cmd_finetune.build_spec(args)["writer"] == "my-writer"
-    args = parser.parse_args(["finetune", str(scripted_writer), "--data", str(tmp_path / "d.jsonl"), "--writer", "w"])
+
+    def spec(*flags: str) -> dict[str, Any]:
+        flags = tuple(str(notes) if f == "NOTES" else f for f in flags)
+        return dict(cmd_finetune.build_spec(parser.parse_args(["finetune", str(base), *flags])))
+
+    return spec
+
+
+def test_the_cli_puts_the_writer_in_the_spec_and_refuses_it_without_documents(
+    scripted_writer: Path, tmp_path: Path
+) -> None:
+    from core.errors import TrainingError
+
+    spec = _cli_spec(scripted_writer, tmp_path)
+    assert spec("--docs", "NOTES", "--writer", "my-writer")["writer"] == "my-writer"
     with pytest.raises(TrainingError, match="--writer rewrites documents"):
-        cmd_finetune.build_spec(args)
+        spec("--data", str(tmp_path / "d.jsonl"), "--writer", "w")
 
 
 def test_the_cli_chooses_the_views_and_refuses_unknown_ones_or_views_without_documents(
     scripted_writer: Path, tmp_path: Path
 ) -> None:
-    import argparse
-
-    from core.cli import cmd_finetune
     from core.errors import TrainingError
 
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "a.md").write_text("Ivo Brandt built the boat in 1962 at Corrowick.\n" * 20)
-    parser = argparse.ArgumentParser()
-    cmd_finetune.register(parser.add_subparsers())
-
-    def spec(*flags: str) -> dict:
-        return cmd_finetune.build_spec(parser.parse_args(["finetune", str(scripted_writer), *flags]))
-
-    assert spec("--docs", str(notes))["views"] is None  # the default set
-    assert spec("--docs", str(notes), "--views", "facts,masked", "--out", "a")["views"] == "facts,masked"
-    assert spec("--docs", str(notes), "--views", "none", "--out", "b")["views"] == "none"
+    spec = _cli_spec(scripted_writer, tmp_path)
+    assert spec("--docs", "NOTES")["views"] is None  # the default set
+    assert spec("--docs", "NOTES", "--views", "facts,masked", "--out", "a")["views"] == "facts,masked"
+    assert spec("--docs", "NOTES", "--views", "none", "--out", "b")["views"] == "none"
     with pytest.raises(TrainingError, match="Unknown --views name paraphrase: use facts, shuffled"):
-        spec("--docs", str(notes), "--views", "facts,paraphrase", "--out", "c")
+        spec("--docs", "NOTES", "--views", "facts,paraphrase", "--out", "c")
     with pytest.raises(TrainingError, match="--views rewrites documents"):
         spec("--data", str(tmp_path / "d.jsonl"), "--views", "facts", "--out", "d")
