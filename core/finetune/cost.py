@@ -213,7 +213,7 @@ def _views(spec: FinetuneSpec) -> list[str]:
     if not spec.docs:
         return []
     try:
-        return parse_views([spec.views] if spec.views is not None else None)
+        return parse_views(spec.views)
     except DatasetError:
         return []  # the spec's own check says what is wrong with the names
 

@@ -127,7 +127,7 @@ def _build_documents(
         raise DatasetError("The documents give no text to learn after tokenization: add documents with more text.")
     parts = [pack(text_units, seq_len, pad_id=pad_id, packing=packing, seed=spec.seed)]
     held_out: list[Any] = []
-    names = parse_views([spec.views] if spec.views is not None else None)
+    names = parse_views(spec.views)
     if names or spec.writer:
         progress("rewriting the documents into knowledge views")
         own: list[str] = []

@@ -160,7 +160,7 @@ class FinetuneSpec:
         if not self.docs:
             raise TrainingError("--views rewrites documents: give them with --docs, or leave --views out.")
         try:
-            parse_views([views])
+            parse_views(views)
         except DatasetError as e:
             raise TrainingError(str(e).replace("Unknown view", "Unknown --views name")) from None
 

@@ -151,6 +151,7 @@ def test_view_names_are_parsed_and_unknown_ones_refused() -> None:
     assert parse_views(None) == list(DEFAULT_VIEWS)
     assert parse_views(["none"]) == []
     assert parse_views(["masked,facts"]) == ["facts", "masked"]
+    assert parse_views("masked, facts") == ["facts", "masked"] and parse_views("none") == []  # a spec's string
     with pytest.raises(DatasetError, match="Unknown view paraphrase"):
         parse_views(["facts,paraphrase"])
 

@@ -85,11 +85,12 @@ VIEW_NAMES = ("facts", "shuffled", "reversed", "masked", "questions", "reading",
 DEFAULT_VIEWS = tuple(v for v in VIEW_NAMES if v != "reading")
 
 
-def parse_views(value: Sequence[str] | None) -> list[str]:
-    """The view names a spec asks for: None → the default set; ["none"] or [] → none (plain text)."""
+def parse_views(value: str | Sequence[str] | None) -> list[str]:
+    """The view names a spec asks for ("facts,masked", or a list of such): None → the default set; "none" or
+    [] → none (plain text)."""
     if value is None:
         return list(DEFAULT_VIEWS)
-    names = [n.strip() for v in value for n in str(v).split(",") if n.strip()]
+    names = [n.strip() for v in ([value] if isinstance(value, str) else value) for n in str(v).split(",") if n.strip()]
     if names in ([], ["none"]):
         return []
     unknown = [n for n in names if n not in VIEW_NAMES]
