@@ -125,24 +125,30 @@ def _scored_variant(folder: Path, variants: list[str]) -> str:
     best, best_score = "", 0
     for name in variants:
         paths = glob.glob(str(folder / f"*ggml-cpu-{name}.*"))
-        try:
-            lib = ctypes.CDLL(paths[0]) if paths else None
-            score = int(lib.ggml_backend_score()) if lib is not None else 0
-        except (OSError, AttributeError):
+        if not paths:
             continue
-        _unload(lib)
+        try:
+            lib = ctypes.CDLL(paths[0])
+        except OSError:
+            continue
+        try:
+            score = int(lib.ggml_backend_score())
+        except AttributeError:
+            continue
+        finally:
+            _unload(lib)
         if score > best_score:
             best, best_score = name, score
     return best
 
 
-def _unload(lib: ctypes.CDLL | None) -> None:
+def _unload(lib: ctypes.CDLL) -> None:
     """Unmap a variant opened only to read its score, as ggml's own loader does (ggml-backend-reg.cpp): left
     mapped, every variant shows in /proc/self/maps and ``_mapped_variant`` could name one ggml did not load."""
     import _ctypes
 
     close = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary", None)
-    if lib is not None and close is not None:
+    if close is not None:
         close(lib._handle)
 
 
