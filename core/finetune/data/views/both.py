@@ -74,8 +74,6 @@ class Restatement:
 
     text: str
     answer: str = ""
-    # "name": the answer is a name at the end, a held-out question's shape; "apposition" too, but trained only
-    # (the held-out half keeps the shapes it was measured with); "np", "role", "year": no question
     kind: str = "name"
 
 
@@ -147,7 +145,7 @@ def restatements(line: FactLine) -> list[Restatement]:
         # "The Friends of the Team, a supporters' club": the span is only the end of the name.
         if a and 2 <= len(a["np"].split()) <= 12 and not line.text[: name.start].endswith(("of the ", "of ")):
             the = "the " if line.text[: name.start].endswith(("the ", "The ")) else ""
-            out.append(Restatement(f"{_cap(a['np'])} is {the}{name.text}.", name.text, "apposition"))
+            out.append(Restatement(f"{_cap(a['np'])} is {the}{name.text}.", name.text))
     p = _PASSIVE.match(text)
     # Past tense only: "was built by" → "built" needs no agreement with the agent ("eight people carry").
     if p and p["aux"] in ("was", "were") and len(p["s"].split()) <= 8 and " and " not in p["s"]:
