@@ -12,7 +12,7 @@ from core.finetune.data.formatting import Encoded
 from core.finetune.data.packing import pack
 from core.finetune.data.views import DEFAULT_VIEWS, build_views, parse_views
 from core.finetune.data.views.both import restatements, reverse_words
-from core.finetune.data.views.facts import fact_lines, people
+from core.finetune.data.views.facts import fact_lines
 from core.finetune.data.views.questions import question_for
 
 HANDBOOK = Path(__file__).resolve().parents[1] / "fixtures" / "handbook"
@@ -81,22 +81,6 @@ def test_templates_restate_common_relation_shapes_object_first() -> None:
     assert "The person who trains the new rowers every Saturday is Anna Berg." in texts
 
 
-def test_roles_verb_phrases_and_appositions_are_restated_from_both_sides() -> None:
-    facts = fact_lines([("people.txt", "Who does what\n\nTreasurer: Ottilie Brask keeps the books and applies for "
-                         "grants.\nMedical officer: Dr. Anwen Pryce checks the drug bags.\nIvo Brandt is a "
-                         "boatbuilder from Corrowick and looks after the ironwork.\nSefa Maret works with Juno, a "
-                         "border collie trained to find people.\nThe Friends of the Team, a supporters' club, "
-                         "meet in May.")])
-    texts = [r.text for line in facts.lines for r in restatements(line)]
-    assert {"The treasurer is Ottilie Brask.", "Ottilie Brask is the treasurer.",
-            "The person who keeps the books is Ottilie Brask.",
-            "The person who applies for grants is Ottilie Brask."} <= set(texts)
-    assert {"The medical officer is Anwen Pryce.", "Anwen Pryce is the medical officer."} <= set(texts)
-    assert "The person who looks after the ironwork is Ivo Brandt." in texts
-    assert "A border collie trained to find people is Juno." in texts
-    assert not any(t.endswith("is the Team.") for t in texts)  # only the end of "Friends of the Team"
-
-
 def test_a_year_of_a_side_clause_is_not_moved_to_the_front() -> None:
     facts = fact_lines([("a.md", "Nobody may touch the lens, which was ground in Paris in 1873.")])
     assert not any(r.text.startswith("In 1873") for r in restatements(facts.lines[0]))
@@ -110,24 +94,6 @@ def test_questions_ask_for_one_span_of_the_line() -> None:
     assert question_for(first, name) == "Who chairs the board of the cooperative?"
     knots = next(s for s in second.spans if s.text == "40")
     assert question_for(second, knots) == "The tower closes when the wind passes how many knots?"
-
-
-def test_questions_ask_places_with_what_roles_from_the_name_and_owners_with_whose() -> None:
-    facts = fact_lines([("a.md", "Treasurer: Ottilie Brask keeps the books.\n"
-                         "Two walkers from Aberwenn died in a blizzard on Carn Vessel.\n"
-                         "Hanne Corvell called a meeting, and nine people signed Hanne Corvell's list that night.\n"
-                         "Rhys Amberley climbs on Carn Vessel every week.\n"
-                         "If two checks are missed, the Brennock Team leader sends a second party.")])
-    persons = people(facts)
-    treasurer, walkers, meeting, _, leader = facts.lines
-    name = next(s for s in treasurer.spans if s.text == "Ottilie Brask")
-    assert question_for(treasurer, name, persons) == "Who keeps the books?"
-    hill = next(s for s in walkers.spans if s.text == "Carn Vessel")
-    assert question_for(walkers, hill, persons) == "Two walkers from Aberwenn died in a blizzard on what?"
-    owner = next(s for s in meeting.spans if s.text == "Hanne Corvell" and s.start > 0)
-    assert question_for(meeting, owner, persons).endswith("nine people signed whose list that night?")
-    team = next(s for s in leader.spans if s.text.startswith("Brennock"))
-    assert question_for(leader, team, persons) is None  # "the what leader sends ...?"
 
 
 def test_views_are_the_same_for_a_seed_and_differ_across_seeds() -> None:

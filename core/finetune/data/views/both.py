@@ -8,8 +8,7 @@ A model trained on "A is B" does not answer "B is ?" (Berglund et al., the rever
   Ivo Brandt."); it works for any language written with spaces;
 - restatements with the object first, from English templates over common relation shapes:
   "X is/was NP" → "NP is/was X"; "Role: X …" → "The role is X."; "X verbs …" (a person) → "The person who
-  verbs … is X." (each verb phrase joined by "and"); "X, a NP," → "A NP is X."; "… was built … by A" →
-  "A built …"; "… in 1874 …" → "In 1874, …".
+  verbs … is X."; "… was built … by A" → "A built …"; "… in 1874 …" → "In 1874, …".
 
 ``restated_probes`` keeps some of the templated restatements out of training and asks them as the knowledge
 check's held-out half ("asked in other words").
@@ -42,13 +41,6 @@ _PASSIVE = re.compile(
     r"(?P<mid>(?:[^,;]*?\s)?)by\s(?P<agent>(?:the\s|a\s|an\s)?[^,;.]+?)(?P<rest>(?:\s(?:to|for|in|on|at|after|"
     r"before|when)\s.*)?)[.!]?$"
 )
-_TITLE = re.compile(r"^(?:Dr|Mr|Mrs|Ms|Prof|Rev|Sir|Dame)\.?\s+(?=[A-Z])")
-# A word after "and" that starts a second verb phrase of the same subject: a verb in the past, or one
-# ending in -s followed by a word that follows verbs ("applies for", "sends the", "signs off").
-_VERB = re.compile(r"[a-z]+ed|" + "|".join(w for forms in _IRREGULAR.values() for w in forms))
-_AFTER_VERB = frozenset(("the", "a", "an", "for", "to", "with", "in", "on", "at", "all", "every", "each", "its",
-                         "his", "her", "their", "off", "up", "out", "down", "over", "after", "about", "from"))
-_APPOSITION = re.compile(r",\s(?P<np>(?:a|an)\s[^,;.]+)(?=[,;.]|$)")
 _IN_YEAR = re.compile(r"(?<=\s)in\s((?:1\d|20)\d\d)(?!\d)")
 
 
@@ -83,23 +75,6 @@ def _clause(text: str) -> str:
     return (text[: m.start()] if m else text).strip().rstrip(".!?")
 
 
-def _predicates(text: str) -> list[str]:
-    """The verb phrases of a person's sentence after the name: the first clause, and a second one joined by
-    "and" when it starts with a verb ("keeps the books and applies for grants": both)."""
-    first = _clause(text)
-    if not re.match(r"[a-z]", first):
-        return []
-    out = [first] if 2 <= len(first.split()) <= 14 else []
-    after = text[text.find(first) + len(first):]
-    joined = re.match(r"\s+and\s+(?P<verb>[a-z]+)\s(?P<next>[a-z]+)", after)
-    if joined and (_VERB.fullmatch(joined["verb"]) or (
-            joined["verb"].endswith("s") and not joined["verb"].endswith("ss") and joined["next"] in _AFTER_VERB)):
-        second = _clause(after[joined.start("verb"):])
-        if 2 <= len(second.split()) <= 14:
-            out.append(second)
-    return out
-
-
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -115,22 +90,15 @@ def restatements(line: FactLine) -> list[Restatement]:
     text = line.text
     names = [s for s in line.spans if s.kind == "name"]
     label = _LABEL.match(text)
-    if label and names:
-        rest = _TITLE.sub("", label["rest"])  # "Medical officer: Dr. Anwen Pryce checks ..."
-        if rest.startswith(names[0].text):
-            role = label["label"].lower()
-            out.append(Restatement(f"The {role} is {names[0].text}.", names[0].text))
-            out.append(Restatement(f"{names[0].text} is the {role}.", f"the {role}", "role"))
-            text = rest
+    if label and names and label["rest"].startswith(names[0].text):
+        out.append(Restatement(f"The {label['label'].lower()} is {names[0].text}.", names[0].text))
+        text = label["rest"]
     subject = next((s for s in names if text.startswith(s.text)), None)
     m = _COPULA.search(text)
     if subject and m and m.start() == len(subject.text):
         np = _clause(text[m.end():])
         if re.match(r"(?:a|an|the|one|our|its|their)\s", np) and 3 <= len(np.split()) <= 12:
             out.append(Restatement(f"{_cap(np)} {m[1]} {subject.text}.", subject.text))
-        if _is_person(subject.text):  # "... is a boatbuilder and looks after the ironwork": the second half too
-            out += [Restatement(f"The person who {rest} is {subject.text}.", subject.text)
-                    for rest in _predicates(text[len(subject.text):])[1:]]
     elif m and not subject:
         after = text[m.end():]
         obj = next((s for s in names if after.startswith(s.text)), None)
@@ -138,14 +106,9 @@ def restatements(line: FactLine) -> list[Restatement]:
         if obj and 2 <= len(np.split()) <= 10:
             out.append(Restatement(f"{obj.text} {m[1]} {_low(np)}.", np, "np"))
     elif subject and _is_person(subject.text):
-        for rest in _predicates(text[len(subject.text):]):
+        rest = _clause(text[len(subject.text):])
+        if 2 <= len(rest.split()) <= 14 and re.match(r"[a-z]", rest):
             out.append(Restatement(f"The person who {rest} is {subject.text}.", subject.text))
-    for name in [s for s in line.spans if s.text[:1].isupper()]:  # "Juno, a border collie trained to find people" → "A border collie ... is Juno."
-        a = _APPOSITION.match(line.text, name.end)
-        # "The Friends of the Team, a supporters' club": the span is only the end of the name.
-        if a and 2 <= len(a["np"].split()) <= 12 and not line.text[: name.start].endswith(("of the ", "of ")):
-            the = "the " if line.text[: name.start].endswith(("the ", "The ")) else ""
-            out.append(Restatement(f"{_cap(a['np'])} is {the}{name.text}.", name.text))
     p = _PASSIVE.match(text)
     # Past tense only: "was built by" → "built" needs no agreement with the agent ("eight people carry").
     if p and p["aux"] in ("was", "were") and len(p["s"].split()) <= 8 and " and " not in p["s"]:

@@ -12,59 +12,42 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Collection
 from typing import Any
 
-from core.finetune.data.probes import STOP_WORDS
 from core.finetune.data.views import Item
-from core.finetune.data.views.facts import FactLine, Facts, Span, _is_person, people
-
-# A role before a person's name ("Treasurer: ", "Medical officer: Dr. "), asked about as the sentence's start.
-_LABEL = re.compile(r"^[A-Z][\w' -]{1,30}:\s+(?:(?:Dr|Mr|Mrs|Ms|Prof|Rev|Sir|Dame)\.?\s+)?")
+from core.finetune.data.views.facts import FactLine, Facts, Span, _is_person
 
 
-def question_for(line: FactLine, span: Span, persons: Collection[str] | None = None) -> str | None:
-    """A question whose answer is ``span``, or None when the line does not make one. ``persons``: the
-    documents' persons (``people``), so a place is asked with "what" ("on what?", not "on who?")."""
+def question_for(line: FactLine, span: Span) -> str | None:
+    """A question whose answer is ``span``, or None when the line does not make one."""
     text = line.text.rstrip(".!?")
-    start, end = span.start, span.end
-    if end > len(text):
+    if span.end > len(text):
         return None
-    label = _LABEL.match(text)  # "Treasurer: Ottilie Brask keeps ..." is asked as "Who keeps ...?"
-    if label and label.end() == start:
-        text, start, end = text[start:], 0, end - start
     # "the Long Watch" is an event, "Greta Holm" a person: a name written after "the" is asked with "what".
-    person = (span.text in persons if persons is not None else _is_person(span.text)) \
-        and not text[:start].endswith(("the ", "The "))
-    if start == 0:
-        rest = text[end:]
+    person = _is_person(span.text) and not text[: span.start].endswith(("the ", "The "))
+    if span.start == 0:
+        rest = text[span.end:]
         if not re.match(r"\s[a-z]", rest):
             return None
         return ("Who" if person else "What") + rest + "?"
     words = {"year": "what year", "date": "what date", "term": "what"}.get(span.kind)
     if span.kind == "name":
         words = "who" if person else "what"
-        if person and text[end:].startswith(("'s ", "’s ")):
-            words, end = "whose", end + 2
     elif span.kind == "number":
         words = "what amount" if span.text[:1] in "£€$" else "what percentage" if span.text.endswith("%") \
             else "how many"
-    if words is None or len(text[:start].split()) < 3:
+    if words is None or len(text[: span.start].split()) < 3:
         return None
-    after = re.match(r"\s([a-z]+)", text[end:])
-    if words == "what" and after and after[1] not in STOP_WORDS:  # "the team leader": "the what leader?"
-        return None
-    return text[:start] + words + text[end:] + "?"
+    return text[: span.start] + words + text[span.end:] + "?"
 
 
 def question_items(facts: Facts, rng: random.Random, options: dict[str, Any]) -> list[Item]:
     items = []
-    persons = people(facts)
     for line in facts.lines:
         spans = [s for s in line.spans if s.kind != "term"]  # a term asked in place reads badly ("the yearly what")
         rng.shuffle(spans)
         for span in spans:
-            question = question_for(line, span, persons)
+            question = question_for(line, span)
             if question:
                 items.append(Item("questions", f"Answer: {span.text}.", frozenset((line.fact,)),
                                   prompt=f"{line.title}\nQuestion: {question}\n"))
