@@ -230,7 +230,7 @@ def merge_full_weights_gguf(
                             values = h.get_tensor(key).float().numpy()
                         perm = namer.row_permutation(target, values.shape[0]) if values.ndim == 2 else None
                         out: np.ndarray = values[perm] if perm is not None else values
-                        return out
+                        return out + namer.value_shift(target)
 
                     transforms[target] = load
         if not transforms:

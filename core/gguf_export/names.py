@@ -5,7 +5,7 @@ table llama.cpp's ``convert_hf_to_gguf.py`` uses, so every architecture it knows
 table per model here. What the converter does to the weights themselves is repeated where it
 matters for a weight delta: llama-family Q and K rows are permuted (``LlamaModel.permute``, for
 llama.cpp's rotary embedding layout), so an adapter's B (the rows) gets the same permutation.
-Gemma's ``norm.weight + 1`` only touches full norm weights, never a LoRA delta of a projection.
+Gemma's ``norm.weight + 1`` only touches full norm weights (``value_shift``), never a LoRA delta of a projection.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ MODEL_TYPE_TO_ARCH: dict[str, str] = {
 
 # GGUF architectures whose converter permutes the Q and K projection rows (LlamaModel.permute).
 PERMUTE_QK_ARCHS = {"llama"}
+# Architectures whose norm weights the converter stores as ``w + 1`` (see ``TensorNamer.value_shift``).
+NORM_SHIFT_ARCHS = {"gemma2", "gemma3"}
 
 # Prefixes of language-model weights inside multimodal checkpoints (as convert_lora_to_gguf.py strips).
 _LM_PREFIXES = (("model.language_model.", "model."), ("language_model.", ""))
@@ -113,6 +115,12 @@ class TensorNamer:
                 break
         name = self._map.get_name(hf_module + ".weight", try_suffixes=(".weight", ".bias"))
         return str(name) if name else None
+
+    def value_shift(self, gguf_name: str) -> float:
+        """What the converter adds to a whole tensor's values: Gemma 2/3 norm weights are stored as ``w + 1``
+        (llama.cpp's convert_hf_to_gguf.py; transformers' GGUF loader takes the 1 off again for training,
+        ``Gemma2TensorProcessor``), so full weights written back into a GGUF get it back. Never for a delta."""
+        return 1.0 if self.info.arch in NORM_SHIFT_ARCHS and gguf_name.endswith("norm.weight") else 0.0
 
     def row_permutation(self, gguf_name: str, n_rows: int) -> np.ndarray | None:
         """The row order the converter gives this tensor (Q/K in llama-family), or None when unchanged."""

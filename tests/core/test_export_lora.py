@@ -278,3 +278,32 @@ def test_merge_adapters_cat_then_export(tiny: dict[str, Any], tmp_path: Path) ->
     with pytest.raises(ExportError, match="same rank"):
         run_cli("merge-adapters", str(tiny["adapter"]), str(second), "--combination", "linear",
                 "--out", str(tmp_path / "lin"))
+
+
+def test_full_weights_of_gemma_keep_its_norm_offset(starter_model: Path, tmp_path: Path) -> None:
+    """Gemma 3 stores its norm weights as w + 1 in a GGUF, and transformers trains w: full weights written back
+    unchanged must give the base model again (without the offset every norm is off by one and the model
+    answers nonsense)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from core.gguf_export.gguf_stream import GGUFSource
+    from core.gguf_export.merge import merge_full_weights_gguf
+
+    model = AutoModelForCausalLM.from_pretrained(str(starter_model.parent), gguf_file=starter_model.name,
+                                                 dtype=torch.float32)
+    norms = {k: v.contiguous() for k, v in model.state_dict().items() if k.endswith("norm.weight")}
+    (tmp_path / "full").mkdir()
+    save_file(norms, str(tmp_path / "full" / "model.safetensors"))
+    result = merge_full_weights_gguf(starter_model, tmp_path / "full", tmp_path / "full.gguf", quant="F16")
+    assert result.changed_tensors == len(norms)
+    with GGUFSource(starter_model) as base, GGUFSource(result.path) as merged:
+        names = [n for n in base.tensors if n.endswith("norm.weight")]
+        assert len(names) == len(norms)
+        for name in names:
+            np.testing.assert_allclose(merged.dequantize(name), base.dequantize(name), rtol=1e-3, atol=1e-3)
+    tokens = [2, *range(1000, 1024)]
+    base_logits, merged_logits = llama_logits(starter_model, tokens), llama_logits(result.path, tokens)
+    assert cosine(merged_logits, base_logits) >= 0.999
+    assert top1_agreement(merged_logits, base_logits) >= 0.8  # Q4_K_M against F16 matmuls: not bit-equal
