@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.finetune import adapters
 from core.finetune.cost import CostEstimate
@@ -19,6 +19,9 @@ from core.finetune.data.scan import DocumentScan, scan_documents
 from core.finetune.launch import spec_from_inputs, suggest_name
 from core.finetune.runs import RunInfo, cancel_run, has_checkpoint, list_runs
 from core.finetune.spec import FinetuneSpec
+
+if TYPE_CHECKING:
+    from core.gguf_export.merge import MergeResult
 
 TERMINAL = ("done", "error", "cancelled")
 __all__ = ["CostEstimate", "DocumentScan", "FinetuneSpec", "RunInfo", "cancel_run", "check_base", "estimate_cost",
@@ -89,6 +92,20 @@ def resumable(info: RunInfo) -> bool:
 def make_standalone(base: str, adapter: str, *, ollama: bool = False, progress: Callable[[Any], None] | None = None,
                     cancel: Any = None) -> str:
     """Merge ``adapter`` into its GGUF ``base`` as a new library model (and a Modelfile for Ollama); says what it did."""
+    result = standalone_model(base, adapter, progress=progress, cancel=cancel)
+    text = f"Added “{result.name}” to My Models ({result.path})."
+    if ollama:
+        from core.gguf_export.ollama import write_modelfile
+
+        export = write_modelfile(result.name or str(result.path))
+        text += f" Ollama: ollama create {result.name} -f {export.modelfile}"
+    return text
+
+
+def standalone_model(base: str, adapter: str, *, progress: Callable[[Any], None] | None = None,
+                     cancel: Any = None) -> MergeResult:
+    """``adapter`` (or a full fine-tune's weights) written into its GGUF ``base``: a new model of the library, in
+    the base's own quantization (Q8_0 when it has none that can be made again)."""
     from core.gguf_export.merge import merge_adapter_gguf, output_path
     from core.gguf_export.quantize import normalize_quant
     from core.library import Library
@@ -101,12 +118,5 @@ def make_standalone(base: str, adapter: str, *, ollama: bool = False, progress: 
         quant = "Q8_0"
     out, name = output_path(None, None, f"{entry.name}-{adapter}", quant)
     name = library.unique_name(name)
-    result = merge_adapter_gguf(entry.path, adapters.adapter_folder(adapter), out, quant=quant, register=True,
-                                name=name, progress=progress, cancel=cancel)
-    text = f"Added “{result.name}” to My Models ({result.path})."
-    if ollama:
-        from core.gguf_export.ollama import write_modelfile
-
-        export = write_modelfile(result.name or str(result.path))
-        text += f" Ollama: ollama create {result.name} -f {export.modelfile}"
-    return text
+    return merge_adapter_gguf(entry.path, adapters.adapter_folder(adapter), out, quant=quant, register=True,
+                              name=name, progress=progress, cancel=cancel)

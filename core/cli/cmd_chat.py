@@ -108,6 +108,10 @@ def resolve_lora(spec: str) -> tuple[str, float]:
     folder = get_paths().adapters / name
     candidates = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
     if not candidates:
+        if folder.is_dir():
+            from core.gguf_export.adapter import find_adapter_folder
+
+            find_adapter_folder(folder)  # a full fine-tune (a whole model) says so, and how to chat with it
         raise NotFoundError(
             f"No adapter '{name}': give a GGUF LoRA file, or export the adapter first with 'hearth export {name}'."
         )

@@ -71,6 +71,13 @@ def find_adapter_folder(name_or_path: str | Path) -> Path:
     for folder in candidates:
         if (folder / ADAPTER_CONFIG).is_file():
             return folder
+        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+            base = str(read_manifest(folder).get("base", {}).get("name") or "BASE")
+            raise ExportError(
+                f"'{folder.name}' is a full fine-tune: a whole model, not an adapter to put on one. Make it a "
+                f"model of My Models with 'hearth merge {base} {folder.name}' (or \"Make a standalone model\" in "
+                "the window) and chat with that."
+            )
         if folder.is_dir():
             inner = sorted(p.parent for p in folder.glob(f"*/{ADAPTER_CONFIG}"))
             if inner:

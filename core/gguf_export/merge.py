@@ -159,7 +159,13 @@ def merge_adapter_gguf(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> MergeResult:
-    """Merge a PEFT LoRA into a GGUF base, quantize to ``quant`` and optionally register the result."""
+    """Merge a PEFT LoRA into a GGUF base, quantize to ``quant`` and optionally register the result.
+
+    A full fine-tune (``--method full``: a whole model's weights where an adapter would be) is written over
+    the base the same way (``merge_full_weights_gguf``)."""
+    if (full := full_weights_folder(adapter)) is not None:
+        return merge_full_weights_gguf(base, full, out, quant=quant, register=register, name=name,
+                                       progress=progress, cancel=cancel)
     quant = normalize_quant(quant)
     work_type = quant if quant in FLOAT_TYPES else work_type.upper()
     out = Path(out)
@@ -193,6 +199,19 @@ def _file_type(work_type: str) -> int:
                 "BF16": gguf.LlamaFileType.MOSTLY_BF16}[work_type])
 
 
+def full_weights_folder(adapter: str | Path) -> Path | None:
+    """The folder of a full fine-tune (by library name or path): a whole model's safetensors weights and its
+    config.json, no adapter_config.json. None for anything else (an adapter, or nothing)."""
+    from core.gguf_export.adapter import ADAPTER_CONFIG
+    from core.paths import get_paths
+
+    for folder in (Path(adapter).expanduser(), get_paths().adapters / str(adapter)):
+        if ((folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file()
+                and any(folder.glob("*.safetensors"))):
+            return folder
+    return None
+
+
 def merge_full_weights_gguf(
     base: str | Path,
     weights_folder: str | Path,
@@ -202,6 +221,7 @@ def merge_full_weights_gguf(
     register: bool = False,
     name: str | None = None,
     progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> MergeResult:
     """Replace a GGUF base's tensors by full fine-tuned weights (Hugging Face names, safetensors)."""
     from safetensors import safe_open
@@ -238,7 +258,10 @@ def merge_full_weights_gguf(
         intermediate = out.with_name(f".{out.stem}.{work_type.lower()}.partial.gguf")
         try:
             rewrite_gguf(source, intermediate, transforms, work_type=work_type,
-                         overrides={"general.file_type": _file_type(work_type)}, progress=progress)
+                         overrides={"general.name": f"{source.metadata.get('general.name', source.path.stem)} + "
+                                                    f"{Path(weights_folder).name}",
+                                    "general.file_type": _file_type(work_type)},
+                         progress=progress, cancel=cancel)
         except BaseException:
             intermediate.unlink(missing_ok=True)
             raise

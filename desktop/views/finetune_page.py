@@ -238,6 +238,9 @@ class FinetunePage(QWidget):
 
     chat_requested = Signal(str, str)
     compare_requested = Signal(str, str)  # (base, adapter): the result side by side with its base model
+    # A full fine-tune is a whole model: once made a model of My Models, its chat and its comparison use that.
+    model_chat_requested = Signal(str)  # the new model's name
+    model_compare_requested = Signal(str, str)  # (base, the new model)
     library_changed = Signal()  # a standalone model was added
 
     def __init__(self, library: LibraryTableModel, pool: Executor, *,
@@ -253,6 +256,7 @@ class FinetunePage(QWidget):
         self.follower: RunFollower | None = None
         self._unsubscribe: Callable[[], None] = lambda: None
         self._export_cancel: CancelToken | None = None
+        self._full_model: tuple[str, str] | None = None  # (full fine-tune, the model made of it)
         self._closed = False
 
         outer = QVBoxLayout(self)
@@ -270,7 +274,7 @@ class FinetunePage(QWidget):
         self.run_view.back_requested.connect(self.show_form)
         self.result_view = ResultView(pool)  # its four-way comparison runs on the pool
         self.result_view.chat_requested.connect(self._chat)
-        self.result_view.compare_requested.connect(lambda: self.compare_requested.emit(*self._adapter()))
+        self.result_view.compare_requested.connect(self._compare)
         self.result_view.standalone_requested.connect(lambda: self.export(ollama=False))
         self.result_view.ollama_requested.connect(lambda: self.export(ollama=True))
         self.result_view.another_requested.connect(self.show_form)
@@ -536,9 +540,44 @@ class FinetunePage(QWidget):
         assert self.state is not None and self.run_info is not None
         return str(self.run_info.spec.get("base", "")), str(self.state.result.get("name") or self.state.name)
 
+    def _is_full(self) -> bool:
+        return self.run_info is not None and self.run_info.spec.get("method") == "full"
+
     def _chat(self) -> None:
         base, adapter = self._adapter()
-        self.chat_requested.emit(base, adapter)
+        if self._is_full():
+            self._as_model(self.model_chat_requested.emit)
+        else:
+            self.chat_requested.emit(base, adapter)
+
+    def _compare(self) -> None:
+        base, adapter = self._adapter()
+        if self._is_full():
+            self._as_model(lambda model: self.model_compare_requested.emit(base, model))
+        else:
+            self.compare_requested.emit(base, adapter)
+
+    def _as_model(self, then: Callable[[str], None]) -> None:
+        """A full fine-tune made a model of My Models (once), then ``then(its name)``."""
+        base, tuned = self._adapter()
+        if self._full_model is not None and self._full_model[0] == tuned:
+            then(self._full_model[1])
+            return
+        token = CancelToken()
+        self._export_cancel = token
+        self.result_view.show_export("This fine-tune is a whole model: adding it to My Models…", None, busy=True)
+
+        def work(report: Callable[[object], None]) -> str:
+            return str(runs.standalone_model(base, tuned, progress=report, cancel=token).name)
+
+        def made(name: str) -> None:
+            self._export_cancel = None
+            self._full_model = (tuned, name)
+            self.result_view.show_export(f"Added “{name}” to My Models.")
+            then(name)
+
+        Op(work).on_progress(self._export_progress).on_success(made).on_failure(
+            lambda exc: self.result_view.show_export(error_text(exc))).run(self.pool)
 
     def export(self, *, ollama: bool) -> None:
         base, adapter = self._adapter()

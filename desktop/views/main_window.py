@@ -248,6 +248,9 @@ class MainWindow(QMainWindow):
         page.form.writer_row.download_requested.connect(self.start_download)
         page.chat_requested.connect(self.chat_with_adapter)
         page.compare_requested.connect(self.compare_with_base)
+        page.model_chat_requested.connect(lambda model: self._with_library(lambda: self.open_in_chat(model)))
+        page.model_compare_requested.connect(
+            lambda base, model: self._with_library(lambda: self.compare_models(base, model)))
         page.library_changed.connect(self.refresh_library)
         return page
 
@@ -525,6 +528,15 @@ class MainWindow(QMainWindow):
         self.settings.last_model = name
         self.save_settings()
 
+    def _with_library(self, then: Callable[[], None]) -> None:
+        """The library listed again (a model was just added), then ``then()``."""
+        def listed(entries: list[ModelEntry]) -> None:
+            self._set_library(entries)
+            if not self._closed:
+                then()
+
+        Op(self.library.models).on_success(listed).on_failure(lambda exc: self.show_status(error_text(exc))).run(self.pool)
+
     def _chat_model(self) -> str | None:
         entry = self.chat.current_entry()
         return entry.name if entry else None
@@ -551,6 +563,13 @@ class MainWindow(QMainWindow):
 
         params = self.settings.parameters_for(base).to_dict()
         self.open_compare(CompareSide(base, params=params), CompareSide(base, adapter, 1.0, params=params))
+
+    def compare_models(self, base: str, model: str) -> None:
+        """A full fine-tune's result side by side: the base model and the model it became."""
+        from core.chats.compare import CompareSide
+
+        self.open_compare(CompareSide(base, params=self.settings.parameters_for(base).to_dict()),
+                          CompareSide(model, params=self.settings.parameters_for(model).to_dict()))
 
     def delete_model(self, name: str) -> None:
         Op(lambda: self.library.remove(name)).on_success(self._deleted).on_failure(lambda exc: self.models.banner.show_message(error_text(exc))).run(self.pool)

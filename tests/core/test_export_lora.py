@@ -213,6 +213,32 @@ def test_full_weights_merge(tiny: dict[str, Any], tmp_path: Path) -> None:
     assert cosine(effect_c, tiny["adapted_t"] - tiny["base_t"]) >= 0.97
 
 
+def test_a_full_fine_tune_merges_by_name_and_is_not_taken_for_an_adapter(tiny: dict[str, Any], tmp_path: Path,
+                                                                         hearth_home: Path) -> None:
+    """``--method full`` leaves a whole model where an adapter would be: ``hearth merge`` makes it a model of the
+    library; ``hearth export`` and ``hearth chat --lora`` say what it is and what to do instead of "no adapter"."""
+    import shutil
+
+    from peft import PeftModel
+
+    from core.cli.cmd_chat import resolve_lora
+    from core.library import Library
+
+    merged = PeftModel.from_pretrained(load_hf(tiny["hf"].folder), str(tiny["adapter"])).merge_and_unload()
+    folder = hearth_home / "data" / "adapters" / "tiny-full"
+    merged.save_pretrained(tmp_path / "full", safe_serialization=True)
+    shutil.copytree(tmp_path / "full", folder)
+    (folder / "manifest.json").write_text(json.dumps({"kind": "model", "base": {"name": "tiny-base"}}))
+    assert run_cli("merge", str(tiny["hf"].gguf), "tiny-full", "--quant", "F16", "--out", "tiny-full-model") == 0
+    entry = Library().get("tiny-full-model")
+    effect_c = llama_logits(Path(entry.path), TOKENS) - tiny["base_c"]
+    assert cosine(effect_c, tiny["adapted_t"] - tiny["base_t"]) >= 0.97
+    with pytest.raises(ExportError, match=r"'tiny-full' is a full fine-tune.*hearth merge tiny-base tiny-full"):
+        run_cli("export", "tiny-full")
+    with pytest.raises(ExportError, match="full fine-tune"):
+        resolve_lora("tiny-full")
+
+
 def test_quantize_and_quants(tiny: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from core.gguf_export.gguf_stream import GGUFSource
 
