@@ -23,29 +23,32 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / ".screenshots"
 ADAPTER = "my-notes"
 BASE = "tiny-chat"
-_TRAINED: dict[str, Path] = {}
+_TRAINED: dict[str, tuple[Path, Path]] = {}
 
 
-def trained_adapter(root: Path) -> tuple[Path, Path]:
-    """(tiny base GGUF, adapter folder): a LoRA trained 2 steps on documents, once per test session."""
-    if not _TRAINED:
+def trained_adapter(root: Path, method: str = "lora", name: str = ADAPTER) -> tuple[Path, Path]:
+    """(tiny base GGUF, result folder): ``method`` trained 2 steps on documents, once per test session."""
+    if method not in _TRAINED:
         from tests.fixtures.tiny_hf import write_tiny_chat_llama
 
-        gguf = write_tiny_chat_llama(root / f"{BASE}.gguf")
-        docs = root / "docs"
+        work = root / method
+        work.mkdir()
+        gguf = write_tiny_chat_llama(work / f"{BASE}.gguf")
+        docs = work / "docs"
         docs.mkdir()
         (docs / "lighthouse.md").write_text("The lighthouse keeper rings the bell at dawn. " * 30, encoding="utf-8")
-        spec = root / "spec.json"
+        spec = work / "spec.json"
         spec.write_text(json.dumps({
-            "base": str(gguf), "name": ADAPTER, "docs": [str(docs)], "max_steps": 2, "epochs": 3, "lr": 5e-3,
-            "seq_len": 64, "batch": 2, "grad_accum": 1, "samples": 1, "sample_tokens": 4, "save_every": 0}))
+            "base": str(gguf), "name": name, "docs": [str(docs)], "method": method, "max_steps": 2, "epochs": 3,
+            "lr": 5e-3, "seq_len": 64, "batch": 2, "grad_accum": 1, "samples": 1, "sample_tokens": 4,
+            "save_every": 0}))
         # Trained in a child process, as the app does: torch never enters this (Qt) test process, whose
         # exit crashed with torch's threads loaded beside Qt's.
         done = subprocess.run([sys.executable, "-m", "core.jobs", "finetune", str(spec)], cwd=ROOT,
-                              env={**os.environ, "HEARTH_HOME": str(root / "home")}, capture_output=True, text=True)
+                              env={**os.environ, "HEARTH_HOME": str(work / "home")}, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
-        _TRAINED.update(gguf=gguf, folder=root / "home" / "data" / "adapters" / ADAPTER)
-    return _TRAINED["gguf"], _TRAINED["folder"]
+        _TRAINED[method] = (gguf, work / "home" / "data" / "adapters" / name)
+    return _TRAINED[method]
 
 
 def install_adapter(root: Path, hearth_home: Path, *names: str) -> Path:

@@ -37,7 +37,7 @@ RESTATED = [
 def _taught(train_root: Path, hearth_home: Path) -> str:  # noqa: F811
     """Install the trained adapter with its collection named in the manifest and the restated half added."""
     install_adapter(train_root, hearth_home)
-    collection = index_documents(ADAPTER, [str(train_root / "docs")]).collection
+    collection = index_documents(ADAPTER, [str(train_root / "lora" / "docs")]).collection
     path = hearth_home / "data" / "adapters" / ADAPTER / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["collection"] = collection
@@ -47,16 +47,16 @@ def _taught(train_root: Path, hearth_home: Path) -> str:  # noqa: F811
     return collection
 
 
-def _show_result(window: MainWindow, hearth_home: Path) -> Any:
-    """The Fine-tune page showing the finished run of the adapter, as after its job's last event."""
+def show_result(window: MainWindow, hearth_home: Path, name: str = ADAPTER, method: str = "lora") -> Any:
+    """The Fine-tune page showing the finished run of ``name``, as after its job's last event."""
     page = window.finetune
-    manifest = json.loads((hearth_home / "data" / "adapters" / ADAPTER / "manifest.json").read_text(encoding="utf-8"))
-    state = RunState(name=ADAPTER)
+    folder = hearth_home / "data" / "adapters" / name
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    state = RunState(name=name)
     page.state = state
-    page.run_info = runs.RunInfo(ADAPTER, "done", None, None, Path("x"), spec={"base": BASE})
+    page.run_info = runs.RunInfo(name, "done", None, None, Path("x"), spec={"base": BASE, "method": method})
     for event in ({"event": "data", "chunks": 4, "train_examples": 4},
-                  {"event": "done", "name": ADAPTER, "path": str(hearth_home / "data" / "adapters" / ADAPTER),
-                   "metrics": manifest["metrics"]}):
+                  {"event": "done", "name": name, "path": str(folder), "metrics": manifest["metrics"]}):
         state.apply(event)
     window.show_page("finetune")
     page._show_outcome(state)
@@ -69,7 +69,7 @@ def test_the_result_shows_the_four_way_comparison_and_keeps_it(make_window: Wind
     _taught(train_root, hearth_home)
     window = make_window()
     wait_until(qtbot, lambda: window.library_model.row_of(BASE) >= 0, 30, "the tiny base in the library")
-    page = _show_result(window, hearth_home)
+    page = show_result(window, hearth_home)
     result = page.result_view
     assert result.knowledge_label.text().startswith("From your sentences: ")
     assert "Asked in other words: 2 of 2 (0 before)." in result.knowledge_label.text()
@@ -108,7 +108,7 @@ def test_chat_with_it_opens_the_chat_with_the_adapter_and_the_collection(make_wi
     collection = _taught(train_root, hearth_home)
     window = make_window()
     wait_until(qtbot, lambda: window.library_model.row_of(BASE) >= 0, 30, "the tiny base in the library")
-    page = _show_result(window, hearth_home)
+    page = show_result(window, hearth_home)
     page.result_view.comparison.shutdown()  # not what this test looks at
     page.result_view.chat_button.click()
     chat = window.chat
