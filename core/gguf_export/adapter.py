@@ -63,6 +63,13 @@ class LoraAdapter:
         return self.folder.name
 
 
+def is_full_fine_tune(folder: Path) -> bool:
+    """A full fine-tune's folder (``--method full``): a whole model's config.json and safetensors weights where an
+    adapter would be, and no adapter_config.json."""
+    return ((folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file()
+            and any(folder.glob("*.safetensors")))
+
+
 def find_adapter_folder(name_or_path: str | Path) -> Path:
     """An adapter given by library name (the adapters folder) or by a PEFT folder's path."""
     candidates = [Path(name_or_path).expanduser()]
@@ -71,7 +78,7 @@ def find_adapter_folder(name_or_path: str | Path) -> Path:
     for folder in candidates:
         if (folder / ADAPTER_CONFIG).is_file():
             return folder
-        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        if is_full_fine_tune(folder):
             base = str(read_manifest(folder).get("base", {}).get("name") or "BASE")
             raise ExportError(
                 f"'{folder.name}' is a full fine-tune: a whole model, not an adapter to put on one. Make it a "

@@ -20,7 +20,7 @@ import numpy as np
 
 from core.errors import ExportError
 from core.events import CancelToken, Progress, ProgressCallback
-from core.gguf_export.adapter import check_against_base, load_lora_adapter
+from core.gguf_export.adapter import check_against_base, is_full_fine_tune, load_lora_adapter
 from core.gguf_export.gguf_stream import (
     GGUFSource,
     GGUFStreamWriter,
@@ -200,16 +200,11 @@ def _file_type(work_type: str) -> int:
 
 
 def full_weights_folder(adapter: str | Path) -> Path | None:
-    """The folder of a full fine-tune (by library name or path): a whole model's safetensors weights and its
-    config.json, no adapter_config.json. None for anything else (an adapter, or nothing)."""
-    from core.gguf_export.adapter import ADAPTER_CONFIG
+    """The folder of a full fine-tune given by library name or path; None for anything else (an adapter)."""
     from core.paths import get_paths
 
-    for folder in (Path(adapter).expanduser(), get_paths().adapters / str(adapter)):
-        if ((folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file()
-                and any(folder.glob("*.safetensors"))):
-            return folder
-    return None
+    folders = (Path(adapter).expanduser(), get_paths().adapters / str(adapter))
+    return next((folder for folder in folders if is_full_fine_tune(folder)), None)
 
 
 def merge_full_weights_gguf(

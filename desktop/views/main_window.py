@@ -248,9 +248,9 @@ class MainWindow(QMainWindow):
         page.form.writer_row.download_requested.connect(self.start_download)
         page.chat_requested.connect(self.chat_with_adapter)
         page.compare_requested.connect(self.compare_with_base)
-        page.model_chat_requested.connect(lambda model: self._with_library(lambda: self.open_in_chat(model)))
+        page.model_chat_requested.connect(lambda model: self.refresh_library(lambda: self.open_in_chat(model)))
         page.model_compare_requested.connect(
-            lambda base, model: self._with_library(lambda: self.compare_models(base, model)))
+            lambda base, model: self.refresh_library(lambda: self.compare_models(base, model)))
         page.library_changed.connect(self.refresh_library)
         return page
 
@@ -506,10 +506,14 @@ class MainWindow(QMainWindow):
         self.chat.new_chat()
 
     # -- library -------------------------------------------------------------------------------
-    def refresh_library(self) -> None:
-        Op(self.library.models).on_success(self._set_library).on_failure(
-            lambda exc: self.show_status(error_text(exc))
-        ).run(self.pool)
+    def refresh_library(self, then: Callable[[], None] | None = None) -> None:
+        """List the library again (in the background), then ``then()`` when given (a model was just added)."""
+        def listed(entries: list[ModelEntry]) -> None:
+            self._set_library(entries)
+            if then is not None and not self._closed:
+                then()
+
+        Op(self.library.models).on_success(listed).on_failure(lambda exc: self.show_status(error_text(exc))).run(self.pool)
 
     def _set_library(self, entries: list[ModelEntry]) -> None:
         if self._closed:
@@ -527,15 +531,6 @@ class MainWindow(QMainWindow):
         self.chat.select_model(name)
         self.settings.last_model = name
         self.save_settings()
-
-    def _with_library(self, then: Callable[[], None]) -> None:
-        """The library listed again (a model was just added), then ``then()``."""
-        def listed(entries: list[ModelEntry]) -> None:
-            self._set_library(entries)
-            if not self._closed:
-                then()
-
-        Op(self.library.models).on_success(listed).on_failure(lambda exc: self.show_status(error_text(exc))).run(self.pool)
 
     def _chat_model(self) -> str | None:
         entry = self.chat.current_entry()
