@@ -563,12 +563,6 @@ class FinetunePage(QWidget):
         if self._full_model is not None and self._full_model[0] == tuned:
             then(self._full_model[1])
             return
-        token = CancelToken()
-        self._export_cancel = token
-        self.result_view.show_export("This fine-tune is a whole model: adding it to My Models…", None, busy=True)
-
-        def work(report: Callable[[object], None]) -> str:
-            return str(runs.standalone_model(base, tuned, progress=report, cancel=token).name)
 
         def made(name: str) -> None:
             self._export_cancel = None
@@ -576,19 +570,23 @@ class FinetunePage(QWidget):
             self.result_view.show_export(f"Added “{name}” to My Models.")
             then(name)
 
-        Op(work).on_progress(self._export_progress).on_success(made).on_failure(
-            lambda exc: self.result_view.show_export(error_text(exc))).run(self.pool)
+        self._run_export("This fine-tune is a whole model: adding it to My Models…",
+                         lambda report, token: str(runs.standalone_model(base, tuned, progress=report,
+                                                                         cancel=token).name), made)
 
     def export(self, *, ollama: bool) -> None:
         base, adapter = self._adapter()
+        self._run_export("Merging the adapter into the model…",
+                         lambda report, token: runs.make_standalone(base, adapter, ollama=ollama, progress=report,
+                                                                    cancel=token), self._exported)
+
+    def _run_export(self, message: str, work: Callable[[Callable[[object], None], CancelToken], str],
+                    done: Callable[[str], None]) -> None:
+        """``work(report, cancel)`` in the background, its progress and Cancel in the result's export row."""
         token = CancelToken()
         self._export_cancel = token
-        self.result_view.show_export("Merging the adapter into the model…", None, busy=True)
-
-        def work(report: Callable[[object], None]) -> str:
-            return runs.make_standalone(base, adapter, ollama=ollama, progress=report, cancel=token)
-
-        Op(work).on_progress(self._export_progress).on_success(self._exported).on_failure(
+        self.result_view.show_export(message, None, busy=True)
+        Op(lambda report: work(report, token)).on_progress(self._export_progress).on_success(done).on_failure(
             lambda exc: self.result_view.show_export(error_text(exc))).run(self.pool)
 
     def _export_progress(self, p: object) -> None:
